@@ -1,0 +1,334 @@
+"""Loading the checkpoints users already have into zoo models.
+
+Layouts understood (REFERENCE.md §1): RepDistiller/CRD files ``{'model', 'epoch', 'accuracy' |
+'best_acc', 'optimizer' | 'opt'}``, ``{'state_dict'}`` (Lightning, mmrazor), ``{'network'}``
+(letKD), ``{'net'}``, raw state_dicts (AFD, EKD), prefixes from DataParallel/DDP (``module.``),
+Lightning (``model.``), mmrazor (``architecture.``) and ``torch.compile`` (``_orig_mod.``), and
+TorchScript archives. Everything is mapped to CPU and unpickled with ``weights_only=True``
+unless the caller opts in for a trusted file.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models import MODELS, create_model, list_models
+
+from .errors import UserError
+from .io import file_digest
+
+TRUST_FLAG = "--trust-checkpoint"
+_WRAPPER_KEYS = ("model", "state_dict", "network", "net", "student", "model_state_dict")
+_PREFIXES = ("module.", "_orig_mod.", "architecture.", "model.")
+_META_KEYS = ("epoch", "accuracy", "best_acc", "acc", "arch")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint loaded into its zoo model.
+
+    Attributes:
+        model: the zoo model in eval mode, on CPU.
+        arch: zoo architecture name.
+        num_classes: classifier outputs.
+        layout: how the file was organised (``repdistiller``, ``state_dict``, ``raw``, ...).
+        digest: ``sha256:<hex>`` of the file.
+        meta: scalar entries found beside the weights (epoch, accuracy, ...).
+        notes: things the loader decided that a user may want to know.
+    """
+
+    model: nn.Module
+    arch: str
+    num_classes: int
+    layout: str
+    digest: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int | None = None, trusted: bool = False) -> LoadedCheckpoint:
+    """Load a classifier checkpoint into its zoo model, strictly.
+
+    Args:
+        path: checkpoint file.
+        arch: zoo architecture; inferred from RepDistiller folder naming or the keys when None.
+        num_classes: expected classes; read from the classifier weight when None.
+        trusted: allow full unpickling (arbitrary code) for legacy files that need it.
+
+    Raises:
+        UserError: missing/corrupt file, a pickle that needs ``trusted``, keys that fit no
+            architecture, a class count other than the one asked for.
+    """
+    path = Path(path)
+    state, layout, meta = read_state_dict(path, trusted=trusted)
+    notes: list[str] = []
+    if arch is None:
+        arch = _choose_arch(path, state, meta, notes)
+    elif arch not in MODELS:
+        raise UserError(MODELS.unknown_message(arch))
+    found_classes = classes_in_state_dict(arch, state)
+    if num_classes is not None and found_classes is not None and found_classes != num_classes:
+        raise UserError(
+            f"checkpoint {path} was trained for {found_classes} classes but {num_classes} were asked for; "
+            f"pass --num-classes {found_classes} (or leave it out to use the checkpoint's count)"
+        )
+    n = num_classes or found_classes
+    model = create_model(arch, num_classes=n)
+    problems = compare_keys(model.state_dict(), state)
+    if problems:
+        raise UserError(_mismatch_message(path, arch, n, problems, state))
+    model.load_state_dict(_fill_batch_counters(state, model), strict=True)
+    model.eval()
+    return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes)
+
+
+def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """Read a file and return ``(state_dict, layout, meta)`` with wrappers and prefixes removed."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist; check the path (relative paths start at {Path.cwd()})")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} is not a file")
+    if _is_torchscript(path):
+        return _read_torchscript(path), "torchscript", {}
+    obj = _torch_load(path, trusted)
+    state, layout, meta = _unwrap(obj, path)
+    state, stripped = strip_prefixes(state)
+    if stripped:
+        layout += f" (prefix {'+'.join(stripped)} removed)"
+    return state, layout, meta
+
+
+def _torch_load(path: Path, trusted: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as e:
+        # Only a refused global means "valid pickle, but it needs code"; anything else is damage.
+        needed = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if needed:
+            what = f" ({', '.join(sorted(set(needed)))})"
+            raise UserError(
+                f"checkpoint {path} holds Python objects{what} beside its tensors, so it cannot be loaded safely "
+                f"(weights_only=True). RepDistiller's *_last.pth files are like this: they pickle the argparse "
+                f"Namespace of the run. Unpickling runs code from the file; if you trust where it came from, pass "
+                f"{TRUST_FLAG} (trusted=True in Python), or re-save just its state_dict"
+            ) from None
+        raise _corrupt(path, e) from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError, ImportError) as e:
+        raise _corrupt(path, e) from None
+
+
+def _corrupt(path: Path, err: Exception) -> UserError:
+    size = path.stat().st_size
+    return UserError(
+        f"checkpoint {path} ({size} bytes) could not be read: it is truncated, corrupt or not a PyTorch file "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}). "
+        f"Copy it again or point at the right file"
+    )
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _read_torchscript(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, OSError) as e:
+        raise _corrupt(path, e) from None
+    return {k: v for k, v in module.state_dict().items()}
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
+
+
+def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    if isinstance(obj, nn.Module):  # a whole pickled model (only reachable with trusted=True)
+        return dict(obj.state_dict()), "pickled module", {}
+    if _is_state_dict(obj):
+        return dict(obj), "raw state_dict", {}
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                inner = inner.state_dict()
+            if _is_state_dict(inner):
+                meta = _scalar_meta(obj)
+                repdistiller = key == "model" and ({"epoch", "accuracy", "best_acc", "opt"} & set(obj))
+                return dict(inner), "repdistiller" if repdistiller else f"{{'{key}': ...}}", meta
+        keys = ", ".join(map(repr, list(obj)[:8]))
+        raise UserError(
+            f"checkpoint {path} is a dict with keys {keys} but none of them holds a state_dict "
+            f"(looked for {', '.join(_WRAPPER_KEYS)}); save the model's state_dict, or one of those wrappers"
+        )
+    raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a state_dict or a dict wrapping one")
+
+
+def _scalar_meta(obj: Mapping) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key in _META_KEYS:
+        value = obj.get(key)
+        if torch.is_tensor(value) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (int, float, str)):
+            meta[key] = value
+    opt = obj.get("opt")
+    if opt is not None and isinstance(getattr(opt, "model", None), str):
+        meta["arch"] = opt.model  # RepDistiller records the architecture in its argparse options
+    return meta
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Remove wrapper prefixes shared by every key (``module.``, ``model.``, ...), repeatedly."""
+    stripped: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if state and all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                stripped.append(prefix)
+                changed = True
+    return state, stripped
+
+
+def classes_in_state_dict(arch: str, state: Mapping[str, torch.Tensor]) -> int | None:
+    """The class count the checkpoint's classifier was trained for, if its weight is present."""
+    weight = state.get(f"{_classifier_name(arch)}.weight")
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
+
+
+def model_classes(model: nn.Module) -> int:
+    return int(model.get_submodule(model.classifier_name).out_features)
+
+
+@cache
+def _classifier_name(arch: str) -> str:
+    with torch.device("meta"):
+        return create_model(arch, num_classes=1).classifier_name
+
+
+@lru_cache(maxsize=256)
+def _meta_shapes(arch: str, num_classes: int) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a zoo model's state_dict, built on the meta device (no memory, fast)."""
+    with torch.device("meta"):
+        model = create_model(arch, num_classes=num_classes)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _fill_batch_counters(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Checkpoints from PyTorch < 0.4.1 lack BN ``num_batches_tracked``; they carry no information."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k.endswith("num_batches_tracked") and k not in state]
+    if not missing:
+        return state
+    state = dict(state)
+    for k in missing:
+        state[k] = torch.zeros((), dtype=torch.long)
+    return state
+
+
+@dataclass
+class KeyProblems:
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # key, checkpoint shape, model shape
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.mismatched)
+
+
+def compare_keys(expected: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> KeyProblems:
+    """Strict comparison of a model's state_dict (or key -> shape map) with a checkpoint's."""
+    shape = lambda v: tuple(v.shape) if hasattr(v, "shape") else tuple(v)  # noqa: E731
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [(k, shape(state[k]), shape(expected[k])) for k in expected if k in state and shape(state[k]) != shape(expected[k])]
+    return KeyProblems(missing, unexpected, mismatched)
+
+
+def matching_archs(state: Mapping[str, torch.Tensor]) -> list[tuple[str, int]]:
+    """Zoo architectures (with class count) whose state_dict fits ``state`` key for key and shape for shape."""
+    found = []
+    for arch in list_models():
+        n = classes_in_state_dict(arch, state)
+        if n is None:
+            continue
+        if not compare_keys(_meta_shapes(arch, n), state):
+            found.append((arch, n))
+    return found
+
+
+def arch_from_repdistiller_path(path: str | Path) -> str | None:
+    """RepDistiller folder naming: ``resnet32x4_vanilla`` -> resnet32x4, ``wrn_40_2_vanilla`` -> wrn_40_2,
+    student folders ``S:resnet8x4_T:resnet32x4_...`` -> resnet8x4. None when the folder says nothing."""
+    folder = Path(path).resolve().parent.name
+    tokens = folder.split("_")
+    if not tokens or not tokens[0]:
+        return None
+    if tokens[0].startswith("S:"):
+        tokens[0] = tokens[0][2:]
+    name = "_".join(tokens[:3]) if tokens[0].startswith("wrn") else tokens[0]
+    return name if name in MODELS else None
+
+
+def _choose_arch(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any], notes: list[str]) -> str:
+    candidates = [a for a in (arch_from_repdistiller_path(path), meta.get("arch")) if isinstance(a, str) and a in MODELS]
+    for arch in candidates:
+        n = classes_in_state_dict(arch, state)
+        if n is not None and not compare_keys(_meta_shapes(arch, n), state):
+            return arch
+    matches = matching_archs(state)
+    if len(matches) == 1:
+        if candidates:
+            notes.append(f"the folder/metadata suggests {candidates[0]!r} but the keys are those of {matches[0][0]!r}; using the keys")
+        return matches[0][0]
+    if len(matches) > 1:
+        names = ", ".join(sorted({a for a, _ in matches}))
+        raise UserError(f"checkpoint {path} fits several zoo architectures ({names}); pass --arch to choose one")
+    raise UserError(
+        f"could not tell the architecture of checkpoint {path}: its folder name does not follow RepDistiller's "
+        f"'<arch>_vanilla' naming and its {len(state)} keys fit no zoo model exactly. Pass --arch "
+        f"(known: {', '.join(list_models())})"
+    )
+
+
+def _mismatch_message(path: Path, arch: str, num_classes: int | None, p: KeyProblems, state: Mapping) -> str:
+    def listing(items: list[str], limit: int = 6) -> str:
+        more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    parts = [f"checkpoint {path} does not fit architecture {arch!r} ({num_classes} classes)"]
+    if p.missing:
+        parts.append(f"missing {len(p.missing)} keys: {listing(p.missing)}")
+    if p.unexpected:
+        parts.append(f"unexpected {len(p.unexpected)} keys: {listing(p.unexpected)}")
+    if p.mismatched:
+        parts.append(
+            f"{len(p.mismatched)} shape mismatches: "
+            + listing([f"{k} checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in p.mismatched])
+        )
+    matches = matching_archs(state)
+    if matches:
+        names = ", ".join(f"{a} ({n} classes)" for a, n in matches)
+        parts.append(f"the keys do match zoo architecture {names}: pass --arch {matches[0][0]}")
+    else:
+        parts.append("no zoo architecture matches these keys exactly; check that this is the model you meant")
+    return "; ".join(parts)

@@ -1,0 +1,53 @@
+"""``compressor inspect``: size, compute and hint candidates of a zoo model or a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from models import MODELS
+
+from ..checkpoint import TRUST_FLAG, load_checkpoint
+from ..errors import UserError
+from ..summary import describe_model, format_summary
+
+NAME = "inspect"
+HELP = "show parameters, MACs and candidate hint points of a zoo model or checkpoint"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="ARCH_OR_CHECKPOINT", help="zoo model name or checkpoint file")
+    p.add_argument("--arch", help="architecture of the checkpoint (inferred when left out)")
+    p.add_argument("--num-classes", type=int, help="classifier outputs (default: the checkpoint's, or 100/1000)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input height and width")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a checkpoint you trust")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.num_classes is not None and args.num_classes < 1:
+        raise UserError(f"--num-classes must be >= 1, got {args.num_classes}")
+    if args.input_size is not None and min(args.input_size) < 1:
+        raise UserError(f"--input-size must be two positive integers, got {args.input_size}")
+    extra = {}
+    if args.target in MODELS and not Path(args.target).is_file():
+        arch, num_classes = args.target, args.num_classes
+    elif Path(args.target).exists() or _looks_like_path(args.target):
+        loaded = load_checkpoint(args.target, arch=args.arch, num_classes=args.num_classes, trusted=args.trust_checkpoint)
+        arch, num_classes = loaded.arch, loaded.num_classes
+        extra = {"checkpoint": str(args.target), "layout": loaded.layout, "digest": loaded.digest, "meta": loaded.meta}
+    else:
+        raise UserError(f"{args.target!r} is neither a checkpoint file nor a zoo model; " + MODELS.unknown_message(args.target))
+    info = describe_model(arch, num_classes, tuple(args.input_size) if args.input_size else None)
+    if args.json:
+        print(json.dumps({**info, **extra}))
+    else:
+        if extra:
+            print(f"checkpoint    {extra['checkpoint']} [{extra['layout']}] {extra['digest'][:19]}...")
+        print(format_summary(info))
+    return 0
+
+
+def _looks_like_path(text: str) -> bool:
+    return "/" in text or text.endswith((".pt", ".pth", ".ckpt", ".tar", ".bin"))

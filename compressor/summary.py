@@ -1,0 +1,67 @@
+"""What ``compressor inspect`` reports about a model: size, compute and candidate hint points."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from models import create_model, model_entry
+from models.stats import count_macs, count_params
+
+
+def describe_model(arch: str, num_classes: int | None = None, input_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Parameters, MACs and candidate hint points of a zoo architecture.
+
+    Everything is computed on the meta device (shapes only), so even ImageNet models at
+    224x224 take well under a second and no weights are needed.
+
+    Returns:
+        ``{'arch', 'num_classes', 'params', 'macs', 'input_size', 'candidates', 'baseline_hints'}``;
+        each candidate is ``{'index', 'name', 'stage', 'shape'}`` with the (C, H, W) of its output.
+    """
+    entry = model_entry(arch)
+    size = tuple(input_size or entry.input_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"input size must be two positive integers (H W), got {size}")
+    with torch.device("meta"):
+        model = create_model(arch, num_classes=num_classes)
+        model.eval()
+        feats, _ = model.forward_features(torch.zeros(1, 3, *size))
+    points = model.hint_points()
+    return {
+        "arch": arch,
+        "num_classes": int(model.get_submodule(model.classifier_name).out_features),
+        "params": count_params(model),
+        "macs": count_macs(model, size),
+        "input_size": list(size),
+        "candidates": [{"index": p.index, "name": p.name, "stage": p.stage, "shape": list(feats[p.index].shape[1:])} for p in points],
+        "baseline_hints": model.baseline_hints(),
+    }
+
+
+def human_count(n: float) -> str:
+    """1736564 -> '1.74 M', 278324 -> '278.32 K' (the papers' style)."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(int(n))
+
+
+def format_summary(info: dict[str, Any]) -> str:
+    """A plain-text report of ``describe_model``'s result."""
+    base = set(info["baseline_hints"])
+    lines = [
+        f"arch          {info['arch']}",
+        f"classes       {info['num_classes']}",
+        f"input         3x{info['input_size'][0]}x{info['input_size'][1]}",
+        f"parameters    {human_count(info['params'])} ({info['params']:,})",
+        f"MACs          {human_count(info['macs'])} ({info['macs']:,})",
+        f"candidates    {len(info['candidates'])} hint points; baseline (stage ends) = {info['baseline_hints']}",
+        "",
+        f"{'idx':>4}  {'stage':>5}  {'name':<22} {'output (C, H, W)':<18}",
+    ]
+    for c in info["candidates"]:
+        mark = "  <- baseline" if c["index"] in base else ""
+        lines.append(f"{c['index']:>4}  {c['stage']:>5}  {c['name']:<22} {str(tuple(c['shape'])):<18}{mark}")
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from compressor import __version__
+from compressor.cli import main
+from models import create_model
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "inspect" in capsys.readouterr().out
+
+
+def test_inspect_json_resnet110(capsys):
+    assert main(["inspect", "resnet110", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert set(info) >= {"arch", "num_classes", "params", "macs", "input_size", "candidates", "baseline_hints"}
+    assert info["arch"] == "resnet110" and info["num_classes"] == 100 and info["input_size"] == [32, 32]
+    assert len(info["candidates"]) == 54 and info["baseline_hints"] == [18, 36, 54]
+    assert info["candidates"][0] == {"index": 1, "name": "layer1.0", "stage": 1, "shape": [16, 32, 32]}
+    assert info["candidates"][-1]["shape"] == [64, 8, 8]
+    assert info["params"] == 1_736_564
+
+
+def test_inspect_options(capsys):
+    assert main(["inspect", "resnet34", "--num-classes", "10", "--input-size", "64", "96", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_classes"] == 10 and info["input_size"] == [64, 96]
+    assert info["baseline_hints"] == [3, 7, 13, 16]
+    assert info["candidates"][-1]["shape"] == [512, 2, 3]
+
+
+def test_inspect_checkpoint_table(tmp_path, capsys):
+    path = tmp_path / "save" / "models" / "wrn_16_2_vanilla" / "ckpt_epoch_240.pth"
+    path.parent.mkdir(parents=True)
+    torch.save({"epoch": 1, "model": create_model("wrn_16_2", num_classes=10).state_dict(), "accuracy": 50.0}, path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "wrn_16_2" in out and "repdistiller" in out and "<- baseline" in out and "classes       10" in out
+
+
+@pytest.mark.parametrize("args", [["--num-classes", "0"], ["--input-size", "0", "32"]])
+def test_inspect_bad_values(capsys, args):
+    assert main(["inspect", "resnet8", *args]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_console_script_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "compressor.cli", "inspect", "resnet8", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out)["baseline_hints"] == [1, 2, 3]
+    bad = subprocess.run([sys.executable, "-m", "compressor.cli", "inspect", "nonsense"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown model 'nonsense'" in bad.stderr
