@@ -15,7 +15,8 @@ classifier forward that ONNX export and ordinary training use.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -88,26 +89,36 @@ class FeatureContract(ABC):
         Raises:
             ValueError: an index outside 1..L.
         """
+        chosen = check_indices(indices, len(self.point_specs()))
+        captured: dict[int, torch.Tensor] = {}
+        with self.feature_hooks(chosen, captured.__setitem__, preact=preact):
+            logits = self(x)
+        return {i: captured[i] for i in chosen}, logits
+
+    @contextmanager
+    def feature_hooks(
+        self, indices: Sequence[int] | None, sink: Callable[[int, torch.Tensor], None], preact: bool = False
+    ) -> Iterator[list[int]]:
+        """While the context is open, every forward pass calls ``sink(index, feature)`` per chosen point.
+
+        This is the one place that maps hint indices to modules; callers that only need a
+        reduction of each feature (e.g. its spatial mean) do it in ``sink`` so that the full
+        maps of all layers are never held at once.
+        """
         points = self.hint_points()
         chosen = check_indices(indices, len(points))
         modules = dict(self.named_modules())
-        captured: dict[int, torch.Tensor] = {}
         handles = []
         for i in chosen:
             point = points[i - 1]
-            if point.tap is None:
-                hook = _store_output(captured, i)
-                module = modules[point.name]
-            else:
-                hook = _store_input(captured, i) if preact else _store_output(captured, i)
-                module = modules[point.tap]
-            handles.append(module.register_forward_hook(hook))
+            take_input = preact and point.tap is not None
+            module = modules[point.name if point.tap is None else point.tap]
+            handles.append(module.register_forward_hook(_hook(sink, i, take_input)))
         try:
-            logits = self(x)
+            yield chosen
         finally:
             for h in handles:
                 h.remove()
-        return {i: captured[i] for i in chosen}, logits
 
 
 def check_indices(indices: Sequence[int] | None, num_points: int) -> list[int]:
@@ -123,15 +134,8 @@ def check_indices(indices: Sequence[int] | None, num_points: int) -> list[int]:
     return chosen
 
 
-def _store_output(store: dict[int, torch.Tensor], index: int):
+def _hook(sink: Callable[[int, torch.Tensor], None], index: int, take_input: bool):
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        store[index] = output
-
-    return hook
-
-
-def _store_input(store: dict[int, torch.Tensor], index: int):
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        store[index] = inputs[0]
+        sink(index, inputs[0] if take_input else output)
 
     return hook

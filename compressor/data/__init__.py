@@ -1,0 +1,68 @@
+"""Datasets named by one spec string in every command: ``synthetic``, ``cifar10:PATH``,
+``cifar100:PATH``, ``imagefolder:PATH``. Options follow a second colon as ``key=value,...``
+(``synthetic:classes=4,train=512`` or ``imagefolder:/data/cars:size=96``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from models import Registry
+
+from ..errors import UserError
+from .base import DatasetInfo, ImageDataset, normalise
+from .cifar import CifarDataset
+from .imagefolder import ImageFolderDataset
+from .synthetic import SyntheticDataset
+
+# name -> (needs a path, builder(path, split, options))
+DATASETS: Registry[tuple[bool, Callable[..., ImageDataset]]] = Registry("dataset")
+DATASETS.register("synthetic", (False, lambda path, split, o: SyntheticDataset(split, **o)))
+DATASETS.register("cifar10", (True, lambda path, split, o: CifarDataset("cifar10", path, split)))
+DATASETS.register("cifar100", (True, lambda path, split, o: CifarDataset("cifar100", path, split)))
+DATASETS.register("imagefolder", (True, lambda path, split, o: ImageFolderDataset(path, split, _size(o))))
+
+_INT_OPTIONS = {"classes", "train", "test", "size", "seed"}
+
+
+def open_dataset(spec: str, split: str = "train") -> ImageDataset:
+    """Open the dataset a spec string names.
+
+    Raises:
+        UserError: unknown name, missing path, bad options, unreadable files.
+    """
+    name, path, options = parse_spec(spec)
+    if name not in DATASETS:
+        raise UserError(DATASETS.unknown_message(name) + " (spec form: NAME[:PATH][:key=value,...])")
+    needs_path, build = DATASETS.get(name)
+    if needs_path and not path:
+        raise UserError(f"dataset {name!r} needs a path: {name}:/path/to/data")
+    try:
+        dataset = build(path, split, options)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"bad options for dataset {spec!r}: {e}") from None
+    if len(dataset) == 0:
+        raise UserError(f"dataset {spec!r} ({split} split) is empty")
+    return dataset
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, int]]:
+    """``'cifar100:/d:k=v'`` -> ``('cifar100', '/d', {'k': v})``."""
+    parts = spec.split(":")
+    name = parts[0]
+    rest = parts[1:]
+    options: dict[str, int] = {}
+    if rest and "=" in rest[-1]:
+        for item in rest.pop().split(","):
+            key, _, value = item.partition("=")
+            if key not in _INT_OPTIONS or not value.lstrip("-").isdigit():
+                raise UserError(f"bad dataset option {item!r} in {spec!r}; options are integers: {', '.join(sorted(_INT_OPTIONS))}")
+            options[key] = int(value)
+    return name, ":".join(rest), options
+
+
+def _size(options: dict[str, int]) -> tuple[int, int]:
+    size = options.get("size", 224)
+    return (size, size)
+
+
+__all__ = ["DATASETS", "DatasetInfo", "ImageDataset", "open_dataset", "parse_spec", "normalise"]

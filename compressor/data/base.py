@@ -1,0 +1,65 @@
+"""What every dataset provides: labelled images as normalised float tensors."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+# Takes a uint8 image (3, H, W) and returns a uint8 image (3, H', W'); used for augmentation.
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and a report need to know about a dataset."""
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class ImageDataset(Dataset, ABC):
+    """Base: subclasses implement ``__len__``, ``raw(i) -> (uint8 (3, H, W), label)`` and set ``info``.
+
+    ``__getitem__`` returns ``(float image (3, H, W) normalised, label, index)``; the index is
+    what memory-bank methods (CRD) need.
+    """
+
+    info: DatasetInfo
+    transform: Transform | None = None
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def raw(self, i: int) -> tuple[torch.Tensor, int]:
+        """The i-th image as uint8 (3, H, W) before any transform, and its label."""
+
+    @abstractmethod
+    def labels(self) -> np.ndarray:
+        """All labels (N,) without decoding images."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        image, label = self.raw(i)
+        if self.transform is not None:
+            image = self.transform(image)
+        return normalise(image, self.info.mean, self.info.std), int(label), i
+
+
+def normalise(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (3, H, W) -> float32 (3, H, W) with per-channel mean/std removed."""
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (image.float() / 255.0 - m) / s

@@ -1,0 +1,54 @@
+"""Image folders: ``PATH/<class>/<image>``, or ``PATH/{train,val|test}/<class>/<image>`` for splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .base import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, ImageDataset
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+_SPLIT_DIRS = {"train": ("train",), "test": ("val", "test")}
+
+
+class ImageFolderDataset(ImageDataset):
+    """Images are decoded with OpenCV on access and resized to ``size`` (H, W)."""
+
+    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] = (224, 224)):
+        root = Path(root)
+        if not root.is_dir():
+            raise UserError(f"image folder {root} does not exist or is not a folder")
+        base = next((root / d for d in _SPLIT_DIRS.get(split, ()) if (root / d).is_dir()), root)
+        classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+        self.samples: list[tuple[Path, int]] = [
+            (f, c)
+            for c, name in enumerate(classes)
+            for f in sorted((base / name).rglob("*"))
+            if f.suffix.lower() in EXTENSIONS and f.is_file()
+        ]
+        if not self.samples:
+            raise UserError(
+                f"image folder {base} holds no images: expected one sub-folder per class with {', '.join(sorted(EXTENSIONS))} files inside"
+            )
+        self.size = tuple(size)
+        self.info = DatasetInfo(f"imagefolder:{root}", len(classes), tuple(classes), self.size, IMAGENET_MEAN, IMAGENET_STD)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def raw(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise UserError(f"image {path} could not be decoded (corrupt or not an image); remove or replace it")
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if image.shape[:2] != self.size:
+            image = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), label
+
+    def labels(self) -> np.ndarray:
+        return np.array([label for _, label in self.samples], dtype=np.int64)
