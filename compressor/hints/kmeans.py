@@ -14,10 +14,14 @@ import numpy as np
 
 
 def position_seeds(num_layers: int, k: int) -> list[int]:
-    """0-based seed layers spread evenly by position: k=3 -> first, centre, last."""
+    """0-based seed layers spread evenly by position: k=3 -> first, centre, last.
+
+    Fractional positions round down, so "centre" of an even count is the lower middle, the
+    same rule as the ``center`` hint position.
+    """
     if k == 1:
         return [(num_layers - 1) // 2]
-    return [int(round(i * (num_layers - 1) / (k - 1))) for i in range(k)]
+    return [i * (num_layers - 1) // (k - 1) for i in range(k)]
 
 
 def centroid_cosines(gram: np.ndarray, members: np.ndarray) -> np.ndarray:
