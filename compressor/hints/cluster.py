@@ -67,7 +67,7 @@ def cluster_layers(
     start = time.perf_counter()
     sim = METRICS.get(metric)(reps, normalize=normalize, **metric_options)
     labels, iterations = kernel_kmeans(sim.gram, k)
-    hints = sorted(representative(list(np.flatnonzero(labels == j)), position, sim.similarity) + 1 for j in range(k))
+    hints = sorted(int(representative(list(np.flatnonzero(labels == j)), position, sim.similarity)) + 1 for j in range(k))
     seconds = time.perf_counter() - start
     seeds = [s + 1 for s in position_seeds(len(reps), k)]
     return Clustering(sim.similarity, labels, hints, seeds, iterations, seconds, sim.notes)

@@ -1,4 +1,5 @@
 """Golden tests of the layer metrics and the kernel-space k-means against independent computations."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -122,9 +123,7 @@ def test_kernel_kmeans_equals_brute_force(seed):
     kernel = kernel_kmeans(linear_cka(reps).gram, 3)[0]
     brute = brute_force_kmeans(reps, 3)
     # same partition (label numbering may differ)
-    assert [set(np.flatnonzero(kernel == j)) for j in range(3)] == sorted(
-        [set(np.flatnonzero(brute == j)) for j in range(3)], key=min
-    )
+    assert [set(np.flatnonzero(kernel == j)) for j in range(3)] == sorted([set(np.flatnonzero(brute == j)) for j in range(3)], key=min)
 
 
 def test_block_structured_similarity_recovers_blocks():

@@ -1,0 +1,129 @@
+"""Distillation losses, one per module, registered by name; combinations come from config.
+
+``build_objective("crd+at+kd", ctx, ...)`` gives L = gamma * CE + sum_m w_m * L_m (001 eq. 8/9):
+logit terms take alpha, hint terms beta (summed over hint pairs inside each loss), and every
+term's weight can be set by name. The objective returns every term by name for logging.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import Registry
+
+from .ab import AB
+from .afd import AFD
+from .at import AT
+from .base import DistillLoss, LossContext, Outputs
+from .cc import CC
+from .crd import CRD
+from .dkd import DKD
+from .fitnet import FitNet
+from .fsp import FSP
+from .ft import FT
+from .kd import KD
+from .nst import NST
+from .pkt import PKT
+from .rkd import RKD
+from .skd import SKD
+from .sp import SP
+from .vid import VID
+from .wsl import WSL
+
+LOSSES: Registry[type[DistillLoss]] = Registry("distillation method")
+for _name, _cls in {
+    "kd": KD, "skd": SKD, "wsl": WSL, "dkd": DKD,
+    "fitnet": FitNet, "at": AT, "vid": VID, "crd": CRD, "afd": AFD, "sp": SP, "pkt": PKT,
+    "rkd": RKD, "cc": CC, "nst": NST, "ab": AB, "ft": FT, "fsp": FSP,
+}.items():  # fmt: skip
+    LOSSES.register(_name, _cls)
+
+
+def parse_method(method: str | list[str]) -> list[str]:
+    """``"crd+at+kd"`` or ``["crd", "at", "kd"]`` -> validated names; ``"ce"`` or ``""`` -> [] (CE only)."""
+    names = method if isinstance(method, list) else [m.strip() for m in method.split("+")]
+    names = [n for n in names if n and n != "ce"]
+    for n in names:
+        LOSSES.get(n)  # raises UnknownNameError listing the known methods
+    if len(set(names)) != len(names):
+        raise ValueError(f"method {method!r} names a loss twice")
+    return names
+
+
+class Objective(nn.Module):
+    """gamma * CE(student, labels) + sum of weighted distillation terms."""
+
+    def __init__(self, terms: dict[str, DistillLoss], weights: dict[str, float], gamma: float):
+        super().__init__()
+        self.terms = nn.ModuleDict(terms)
+        self.weights = dict(weights)
+        self.gamma = gamma
+
+    @property
+    def needs_features(self) -> bool:
+        return any(t.kind == "feature" for t in self.terms.values())
+
+    def forward(self, s: Outputs, t: Outputs) -> dict[str, torch.Tensor]:
+        ce = F.cross_entropy(s.logits, s.labels)
+        parts = {"ce": ce}
+        total = self.gamma * ce
+        for name, term in self.terms.items():
+            value = term(s, t)
+            parts[name] = value
+            total = total + self.weights[name] * value
+        return {"loss": total, **parts}
+
+    def init_forward(self, s: Outputs, t: Outputs) -> dict[str, torch.Tensor]:
+        """The initialisation stage's loss: the terms' ``init_loss`` only (no CE, no logit terms)."""
+        parts = {name: v for name, term in self.terms.items() if (v := term.init_loss(s, t)) is not None}
+        if not parts:
+            raise ValueError("init_epochs > 0 but no method has an initialisation stage (fitnet two_stage, ab, ft)")
+        return {"loss": sum(parts.values()), **parts}
+
+    def set_epoch(self, epoch: int) -> None:
+        for term in self.terms.values():
+            term.set_epoch(epoch)
+
+
+def build_objective(
+    method: str | list[str],
+    ctx: LossContext,
+    gamma: float = 1.0,
+    alpha: float | None = None,
+    beta: float | None = None,
+    weights: dict[str, float] | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+) -> Objective:
+    """Build the terms of ``method`` with their adapters sized from ``ctx``.
+
+    Weight of a term: ``weights[name]`` if given, else ``alpha`` (logit terms) or ``beta``
+    (hint terms) if given, else the method's RepDistiller default.
+
+    Raises:
+        UnknownNameError: an unknown method name.
+        ValueError: bad parameters for a method (the message names it), or unused settings.
+    """
+    names = parse_method(method)
+    weights, params = dict(weights or {}), dict(params or {})
+    stray = (set(weights) | set(params)) - set(names) - {"ce"}
+    if stray:
+        raise ValueError(f"weights/params given for {sorted(stray)} which are not in method {'+'.join(names) or 'ce'}")
+    terms, resolved = {}, {}
+    for name in names:
+        cls = LOSSES.get(name)
+        try:
+            terms[name] = cls.build(ctx, **params.get(name, {}))
+        except TypeError as e:
+            raise ValueError(f"bad parameters for method {name!r}: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"method {name!r}: {e}") from None
+        group = alpha if cls.kind == "logit" else beta
+        resolved[name] = float(weights.get(name, group if group is not None else cls.default_weight))
+    return Objective(terms, resolved, float(weights.get("ce", gamma)))
+
+
+__all__ = ["LOSSES", "DistillLoss", "LossContext", "Outputs", "Objective", "build_objective", "parse_method"]

@@ -1,0 +1,79 @@
+"""What every distillation loss sees and how it is built.
+
+A loss is a small ``nn.Module`` with ``forward(student_out, teacher_out) -> Tensor`` (STYLE.md).
+Both arguments are ``Outputs``: logits, the features at the matched hint points (student
+point i is paired with teacher point i), the penultimate embedding (the classifier's input),
+and the batch's labels and dataset indices. Losses that need trainable adapters (regressors,
+connectors, embeddings, memory banks) build them in ``build(ctx, **params)`` from the shapes
+observed in one dry-run forward pass; the adapters live in the loss, never in the student, so
+the saved student stays clean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Outputs:
+    logits: torch.Tensor  # (B, K)
+    feats: list[torch.Tensor]  # [(B, C_i, H_i, W_i)] at the matched hint points
+    embedding: torch.Tensor  # (B, D) penultimate features
+    labels: torch.Tensor  # (B,)
+    index: torch.Tensor  # (B,) dataset indices (CRD's memory bank)
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """Shapes seen in a dry run: per hint (C, H, W) for student and teacher, embedding widths."""
+
+    student_feats: tuple[tuple[int, int, int], ...]
+    teacher_feats: tuple[tuple[int, int, int], ...]
+    student_embed: int
+    teacher_embed: int
+    num_classes: int
+    num_data: int
+    preact: bool = False  # hint features taken before the sub-block's last ReLU
+
+
+class DistillLoss(nn.Module):
+    """Base class. ``kind`` says which weight of 001 eq. 8 applies: ``logit`` (alpha) or
+    ``feature`` (beta, summed over hints). ``default_weight`` is the weight RepDistiller uses
+    for the method, taken when the config gives none."""
+
+    kind = "feature"
+    default_weight = 1.0
+    needs_init = False  # True: ``init_loss`` must run for ``init_epochs`` > 0 before distillation
+
+    @classmethod
+    def build(cls, ctx: LossContext, **params) -> DistillLoss:
+        return cls(**params)
+
+    def init_loss(self, s: Outputs, t: Outputs) -> torch.Tensor | None:
+        """Loss of an initialisation stage run before distillation proper (FitNet stage 1,
+        FT's paraphraser, AB), or None when the method has none."""
+        return None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called at the start of every epoch (DKD's warm-up)."""
+
+
+def match_spatial(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool the larger of two feature maps down to the smaller's H x W (RepDistiller's rule)."""
+    sh, th = s.shape[2], t.shape[2]
+    if sh > th:
+        s = F.adaptive_avg_pool2d(s, t.shape[2:])
+    elif th > sh:
+        t = F.adaptive_avg_pool2d(t, s.shape[2:])
+    return s, t
+
+
+def kl_soft(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(softmax(t/T) || softmax(s/T)) * T^2, averaged over the batch (Hinton et al. 2015)."""
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(log_p_s, p_t, reduction="batchmean") * temperature**2

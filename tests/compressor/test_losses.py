@@ -1,0 +1,404 @@
+"""Golden tests: every loss against its equation, computed independently in NumPy."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compressor.losses import LOSSES, LossContext, Outputs, build_objective, parse_method
+from compressor.losses.crd import nce_loss
+from models import UnknownNameError
+
+B, K = 6, 5
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def outputs(logits, feats=(), embedding=None, labels=None):
+    logits = torch.as_tensor(logits, dtype=torch.float64)
+    b = logits.shape[0]
+    emb = torch.as_tensor(embedding if embedding is not None else np.zeros((b, 3)), dtype=torch.float64)
+    lab = torch.as_tensor(labels if labels is not None else np.arange(b) % logits.shape[1])
+    return Outputs(logits, [torch.as_tensor(f, dtype=torch.float64) for f in feats], emb, lab, torch.arange(b))
+
+
+def softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def kl_np(p, q):
+    return float((p * (np.log(p) - np.log(q))).sum(1).mean())
+
+
+def ctx(s_feats, t_feats, s_embed=3, t_embed=3, num_data=100, preact=False):
+    return LossContext(tuple(s_feats), tuple(t_feats), s_embed, t_embed, K, num_data, preact)
+
+
+def identity_bn(bn):
+    bn.eval()
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1 - bn.eps)  # so that (x - 0) / sqrt(var + eps) = x
+
+
+# --- logit losses -------------------------------------------------------------------------
+
+
+def test_kd():
+    zs, zt, T = rng(0).normal(size=(B, K)), rng(1).normal(size=(B, K)) * 3, 4.0
+    value = LOSSES.get("kd")(T=T)(outputs(zs), outputs(zt))
+    assert float(value) == pytest.approx(kl_np(softmax(zt / T), softmax(zs / T)) * T**2, rel=1e-10)
+
+
+def test_skd():
+    zs, zt, T = rng(0).normal(size=(B, K)), rng(1).normal(size=(B, K)) * 3, 4.0
+    r = np.linalg.norm(zt, axis=1).mean()
+    ns = zs / np.linalg.norm(zs, axis=1, keepdims=True) * r
+    nt = zt / np.linalg.norm(zt, axis=1, keepdims=True) * r
+    value = LOSSES.get("skd")(T=T)(outputs(zs), outputs(zt))
+    assert float(value) == pytest.approx(kl_np(softmax(nt / T), softmax(ns / T)) * T**2, rel=1e-8)
+
+
+def test_wsl():
+    zs, zt, T = rng(0).normal(size=(B, K)), rng(1).normal(size=(B, K)) * 2, 2.0
+    y = np.array([0, 1, 2, 3, 4, 0])
+    soft_ce = -(softmax(zt / T) * np.log(softmax(zs / T))).sum(1)
+    ce_s = -np.log(softmax(zs)[np.arange(B), y])
+    ce_t = -np.log(softmax(zt)[np.arange(B), y])
+    w = 1 - np.exp(-np.maximum(ce_s / (ce_t + 1e-7), 0))
+    value = LOSSES.get("wsl")(T=T)(outputs(zs, labels=y), outputs(zt, labels=y))
+    assert float(value) == pytest.approx(T**2 * (w * soft_ce).mean(), rel=1e-8)
+
+
+def test_dkd():
+    zs, zt, T, alpha, beta = rng(0).normal(size=(B, K)), rng(1).normal(size=(B, K)) * 2, 4.0, 1.0, 8.0
+    y = np.array([0, 1, 2, 3, 4, 1])
+    ps, pt = softmax(zs / T), softmax(zt / T)
+    gt_s, gt_t = ps[np.arange(B), y], pt[np.arange(B), y]
+    bs, bt = np.stack([gt_s, 1 - gt_s], 1), np.stack([gt_t, 1 - gt_t], 1)
+    tckd = kl_np(bt, bs) * T**2
+    # non-target distribution: softmax over the logits with the true class deleted
+    keep = np.ones((B, K), bool)
+    keep[np.arange(B), y] = False
+    nts, ntt = softmax(zs[keep].reshape(B, K - 1) / T), softmax(zt[keep].reshape(B, K - 1) / T)
+    nckd = kl_np(ntt, nts) * T**2
+    loss = LOSSES.get("dkd")(alpha=alpha, beta=beta, T=T, warmup=0)
+    assert float(loss(outputs(zs, labels=y), outputs(zt, labels=y))) == pytest.approx(alpha * tckd + beta * nckd, rel=1e-6)
+    ramped = LOSSES.get("dkd")(warmup=4)
+    ramped.set_epoch(0)
+    full = LOSSES.get("dkd")(warmup=0)
+    s, t = outputs(zs, labels=y), outputs(zt, labels=y)
+    assert float(ramped(s, t)) == pytest.approx(0.25 * float(full(s, t)))
+
+
+@pytest.mark.parametrize("name", ["kd", "skd", "dkd"])
+def test_logit_losses_vanish_when_student_equals_teacher(name):
+    z = rng(3).normal(size=(B, K))
+    assert float(LOSSES.get(name)()(outputs(z), outputs(z.copy()))) == pytest.approx(0.0, abs=1e-10)
+
+
+# --- feature losses -----------------------------------------------------------------------
+
+
+def feats(seed, shapes):
+    return [rng(seed + i).normal(size=(B, *s)) for i, s in enumerate(shapes)]
+
+
+def at_map(f, p):
+    a = (np.abs(f) ** p).mean(1).reshape(len(f), -1)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def pool_to(f, h):
+    b, c, fh, fw = f.shape
+    r = fh // h
+    return f.reshape(b, c, h, r, h, r).mean((3, 5))
+
+
+def test_at_with_spatial_matching():
+    fs, ft = feats(0, [(4, 8, 8), (6, 4, 4)]), feats(5, [(3, 4, 4), (2, 4, 4)])
+    expected = ((at_map(pool_to(fs[0], 4), 2) - at_map(ft[0], 2)) ** 2).mean() + ((at_map(fs[1], 2) - at_map(ft[1], 2)) ** 2).mean()
+    value = LOSSES.get("at")(p=2)(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))
+    assert float(value) == pytest.approx(expected, rel=1e-10)
+
+
+def test_fitnet_with_identity_regressor():
+    fs, ft = feats(0, [(3, 4, 4)]), feats(1, [(3, 4, 4)])
+    loss = LOSSES.get("fitnet").build(ctx([(3, 4, 4)], [(3, 4, 4)])).double()
+    reg = loss.regressors[0]
+    with torch.no_grad():
+        reg.conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        reg.conv.bias.zero_()
+    identity_bn(reg.bn)
+    value = loss(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))
+    assert value.item() == pytest.approx(((np.maximum(fs[0], 0) - ft[0]) ** 2).mean(), rel=1e-6)
+    post = [np.maximum(f, 0) for f in fs]
+    assert loss(outputs(np.zeros((B, K)), post), outputs(np.zeros((B, K)), post)).item() == pytest.approx(0, abs=1e-10)
+
+
+def test_fitnet_regressor_shapes():
+    from compressor.losses.adapters import ConvRegressor
+
+    for s, t in [((4, 8, 8), (6, 4, 4)), ((4, 4, 4), (6, 8, 8)), ((4, 6, 6), (2, 4, 4)), ((4, 3, 3), (5, 7, 7))]:
+        assert ConvRegressor(s, t)(torch.zeros(2, *s)).shape == (2, *t)
+
+
+def test_vid_gaussian_nll():
+    fs, ft = feats(0, [(3, 2, 2)]), feats(1, [(3, 2, 2)])
+    loss = LOSSES.get("vid").build(ctx([(3, 2, 2)], [(3, 2, 2)])).double()
+    pair = loss.pairs[0]
+    with torch.no_grad():
+        for m in pair.regressor:
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        pair.log_scale.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    var = (np.log1p(np.exp([0.0, 1.0, -1.0])) + 1e-5).reshape(1, 3, 1, 1)
+    mean = np.maximum(fs[0], 0)  # conv-relu-conv-relu-conv with identity weights
+    expected = (0.5 * ((mean - ft[0]) ** 2 / var + np.log(var))).mean()
+    value = loss(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))
+    assert float(value) == pytest.approx(expected, rel=1e-8)
+
+
+def test_nst_mmd():
+    fs, ft = feats(0, [(3, 2, 2)]), feats(1, [(4, 2, 2)])
+
+    def norm(f):
+        f = f.reshape(B, f.shape[1], -1)
+        return f / np.linalg.norm(f, axis=2, keepdims=True)
+
+    s, t = norm(fs[0]), norm(ft[0])
+    k = lambda a, b: (np.einsum("bid,bjd->bij", a, b) ** 2).mean()  # noqa: E731
+    value = LOSSES.get("nst")()(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))
+    assert float(value) == pytest.approx(k(t, t) - 2 * k(s, t) + k(s, s), rel=1e-10)
+
+
+def test_ab_alternative_l2():
+    fs, ft = feats(0, [(3, 2, 2), (3, 2, 2)]), feats(5, [(3, 2, 2), (3, 2, 2)])
+    loss = LOSSES.get("ab").build(ctx([(3, 2, 2)] * 2, [(3, 2, 2)] * 2), margin=0.5).double()
+    for conn in loss.connectors:
+        with torch.no_grad():
+            conn[0].weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+        identity_bn(conn[1])
+    m, expected = 0.5, 0.0
+    for i, (s, t) in enumerate(zip(fs, ft, strict=True)):
+        raw = (s + m) ** 2 * ((s > -m) & (t <= 0)) + (s - m) ** 2 * ((s <= m) & (t > 0))
+        expected += 2.0 ** (i - 1) * raw.sum() / B / 1000 * 3
+    value = loss(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))
+    assert float(value) == pytest.approx(expected, rel=1e-8)
+    assert float(loss.init_loss(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))) == pytest.approx(expected, rel=1e-8)
+
+
+def test_fsp_matrices():
+    shapes = [(3, 4, 4), (3, 2, 2), (2, 2, 2)]
+    fs, ft = feats(0, shapes), feats(10, shapes)
+
+    def g(a, b):
+        if a.shape[2] > b.shape[2]:
+            a = pool_to(a, b.shape[2])
+        return np.einsum("bih,bjh->bij", a.reshape(B, a.shape[1], -1), b.reshape(B, b.shape[1], -1)) / (a.shape[2] * a.shape[3])
+
+    expected = sum(((g(fs[i], fs[i + 1]) - g(ft[i], ft[i + 1])) ** 2).mean() for i in range(2))
+    loss = LOSSES.get("fsp").build(ctx(shapes, shapes))
+    assert float(loss(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))) == pytest.approx(expected, rel=1e-10)
+    with pytest.raises(ValueError, match="equal channel counts"):
+        LOSSES.get("fsp").build(ctx(shapes, [(4, 4, 4), (3, 2, 2), (2, 2, 2)]))
+
+
+def test_sp():
+    fs, ft = feats(0, [(3, 2, 2)]), feats(1, [(5, 2, 2)])
+
+    def gram(f):
+        f = f.reshape(B, -1)
+        g = f @ f.T
+        return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+    expected = ((gram(fs[0]) - gram(ft[0])) ** 2).sum() / B**2
+    assert float(LOSSES.get("sp")()(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))) == pytest.approx(expected, rel=1e-10)
+
+
+def test_pkt():
+    es, et = rng(0).normal(size=(B, 4)), rng(1).normal(size=(B, 7))
+
+    def cond(x):
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        s = (x @ x.T + 1) / 2
+        return s / s.sum(1, keepdims=True)
+
+    ps, pt = cond(es), cond(et)
+    expected = (pt * np.log((pt + 1e-7) / (ps + 1e-7))).mean()
+    value = LOSSES.get("pkt")()(outputs(np.zeros((B, K)), embedding=es), outputs(np.zeros((B, K)), embedding=et))
+    assert float(value) == pytest.approx(expected, rel=1e-6)
+
+
+def huber(a, b):
+    d = np.abs(a - b)
+    return np.where(d < 1, 0.5 * d**2, d - 0.5).mean()
+
+
+def test_rkd():
+    es, et = rng(0).normal(size=(B, 4)), rng(1).normal(size=(B, 7))
+
+    def dist(e):
+        d = np.linalg.norm(e[:, None] - e[None], axis=2)
+        return d / d[d > 0].mean()
+
+    def angles(e):
+        out = np.zeros((B, B, B))
+        for j in range(B):
+            for i in range(B):
+                for k in range(B):
+                    u, v = e[i] - e[j], e[k] - e[j]
+                    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+                    out[j, i, k] = (u / max(nu, 1e-12)) @ (v / max(nv, 1e-12))
+        return out.ravel()
+
+    expected = 25 * huber(dist(es), dist(et)) + 50 * huber(angles(es), angles(et))
+    value = LOSSES.get("rkd")()(outputs(np.zeros((B, K)), embedding=es), outputs(np.zeros((B, K)), embedding=et))
+    assert float(value) == pytest.approx(expected, rel=1e-6)
+
+
+def test_cc():
+    fs, ft = feats(0, [(3, 2, 2)]), feats(1, [(5, 4, 4)])
+
+    def corr(f):
+        x = f.mean((2, 3))
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        d2 = ((x[:, None] - x[None]) ** 2).sum(2)
+        return np.exp(-0.4 * d2)
+
+    expected = ((corr(fs[0]) - corr(ft[0])) ** 2).mean()
+    assert float(LOSSES.get("cc")()(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))) == pytest.approx(expected, rel=1e-8)
+
+
+def test_nce_loss():
+    scores = rng(0).uniform(0.1, 2.0, size=(B, 9))
+    n = 50
+    mpn = 8 / n
+    expected = -(np.log(scores[:, 0] / (scores[:, 0] + mpn + 1e-7)).sum() + np.log(mpn / (scores[:, 1:] + mpn + 1e-7)).sum()) / B
+    assert float(nce_loss(torch.tensor(scores), n)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_crd_memory_and_gradients():
+    torch.manual_seed(0)
+    loss = LOSSES.get("crd").build(ctx([], [], s_embed=4, t_embed=6, num_data=40), nce_k=8)
+    emb = torch.randn(B, 4, requires_grad=True)
+    s = Outputs(torch.zeros(B, K), [], emb, torch.zeros(B, dtype=torch.long), torch.arange(B))
+    t = Outputs(torch.zeros(B, K), [], torch.randn(B, 6), torch.zeros(B, dtype=torch.long), torch.arange(B))
+    before = loss.memory.memory_s[:B].clone()
+    value = loss(s, t)
+    value.backward()
+    assert torch.isfinite(value) and emb.grad.abs().sum() > 0
+    assert not torch.equal(before, loss.memory.memory_s[:B])  # positives updated
+    torch.testing.assert_close(loss.memory.memory_s[:B].norm(dim=1), torch.ones(B))
+    assert loss.memory.z[0] > 0  # normalising constant fixed on the first batch
+
+
+def test_afd_matches_numpy():
+    torch.manual_seed(0)
+    s_shapes, t_shapes = [(3, 4, 4), (4, 2, 2)], [(5, 4, 4), (6, 2, 2)]
+    loss = LOSSES.get("afd").build(ctx(s_shapes, t_shapes), qk_dim=8).double().eval()
+    fs, ft = feats(0, s_shapes), feats(10, t_shapes)
+    value = float(loss(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft)))
+
+    def lin_bn(seq, x):
+        lin, bn = seq[0], seq[1]
+        y = x @ lin.weight.detach().numpy().T + lin.bias.detach().numpy()
+        return (y - bn.running_mean.numpy()) / np.sqrt(
+            bn.running_var.numpy() + bn.eps
+        ) * bn.weight.detach().numpy() + bn.bias.detach().numpy()
+
+    q = np.stack([lin_bn(m, f.mean((2, 3))) for m, f in zip(loss.query, ft, strict=True)], 1)
+    key = np.stack([np.maximum(lin_bn(m[0], f.mean((2, 3))), 0) for m, f in zip(loss.key, fs, strict=True)], 1)
+    bk = lin_bn(loss.bilinear, key.reshape(B * 2, -1)).reshape(B, 2, 2, 8)
+    logit = (np.einsum("bstq,btq->bts", bk, q) + loss.p_t.detach().numpy() @ loss.p_s.detach().numpy().T) / np.sqrt(8)
+    att = np.exp(logit - logit.max(2, keepdims=True))
+    att /= att.sum(2, keepdims=True)
+    expected = 0.0
+    for i, f in enumerate(ft):
+        h = f.shape[2]
+        vt = (f**2).mean(1).reshape(B, -1)
+        vt /= np.linalg.norm(vt, axis=1, keepdims=True)
+        vs = []
+        for g in fs:
+            m = (g**2).mean(1)
+            if m.shape[1] >= h:  # adaptive average pooling down by an integer factor
+                r = m.shape[1] // h
+                m = m.reshape(B, h, r, h, r).mean((2, 4))
+            else:  # up by an integer factor: each input cell is replicated
+                r = h // m.shape[1]
+                m = m.repeat(r, axis=1).repeat(r, axis=2)
+            vs.append(m.reshape(B, -1))
+        vs = np.stack(vs, 1)
+        vs /= np.linalg.norm(vs, axis=2, keepdims=True)
+        expected += (((vs - vt[:, None]) ** 2).mean(2) * att[:, i]).sum(1).mean()
+    assert value == pytest.approx(expected, rel=1e-8)
+
+
+def test_ft_vanishes_when_translator_equals_paraphraser():
+    shape = (4, 2, 2)
+    loss = LOSSES.get("ft").build(ctx([shape], [shape])).double().eval()
+    pair = loss.pairs[0]
+    pair.translator.load_state_dict(pair.paraphraser.state_dict())
+    f = feats(0, [shape])
+    assert float(loss(outputs(np.zeros((B, K)), f), outputs(np.zeros((B, K)), f))) == pytest.approx(0, abs=1e-12)
+    rec = pair.decoder(pair.paraphraser(torch.tensor(f[0])))
+    expected = ((rec.detach().numpy() - f[0]) ** 2).mean()
+    assert float(loss.init_loss(outputs(np.zeros((B, K)), f), outputs(np.zeros((B, K)), f))) == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("name", ["at", "nst", "sp", "cc", "fsp", "pkt", "rkd"])
+def test_feature_losses_vanish_when_student_equals_teacher(name):
+    shapes = [(3, 4, 4), (3, 2, 2)]
+    f = feats(0, shapes)
+    e = rng(9).normal(size=(B, 4))
+    loss = LOSSES.get(name).build(ctx(shapes, shapes))
+    value = loss(outputs(np.zeros((B, K)), f, e), outputs(np.zeros((B, K)), [x.copy() for x in f], e.copy()))
+    assert float(value) == pytest.approx(0, abs=1e-10)
+
+
+# --- objective ----------------------------------------------------------------------------
+
+
+def test_objective_combines_terms_by_name():
+    c = ctx([(3, 4, 4)], [(5, 4, 4)])
+    obj = build_objective("at+kd", c, gamma=0.5, weights={"at": 10.0}).double()
+    assert obj.weights == {"at": 10.0, "kd": 1.0} and obj.gamma == 0.5
+    s = outputs(rng(0).normal(size=(B, K)), feats(0, [(3, 4, 4)]))
+    t = outputs(rng(1).normal(size=(B, K)), feats(1, [(5, 4, 4)]))
+    parts = obj(s, t)
+    assert set(parts) == {"loss", "ce", "at", "kd"}
+    assert float(parts["loss"]) == pytest.approx(0.5 * float(parts["ce"]) + 10 * float(parts["at"]) + float(parts["kd"]))
+    assert build_objective("at+kd", c, alpha=0.9, beta=7.0).weights == {"at": 7.0, "kd": 0.9}
+
+
+def test_every_method_builds_and_backpropagates():
+    torch.manual_seed(0)
+    shapes = [(4, 4, 4), (4, 2, 2)]
+    c = ctx(shapes, shapes, s_embed=4, t_embed=4, num_data=32)
+    for name in LOSSES:
+        term = build_objective(name, c, params={"crd": {"nce_k": 4}} if name == "crd" else None).float()
+        fs = [torch.randn(B, *sh, requires_grad=True) for sh in shapes]
+        logits = torch.randn(B, K, requires_grad=True)
+        emb = torch.randn(B, 4, requires_grad=True)
+        labels = torch.arange(B) % K
+        s = Outputs(logits, fs, emb, labels, torch.arange(B))
+        t = Outputs(torch.randn(B, K), [torch.randn(B, *sh) for sh in shapes], torch.randn(B, 4), labels, torch.arange(B))
+        out = term(s, t)
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"]), name
+        assert logits.grad is not None, name
+
+
+def test_parse_method():
+    assert parse_method("crd+at+kd") == ["crd", "at", "kd"]
+    assert parse_method("ce") == []
+    with pytest.raises(UnknownNameError, match="unknown distillation method 'attn'"):
+        parse_method("attn+kd")
+    with pytest.raises(ValueError, match="twice"):
+        parse_method("kd+kd")
+    with pytest.raises(ValueError, match="not in method"):
+        build_objective("kd", ctx([], []), weights={"at": 1.0})
+    with pytest.raises(ValueError, match="bad parameters for method 'kd'"):
+        build_objective("kd", ctx([], []), params={"kd": {"temperature": 3}})
