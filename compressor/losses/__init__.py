@@ -43,6 +43,11 @@ for _name, _cls in {
     LOSSES.register(_name, _cls)
 
 
+def needs_hints(method: str | list[str]) -> bool:
+    """Whether any term of ``method`` reads hint features (so hint points must be resolved)."""
+    return any(LOSSES.get(n).kind == "feature" for n in parse_method(method))
+
+
 def parse_method(method: str | list[str]) -> list[str]:
     """``"crd+at+kd"`` or ``["crd", "at", "kd"]`` -> validated names; ``"ce"`` or ``""`` -> [] (CE only)."""
     names = method if isinstance(method, list) else [m.strip() for m in method.split("+")]
@@ -67,7 +72,7 @@ class Objective(nn.Module):
     def needs_features(self) -> bool:
         return any(t.kind == "feature" for t in self.terms.values())
 
-    def forward(self, s: Outputs, t: Outputs) -> dict[str, torch.Tensor]:
+    def forward(self, s: Outputs, t: Outputs | None) -> dict[str, torch.Tensor]:
         ce = F.cross_entropy(s.logits, s.labels)
         parts = {"ce": ce}
         total = self.gamma * ce
@@ -126,4 +131,4 @@ def build_objective(
     return Objective(terms, resolved, float(weights.get("ce", gamma)))
 
 
-__all__ = ["LOSSES", "DistillLoss", "LossContext", "Outputs", "Objective", "build_objective", "parse_method"]
+__all__ = ["LOSSES", "DistillLoss", "LossContext", "Outputs", "Objective", "build_objective", "parse_method", "needs_hints"]

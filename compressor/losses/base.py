@@ -41,9 +41,10 @@ class LossContext:
 
 
 class DistillLoss(nn.Module):
-    """Base class. ``kind`` says which weight of 001 eq. 8 applies: ``logit`` (alpha) or
-    ``feature`` (beta, summed over hints). ``default_weight`` is the weight RepDistiller uses
-    for the method, taken when the config gives none."""
+    """Base class. ``kind`` says what the loss reads and which weight of 001 eq. 8 applies:
+    ``logit`` (alpha), ``feature`` (beta; the hint features, summed over hint pairs) or
+    ``embedding`` (beta; the penultimate embeddings only, no hints needed). ``default_weight``
+    is the weight RepDistiller uses for the method, taken when the config gives none."""
 
     kind = "feature"
     default_weight = 1.0

@@ -51,6 +51,7 @@ class CRD(DistillLoss):
     negatives, in both directions (tau = 0.07, memory momentum 0.5). Needs the loader's sample
     indices (every dataset here yields them). Negatives are drawn uniformly over the data."""
 
+    kind = "embedding"
     default_weight = 0.8
 
     def __init__(self, embed_s: Embed, embed_t: Embed, memory: ContrastMemory):

@@ -15,6 +15,7 @@ class PKT(DistillLoss):
     teacher's and the student's conditional probability distributions of the samples of a
     batch, from cosine-similarity kernels on the penultimate embeddings."""
 
+    kind = "embedding"
     default_weight = 30000.0
 
     def __init__(self, eps: float = 1e-7):

@@ -27,6 +27,7 @@ class RKD(DistillLoss):
     mean-normalised pairwise distances (weight 25) and triplet angles (weight 50), on the
     penultimate embeddings."""
 
+    kind = "embedding"
     default_weight = 1.0
 
     def __init__(self, distance_weight: float = 25.0, angle_weight: float = 50.0):

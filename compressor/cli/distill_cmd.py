@@ -1,0 +1,75 @@
+"""``compressor distill``: train a student against a frozen teacher (YAML config and/or flags)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..checkpoint import TRUST_FLAG
+from ..train import distill, load_distill_config
+
+NAME = "distill"
+HELP = "distill a student from a teacher (KD, AT, FitNet, CRD, ... and combinations)"
+
+# flag -> dotted config key
+FLAGS = {
+    "teacher": "teacher.checkpoint",
+    "arch": "teacher.arch",
+    "student": "student.arch",
+    "student_checkpoint": "student.checkpoint",
+    "data": "data.train",
+    "eval_data": "data.eval",
+    "method": "loss.method",
+    "hints": "hints.plan",
+    "epochs": "train.epochs",
+    "init_epochs": "train.init_epochs",
+    "batch_size": "data.batch_size",
+    "lr": "optim.lr",
+    "optimizer": "optim.name",
+    "amp": "train.amp",
+    "device": "train.device",
+    "seed": "train.seed",
+    "workers": "data.workers",
+    "out": "out",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (see compressor/train/distill.example.yaml); flags and --set override it")
+    p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint")
+    p.add_argument("--arch", help="teacher architecture (inferred when left out)")
+    p.add_argument("--student", metavar="ARCH", help="student zoo architecture")
+    p.add_argument("--student-checkpoint", metavar="CKPT", help="start the student from these weights")
+    p.add_argument("--data", metavar="SPEC", help="training data: synthetic | cifar10:PATH | cifar100:PATH | imagefolder:PATH")
+    p.add_argument("--eval-data", metavar="SPEC", help="evaluation data (default: the training spec's test split)")
+    p.add_argument("--method", help="loss terms joined by +, e.g. at+kd, crd+at+kd, wsl+at")
+    p.add_argument("--hints", metavar="PLAN", help="plan.json from select-hints (default: baseline stage ends)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--init-epochs", type=int, help="initialisation-stage epochs (fitnet two-stage, ab, ft)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"])
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. optim.milestones=[30,60]")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a teacher checkpoint you trust")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    flags = {key: getattr(args, name) for name, key in FLAGS.items()}
+    if args.trust_checkpoint:
+        flags["teacher.trusted"] = True
+    config = load_distill_config(args.config, flags, args.set)
+    summary = distill(config, resume=args.resume, progress=not args.quiet)
+    if "student" in summary:
+        final = summary["final"]
+        print(f"student {config.student.arch}: top-1 {final['top1']:.2f}% (best {summary['best_top1']:.2f}%)")
+        print(f"wrote {summary['student']} and {summary['sidecar']}")
+        if args.quiet:
+            print(json.dumps({k: summary[k] for k in ("final", "best_top1", "ranks_identical")}))
+    return 0

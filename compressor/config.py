@@ -1,0 +1,107 @@
+"""Typed configuration: a pydantic schema, YAML files, command-line overrides, clear errors.
+
+Every command that takes a config reads it the same way: the YAML file (if any), then the
+command's own flags, then ``--set key.sub=value`` overrides (values parsed as YAML). Unknown
+keys are errors; each bad value is reported with its key, its value and what is allowed.
+Relative paths in a YAML file are resolved against the file's folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import UserError
+from .io import atomic_write_text
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are refused, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise UserError(f"config file {path} cannot be read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of settings at the top level, not a {type(data).__name__}")
+    return data
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """``set_dotted(d, "optim.lr", 0.1)`` -> ``d["optim"]["lr"] = 0.1``, creating sections."""
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"cannot set {key}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: Iterable[str]) -> list[tuple[str, Any]]:
+    """``["optim.lr=0.1", "loss.method=at+kd"]`` -> ``[("optim.lr", 0.1), ...]`` (values as YAML)."""
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} must look like key.sub=value")
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError:
+            value = raw
+        out.append((key.strip(), value))
+    return out
+
+
+def resolve_paths(tree: dict[str, Any], keys: Iterable[str], base: Path) -> None:
+    """Make the dotted ``keys`` that hold relative paths absolute against ``base``."""
+    for key in keys:
+        node: Any = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(parts[-1]), str) and node[parts[-1]]:
+            p = Path(node[parts[-1]]).expanduser()
+            node[parts[-1]] = str(p if p.is_absolute() else (base / p).resolve())
+
+
+def validate(model: type[M], tree: dict[str, Any], source: str = "config") -> M:
+    """Build ``model`` from ``tree``; a ValidationError becomes one UserError listing every problem."""
+    try:
+        return model.model_validate(tree)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            value = err.get("input")
+            shown = "" if err["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  {key}: {err['msg']}{shown}")
+        raise UserError(f"invalid {source}:\n" + "\n".join(lines)) from None
+
+
+def dump_yaml(model: BaseModel) -> str:
+    return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(model: BaseModel, path: str | Path) -> Path:
+    return atomic_write_text(path, "# resolved configuration, written by edge-compressor\n" + dump_yaml(model))

@@ -1,0 +1,52 @@
+"""What a distillation run writes: the resumable training state and the clean student artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..io import atomic_write, atomic_write_json, atomic_write_text, file_digest
+
+STATE_VERSION = 1
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: torch.save({"version": STATE_VERSION, **state}, f))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Our own training state: tensors, numbers and strings only, so ``weights_only=True`` holds."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"--resume: no checkpoint at {path}; start without --resume") from None
+    except Exception as e:  # a truncated or foreign file: say which and how to proceed
+        raise UserError(f"--resume: {path} is not a readable training checkpoint ({type(e).__name__}); delete it to start over") from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise UserError(f"--resume: {path} was not written by this version of the engine")
+    return state
+
+
+def save_student(out: Path, student: nn.Module, sidecar: dict[str, Any]) -> tuple[Path, Path]:
+    """``student.pt`` (the student's plain state_dict, nothing else) and ``student.json``."""
+    weights = out / "student.pt"
+    state = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    atomic_write(weights, lambda f: torch.save(state, f))
+    meta = {**sidecar, "weights": weights.name, "digest": file_digest(weights)}
+    return weights, atomic_write_json(out / "student.json", meta)
+
+
+def rewrite_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """metrics.jsonl, one JSON object per epoch; rewritten whole (atomically) each epoch."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,112 @@
+"""The distillation config: one YAML file, sections below; ``distill.example.yaml`` is commented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..config import Strict, parse_overrides, read_yaml, resolve_paths, set_dotted, validate
+
+
+class TeacherConfig(Strict):
+    checkpoint: str  # teacher checkpoint file
+    arch: str | None = None  # inferred from the checkpoint when None
+    trusted: bool = False  # allow full unpickling (only for files you trust)
+
+
+class StudentConfig(Strict):
+    arch: str  # any zoo architecture
+    checkpoint: str | None = None  # start from these weights instead of from scratch
+
+
+class DataConfig(Strict):
+    train: str = "synthetic"  # dataset spec: synthetic | cifar10:PATH | cifar100:PATH | imagefolder:PATH
+    eval: str | None = None  # evaluation spec; default: the train spec's test split
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    workers: int = Field(0, ge=0)  # loader worker processes
+    augment: bool = True  # reflect-pad 4 + random crop + horizontal flip
+
+
+class HintsConfig(Strict):
+    plan: str | None = None  # plan.json from select-hints
+    teacher: list[int] | Literal["baseline"] | None = None  # explicit 1-based indices; default: the plan's, else baseline
+    student: list[int] | None = None  # default: the student's stage ends, matched in order
+    preact: bool | None = None  # default: the plan's setting, else post-activation
+
+    @field_validator("teacher", "student")
+    @classmethod
+    def _positive(cls, v):
+        if isinstance(v, list) and (not v or min(v) < 1):
+            raise ValueError("hint indices are 1-based and the list must not be empty")
+        return v
+
+
+class LossConfig(Strict):
+    method: str = "kd"  # e.g. at+kd, crd+at+kd, wsl+at; 'ce' alone trains without a teacher signal
+    gamma: float = Field(1.0, ge=0)  # weight of the cross-entropy term
+    alpha: float | None = Field(None, ge=0)  # weight of logit terms (default: each method's)
+    beta: float | None = Field(None, ge=0)  # weight of hint terms (default: each method's)
+    weights: dict[str, float] = Field(default_factory=dict)  # per-term weights by name
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-term parameters, e.g. {kd: {T: 4}}
+
+
+class OptimConfig(Strict):
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])  # epochs (of distillation) where lr *= decay
+    decay: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: int = Field(0, ge=0)  # linear lr warm-up
+    clip_grad: float | None = Field(None, gt=0)  # max global gradient norm
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(240, ge=1)  # distillation epochs
+    init_epochs: int = Field(0, ge=0)  # initialisation stage first (FitNet stage 1, FT paraphraser, AB)
+    amp: Literal["off", "bf16", "fp16"] = "off"  # fp16 needs CUDA
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    channels_last: bool = False
+    compile_teacher: bool = False  # torch.compile the frozen teacher (pays a compile once)
+    tensorboard: bool = True  # also log to TensorBoard when it is installed
+
+
+class DistillConfig(Strict):
+    teacher: TeacherConfig | None = None  # None: plain training with method 'ce' (e.g. of a teacher)
+    student: StudentConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    hints: HintsConfig = Field(default_factory=HintsConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: str = "runs/distill"
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.train.amp == "fp16" and self.train.device == "cpu":
+            raise ValueError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
+        return self
+
+
+PATH_KEYS = ("teacher.checkpoint", "student.checkpoint", "hints.plan", "out")
+
+
+def load_distill_config(path: str | Path | None = None, flags: dict[str, Any] | None = None, overrides: list[str] = ()) -> DistillConfig:
+    """YAML file (optional) <- flags (dotted keys, None = not given) <- ``--set`` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        tree = read_yaml(path)
+        resolve_paths(tree, PATH_KEYS, Path(path).resolve().parent)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            set_dotted(tree, key, value)
+    for key, value in parse_overrides(overrides):
+        set_dotted(tree, key, value)
+    resolve_paths(tree, PATH_KEYS, Path.cwd())
+    return validate(DistillConfig, tree, f"distillation config{f' {path}' if path else ''}")

@@ -1,0 +1,419 @@
+"""The distillation engine: ``distill(config)`` trains a student against a frozen teacher.
+
+Per epoch: seeded data order and augmentation (so ``--resume`` replays exactly), the teacher's
+forward under ``inference_mode`` (optionally compiled, channels-last, autocast), the student's
+forward + loss terms (001 eq. 8) + backward + step, evaluation (top-1/top-5), one line in
+``metrics.jsonl`` and an atomic ``checkpoints/last.pt``. The student is saved alone at the end.
+Runs unchanged under ``torchrun`` (DDP): sharded sampling, gradients all-reduced, rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from models import create_model
+
+from .. import __version__
+from ..checkpoint import LoadedCheckpoint, load_checkpoint
+from ..config import save_config
+from ..data import ImageDataset, open_dataset
+from ..errors import UserError
+from ..losses import LossContext, Objective, Outputs, build_objective, needs_hints, parse_method
+from . import artifacts
+from .config import DistillConfig
+from .data import PadCropFlip, eval_loader, train_loader
+from .distributed import World, all_gather, all_reduce_sum, barrier, init_world, shutdown
+from .hints import HintPairs, resolve_hints
+from .runner import FeatureTap
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Trainee(nn.Module):
+    """Student + loss terms (with their adapters) as one module, so DDP syncs both."""
+
+    def __init__(self, student: nn.Module, objective: Objective, tap: FeatureTap):
+        super().__init__()
+        self.student = student
+        self.objective = objective
+        self.tap = tap
+
+    def forward(self, images: torch.Tensor, teacher_out: Outputs | None, labels: torch.Tensor, index: torch.Tensor, init_stage: bool):
+        s_out = self.tap.outputs(self.student(images), labels, index)
+        return self.objective.init_forward(s_out, teacher_out) if init_stage else self.objective(s_out, teacher_out)
+
+
+class Teacher:
+    """The frozen teacher: eval mode, no gradients, optionally compiled."""
+
+    def __init__(self, model: nn.Module, hints: list[int], preact: bool, channels_last: bool, compile_model: bool):
+        self.model = model.eval().requires_grad_(False)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.tap = FeatureTap(self.model, hints, preact)
+        self.forward = torch.compile(self.model) if compile_model else self.model
+
+    @torch.no_grad()  # not inference_mode: its tensors could not be used by the losses' autograd graph
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> Outputs:
+        return self.tap.outputs(self.forward(images), labels, index)
+
+
+@dataclass
+class Setup:
+    """Everything built before the first epoch."""
+
+    config: DistillConfig
+    world: World
+    device: torch.device
+    out: Path
+    teacher_ckpt: LoadedCheckpoint | None  # None: plain training (method 'ce'), e.g. of a teacher
+    teacher: Teacher | None
+    trainee: nn.Module  # Trainee, or DDP(Trainee)
+    core: Trainee
+    optimizer: torch.optim.Optimizer
+    train_set: ImageDataset
+    eval_set: ImageDataset
+    hints: HintPairs
+    autocast: Any
+    notes: list[str]
+
+
+def resolve_device(name: str, world: World) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("train.device asks for CUDA but no CUDA device is available; use cpu")
+        device = torch.device("cuda", world.local_rank if world.distributed else (device.index or 0))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _autocast(amp: str, device: torch.device):
+    if amp == "off":
+        return contextlib.nullcontext
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def _datasets(config: DistillConfig, num_classes: int) -> tuple[ImageDataset, ImageDataset]:
+    train_set = open_dataset(config.data.train, "train")
+    eval_set = open_dataset(config.data.eval or config.data.train, "test")
+    for name, ds in (("train", train_set), ("eval", eval_set)):
+        if ds.info.num_classes != num_classes:
+            raise UserError(
+                f"data.{name} ({ds.info.name}) has {ds.info.num_classes} classes but the teacher was trained for {num_classes}; "
+                "give the teacher's dataset, or a teacher trained on this one"
+            )
+    if config.data.augment:
+        train_set.transform = PadCropFlip(4)
+    return train_set, eval_set
+
+
+def _teacher(config: DistillConfig) -> LoadedCheckpoint | None:
+    if config.teacher is not None:
+        return load_checkpoint(config.teacher.checkpoint, arch=config.teacher.arch, trusted=config.teacher.trusted)
+    if parse_method(config.loss.method):
+        raise UserError(f"loss.method {config.loss.method!r} distils from a teacher: give teacher.checkpoint (--teacher)")
+    return None
+
+
+def _student(config: DistillConfig, num_classes: int) -> nn.Module:
+    if config.student.checkpoint:
+        loaded = load_checkpoint(config.student.checkpoint, arch=config.student.arch, num_classes=num_classes)
+        return loaded.model.train()
+    return create_model(config.student.arch, num_classes=num_classes)
+
+
+def _loss_context(
+    teacher: Teacher | None, student: nn.Module, tap: FeatureTap, sample: torch.Tensor, num_classes: int, n: int, preact: bool
+):
+    """One dry-run forward of both networks to observe the shapes the adapters need."""
+    was = student.training
+    student.eval()
+    with torch.no_grad():
+        labels = torch.zeros(len(sample), dtype=torch.long, device=sample.device)
+        s_out = tap.outputs(student(sample), labels, labels)
+        t_out = teacher(sample, labels, labels) if teacher is not None else s_out
+    student.train(was)
+    shape = lambda f: tuple(int(d) for d in f.shape[1:])  # noqa: E731
+    return LossContext(
+        tuple(shape(f) for f in s_out.feats),
+        tuple(shape(f) for f in t_out.feats),
+        int(s_out.embedding.flatten(1).shape[1]),
+        int(t_out.embedding.flatten(1).shape[1]),
+        num_classes,
+        n,
+        preact,
+    )
+
+
+def _optimizer(config: DistillConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    o = config.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def learning_rate(config: DistillConfig, epoch: int) -> float:
+    """lr of a (0-based) epoch; the initialisation stage runs at the base lr."""
+    o, e = config.optim, epoch - config.train.init_epochs
+    if e < 0:
+        return o.lr
+    if e < o.warmup_epochs:
+        return o.lr * (e + 1) / o.warmup_epochs
+    if o.schedule == "multistep":
+        return o.lr * o.decay ** sum(e >= m for m in o.milestones)
+    if o.schedule == "cosine":
+        return 0.5 * o.lr * (1 + math.cos(math.pi * e / config.train.epochs))
+    return o.lr
+
+
+def setup(config: DistillConfig) -> Setup:
+    """Check and build everything; raises UserError before any file is written."""
+    cuda = config.train.device.startswith("cuda") or (config.train.device == "auto" and torch.cuda.is_available())
+    world = init_world(use_cuda=cuda)
+    device = resolve_device(config.train.device, world)
+    t = config.train
+    torch.manual_seed(t.seed)
+    try:
+        uses_hints = needs_hints(config.loss.method)
+    except ValueError as e:
+        raise UserError(f"loss.method: {e}") from None
+    loaded = _teacher(config)
+    num_classes = loaded.num_classes if loaded else open_dataset(config.data.train, "train").info.num_classes
+    train_set, eval_set = _datasets(config, num_classes)
+    student = _student(config, num_classes)
+    hints = HintPairs([], [], False, "none")
+    if uses_hints:
+        hints = resolve_hints(config.hints, loaded.model, loaded.arch, loaded.digest, student)
+    teacher = None
+    if loaded is not None:
+        teacher = Teacher(loaded.model.to(device), hints.teacher, hints.preact, t.channels_last, t.compile_teacher)
+    student = student.to(device)
+    if t.channels_last:
+        student = student.to(memory_format=torch.channels_last)
+    tap = FeatureTap(student, hints.student, hints.preact)
+    sample = torch.stack([eval_set[i][0] for i in range(min(2, len(eval_set)))]).to(device)
+    ctx = _loss_context(teacher, student, tap, sample, num_classes, len(train_set), hints.preact)
+    try:
+        lc = config.loss
+        objective = build_objective(lc.method, ctx, lc.gamma, lc.alpha, lc.beta, lc.weights, lc.params).to(device)
+    except ValueError as e:
+        raise UserError(f"loss: {e}") from None
+    if t.init_epochs == 0 and any(term.needs_init for term in objective.terms.values()):
+        needing = [n for n, term in objective.terms.items() if term.needs_init]
+        raise UserError(f"method {needing} needs an initialisation stage: set train.init_epochs > 0 (RepDistiller uses 30)")
+    core = Trainee(student, objective, tap)
+    trainee = core
+    if world.distributed:
+        trainee = nn.parallel.DistributedDataParallel(
+            core, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    optimizer = _optimizer(config, [p for p in core.parameters() if p.requires_grad])
+    out = Path(config.out)
+    notes = (list(loaded.notes) if loaded else []) + list(hints.notes)
+    return Setup(config, world, device, out, loaded, teacher, trainee, core, optimizer, train_set, eval_set, hints,
+                 _autocast(t.amp, device), notes)  # fmt: skip
+
+
+def _batch_to(batch, device: torch.device, channels_last: bool):
+    images, labels, index = (x.to(device, non_blocking=True) for x in batch)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels, index
+
+
+def train_epoch(s: Setup, epoch: int, progress: bool) -> dict[str, float]:
+    """One epoch; returns the mean of every loss term and the throughput."""
+    c = s.config
+    init_stage = epoch < c.train.init_epochs
+    for group in s.optimizer.param_groups:
+        group["lr"] = learning_rate(c, epoch)
+    s.core.objective.set_epoch(epoch - c.train.init_epochs)
+    s.trainee.train()
+    loader = train_loader(s.train_set, c.data.batch_size, c.data.workers, c.train.seed, epoch, s.world)
+    sums: dict[str, torch.Tensor] = {}
+    seen, start = 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{c.train.init_epochs + c.train.epochs}", leave=False,
+               disable=None if progress and s.world.is_main else True)  # fmt: skip
+    for step, batch in enumerate(bar):
+        images, labels, index = _batch_to(batch, s.device, c.train.channels_last)
+        with s.autocast():
+            t_out = s.teacher(images, labels, index) if s.teacher is not None else None
+            parts = s.trainee(images, t_out, labels, index, init_stage)
+        loss = parts["loss"]
+        if not torch.isfinite(loss.detach()).item():
+            shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+            raise TrainingDiverged(
+                f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} ({shown}); stopped. "
+                f"The last good checkpoint is kept in {s.out / 'checkpoints'}. Lower optim.lr or the weight of the diverging term"
+            )
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.optim.clip_grad:
+            nn.utils.clip_grad_norm_(s.core.parameters(), c.optim.clip_grad)
+        s.optimizer.step()
+        n = len(labels)
+        seen += n
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0) + v.detach().float() * n
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    elapsed = time.perf_counter() - start
+    means = {k: float(v) / max(seen, 1) for k, v in sums.items()}
+    return {**means, "images_per_s": seen * s.world.size / elapsed, "seconds": elapsed}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageDataset, batch_size: int, workers: int, device: torch.device, world: World) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy of ``model`` on ``data`` (with fewer
+    than 5 classes, ``top5`` is top-K, i.e. 100%)."""
+    was = model.training
+    model.eval()
+    k = min(5, data.info.num_classes)
+    totals = torch.zeros(4, dtype=torch.float64)  # n, top1, topk, loss
+    for batch in eval_loader(data, batch_size, workers, world):
+        images, labels, _ = (x.to(device) for x in batch)
+        logits = model(images).float()
+        topk = logits.topk(k, dim=1).indices
+        totals += torch.tensor([len(labels), (topk[:, 0] == labels).sum().item(), (topk == labels[:, None]).any(1).sum().item(),
+                                nn.functional.cross_entropy(logits, labels, reduction="sum").item()], dtype=torch.float64)  # fmt: skip
+    model.train(was)
+    n, top1, topk_hits, loss = all_reduce_sum(totals, world).tolist()
+    return {"top1": 100 * top1 / n, "top5": 100 * topk_hits / n, "loss": loss / n}
+
+
+def _state_fingerprint(config: DistillConfig) -> str:
+    """What must not change between a run and its resumption."""
+    key = [config.student.arch, config.loss.model_dump_json(), config.hints.model_dump_json(), config.data.train, str(config.train.seed)]
+    return hashlib.sha256("|".join(key).encode()).hexdigest()[:16]
+
+
+def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dict[str, Any]:
+    info, c = s.train_set.info, s.config
+    return {
+        "schema": "edge-compressor/student",
+        "version": 1,
+        "arch": c.student.arch,
+        "num_classes": info.num_classes,
+        "input_size": list(info.input_size),
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "class_names": list(info.class_names),
+        "made_by": {
+            "tool_version": __version__,
+            "method": c.loss.method,
+            "teacher_arch": s.teacher_ckpt.arch if s.teacher_ckpt else None,
+            "teacher_digest": s.teacher_ckpt.digest if s.teacher_ckpt else None,
+            "teacher_hints": s.hints.teacher,
+            "student_hints": s.hints.student,
+            "preact": s.hints.preact,
+            "hint_source": s.hints.source,
+            "data": c.data.train,
+            "epochs": epochs,
+        },
+        "metrics": {"final": final, "best_top1": best},
+    }
+
+
+def distill(config: DistillConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train the student; returns a summary with the final and best accuracy and the artifact paths.
+
+    Raises:
+        UserError: bad config, checkpoints or data (before anything is written), or a diverged loss.
+    """
+    s = setup(config)
+    try:
+        return _run(s, resume, progress)
+    finally:
+        shutdown(s.world)
+
+
+def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
+    c, out = s.config, s.out
+    ckpt_path, metrics_path = out / "checkpoints" / "last.pt", out / "metrics.jsonl"
+    fingerprint = _state_fingerprint(c)
+    start_epoch, best, rows = 0, -1.0, []
+    if resume:
+        state = artifacts.load_state(ckpt_path)
+        if state.get("fingerprint") != fingerprint:
+            raise UserError(f"--resume: {ckpt_path} belongs to a run with another student, method, hints, data or seed")
+        s.core.load_state_dict(state["trainee"])
+        s.optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best = int(state["epoch"]), float(state["best_top1"])
+        rows = [r for r in artifacts.read_metrics(metrics_path) if r["epoch"] <= start_epoch]
+    if s.world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(c, out / "config.yaml")
+    writer = _tensorboard(out, c.train.tensorboard and s.world.is_main)
+    total = c.train.init_epochs + c.train.epochs
+    final: dict[str, float] = {}
+    for epoch in range(start_epoch, total):
+        train_stats = train_epoch(s, epoch, progress)
+        final = evaluate(s.core.student, s.eval_set, c.data.eval_batch_size, c.data.workers, s.device, s.world)
+        best = max(best, final["top1"])
+        stage = "init" if epoch < c.train.init_epochs else "distill"
+        row = {"epoch": epoch + 1, "stage": stage, "lr": learning_rate(c, epoch), "train": train_stats, "eval": final}
+        rows.append(row)
+        if s.world.is_main:
+            state = {"epoch": epoch + 1, "best_top1": best, "fingerprint": fingerprint,
+                     "trainee": s.core.state_dict(), "optimizer": s.optimizer.state_dict()}  # fmt: skip
+            artifacts.save_state(out / "checkpoints" / "last.pt", state)
+            artifacts.rewrite_metrics(metrics_path, rows)
+            _log(writer, row)
+            if progress:
+                print(f"epoch {epoch + 1}/{total} [{stage}] loss {train_stats['loss']:.4f} top1 {final['top1']:.2f}% "
+                      f"({train_stats['images_per_s']:.0f} img/s)", flush=True)  # fmt: skip
+        barrier(s.world)
+    digests = all_gather(_weights_digest(s.core.student), s.world)
+    summary: dict[str, Any] = {"final": final, "best_top1": best, "epochs": total, "rank_weight_digests": digests,
+                               "ranks_identical": len(set(digests)) == 1, "notes": s.notes}  # fmt: skip
+    if s.world.is_main:
+        weights, sidecar = artifacts.save_student(out, s.core.student, _sidecar(s, final, best, total))
+        summary.update(student=str(weights), sidecar=str(sidecar), metrics=str(metrics_path))
+    if writer is not None:
+        writer.close()
+    return summary
+
+
+def _weights_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _tensorboard(out: Path, wanted: bool):
+    if not wanted:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: metrics.jsonl always has everything
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def _log(writer, row: dict[str, Any]) -> None:
+    if writer is None:
+        return
+    for group in ("train", "eval"):
+        for k, v in row[group].items():
+            writer.add_scalar(f"{group}/{k}", v, row["epoch"])
+    writer.add_scalar("lr", row["lr"], row["epoch"])

@@ -1,0 +1,56 @@
+"""Which teacher points are paired with which student points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from models import check_indices
+
+from ..errors import UserError
+from ..hints import HintPlan
+from .config import HintsConfig
+
+
+@dataclass(frozen=True)
+class HintPairs:
+    teacher: list[int]  # 1-based teacher points
+    student: list[int]  # 1-based student points, paired in order
+    preact: bool
+    source: str  # where the teacher points came from
+    notes: tuple[str, ...] = ()
+
+
+def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teacher_digest: str, student: nn.Module) -> HintPairs:
+    """Teacher points from explicit indices, a plan, or the baseline (in that order of precedence);
+    student points explicit or its stage ends; both lists must have the same length."""
+    notes = []
+    plan = HintPlan.load(cfg.plan) if cfg.plan else None
+    if plan is not None:
+        if plan.teacher_arch != teacher_arch:
+            raise UserError(
+                f"hint plan {cfg.plan} was made for {plan.teacher_arch!r} but the teacher is {teacher_arch!r}; "
+                "run select-hints on this teacher"
+            )
+        if plan.teacher_digest and plan.teacher_digest != teacher_digest:
+            notes.append(f"hint plan {cfg.plan} was made from another checkpoint of {teacher_arch}; its positions are used as they are")
+    if isinstance(cfg.teacher, list):
+        t_idx, source = list(cfg.teacher), "explicit"
+    elif cfg.teacher is None and plan is not None:
+        t_idx, source = list(plan.hints), f"plan {cfg.plan}"
+    else:
+        t_idx, source = teacher.baseline_hints(), "baseline (stage ends)"
+    s_idx = list(cfg.student) if cfg.student else student.baseline_hints()
+    try:
+        check_indices(t_idx, len(teacher.hint_points()))
+        check_indices(s_idx, len(student.hint_points()))
+    except ValueError as e:
+        raise UserError(f"hints: {e}") from None
+    if len(t_idx) != len(s_idx):
+        raise UserError(
+            f"hints: {len(t_idx)} teacher points {t_idx} ({source}) but {len(s_idx)} student points {s_idx}; "
+            f"set hints.student to {len(t_idx)} student indices (it has {len(student.hint_points())} candidates)"
+        )
+    preact = cfg.preact if cfg.preact is not None else (plan.preact if plan is not None else False)
+    return HintPairs(t_idx, s_idx, preact, source, tuple(notes))
