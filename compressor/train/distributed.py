@@ -49,6 +49,18 @@ def all_reduce_sum(t: torch.Tensor, world: World) -> torch.Tensor:
     return t
 
 
+def broadcast_buffers(module: torch.nn.Module, world: World) -> None:
+    """Make every rank's buffers (BN running statistics, memory banks) rank 0's.
+
+    DDP all-reduces gradients, so parameters agree, but each rank updates its buffers from its
+    own batches after DDP's per-forward broadcast; without this the ranks would evaluate and end
+    with slightly different BN statistics.
+    """
+    if world.distributed:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()

@@ -32,7 +32,7 @@ from ..losses import LossContext, Objective, Outputs, build_objective, needs_hin
 from . import artifacts
 from .config import DistillConfig
 from .data import PadCropFlip, eval_loader, train_loader
-from .distributed import World, all_gather, all_reduce_sum, barrier, init_world, shutdown
+from .distributed import World, all_gather, all_reduce_sum, barrier, broadcast_buffers, init_world, shutdown
 from .hints import HintPairs, resolve_hints
 from .runner import FeatureTap
 
@@ -366,6 +366,7 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     final: dict[str, float] = {}
     for epoch in range(start_epoch, total):
         train_stats = train_epoch(s, epoch, progress)
+        broadcast_buffers(s.core, s.world)
         final = evaluate(s.core.student, s.eval_set, c.data.eval_batch_size, c.data.workers, s.device, s.world)
         best = max(best, final["top1"])
         stage = "init" if epoch < c.train.init_epochs else "distill"

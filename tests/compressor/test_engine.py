@@ -1,0 +1,172 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from compressor.checkpoint import load_checkpoint
+from compressor.cli import main
+from compressor.data import open_dataset
+from compressor.losses import LOSSES
+from compressor.train import evaluate, learning_rate, load_distill_config
+from compressor.train.data import PadCropFlip
+from compressor.train.distributed import World
+
+DATA = "synthetic:classes=4,train=96,test=32"
+
+
+def cli(*args: str) -> int:
+    return main([*args, "--quiet"])
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    """A resnet14 teacher trained briefly on the synthetic task (method 'ce': no teacher needed)."""
+    out = tmp_path_factory.mktemp("teacher")
+    rc = cli("distill", "--student", "resnet14", "--data", "synthetic:classes=4,train=512,test=128", "--method", "ce",
+             "--epochs", "3", "--batch-size", "32", "--lr", "0.1", "--out", str(out), "--set", "optim.schedule=cosine")  # fmt: skip
+    assert rc == 0
+    return out / "student.pt"
+
+
+def test_end_to_end_teacher_hints_student(tmp_path, teacher, capsys):
+    assert json.loads((teacher.parent / "student.json").read_text())["metrics"]["final"]["top1"] > 80
+    assert cli("select-hints", "--teacher", str(teacher), "--arch", "resnet14", "--data", "synthetic:classes=4,train=512",
+               "--samples", "256", "--k", "3", "--out", str(tmp_path / "hints")) == 0  # fmt: skip
+    out = tmp_path / "student"
+    rc = cli("distill", "--teacher", str(teacher), "--arch", "resnet14", "--student", "resnet8", "--method", "at+kd",
+             "--hints", str(tmp_path / "hints" / "plan.json"), "--data", "synthetic:classes=4,train=512,test=128",
+             "--epochs", "3", "--batch-size", "32", "--lr", "0.1", "--out", str(out), "--set", "optim.schedule=cosine")  # fmt: skip
+    assert rc == 0
+    sidecar = json.loads((out / "student.json").read_text())
+    plan = json.loads((tmp_path / "hints" / "plan.json").read_text())
+    assert sidecar["made_by"]["teacher_hints"] == plan["hints"] and sidecar["made_by"]["student_hints"] == [1, 2, 3]
+    top1 = sidecar["metrics"]["final"]["top1"]
+    assert top1 > 60, f"student at {top1}% (chance 25%)"
+    # the saved student is a plain state_dict of the zoo model: it reloads and scores the same
+    loaded = load_checkpoint(out / "student.pt", arch="resnet8")
+    assert set(torch.load(out / "student.pt", weights_only=True)) == set(loaded.model.state_dict())
+    again = evaluate(loaded.model, open_dataset("synthetic:classes=4,train=512,test=128", "test"), 64, 0, torch.device("cpu"), World())
+    assert again["top1"] == pytest.approx(top1)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and {"ce", "at", "kd", "loss"} <= set(rows[0]["train"])
+
+
+INIT = {"ft", "ab"}
+PARAMS = {"crd": {"nce_k": 8}, "fitnet": {"two_stage": True}, "dkd": {"warmup": 1}}
+
+
+@pytest.mark.parametrize("method", sorted(LOSSES))
+def test_every_method_from_yaml(tmp_path, teacher, method):
+    config = {
+        "teacher": {"checkpoint": str(teacher), "arch": "resnet14"},
+        "student": {"arch": "resnet14" if method == "fsp" else "resnet8"},
+        "data": {"train": DATA, "batch_size": 16},
+        "hints": {"preact": method == "ab"},
+        "loss": {"method": f"{method}+kd" if method not in ("kd", "dkd", "wsl", "skd") else method,
+                 "params": {method: PARAMS[method]} if method in PARAMS else {}},
+        "train": {"epochs": 1, "init_epochs": 1 if method in INIT or method == "fitnet" else 0},
+        "out": "run",
+    }  # fmt: skip
+    path = tmp_path / "distill.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli("distill", "--config", str(path)) == 0
+    assert (tmp_path / "run" / "student.pt").exists()  # relative 'out' resolved against the YAML's folder
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert method in rows[-1]["train"]
+
+
+def test_resume_replays_exactly(tmp_path, teacher):
+    common = ["--teacher", str(teacher), "--student", "resnet8", "--method", "crd+at+kd", "--data", DATA,
+              "--batch-size", "16", "--set", "optim.milestones=[1]", "--set", "loss.params.crd.nce_k=8"]  # fmt: skip
+    assert cli("distill", *common, "--epochs", "3", "--out", str(tmp_path / "straight")) == 0
+    assert cli("distill", *common, "--epochs", "2", "--out", str(tmp_path / "split")) == 0
+    assert cli("distill", *common, "--epochs", "3", "--out", str(tmp_path / "split"), "--resume") == 0
+    a = torch.load(tmp_path / "straight" / "student.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "student.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, teacher, capsys):
+    common = [
+        "--teacher",
+        str(teacher),
+        "--student",
+        "resnet8",
+        "--method",
+        "kd",
+        "--data",
+        DATA,
+        "--batch-size",
+        "16",
+        "--out",
+        str(tmp_path),
+    ]
+    assert cli("distill", *common, "--epochs", "1") == 0
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    assert cli("distill", *common, "--epochs", "2", "--resume", "--lr", "1e30") == 2
+    err = capsys.readouterr().err
+    assert "the loss became" in err and "epoch 2" in err and "last good checkpoint" in err
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_ddp_two_processes_end_identical(tmp_path, teacher):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "compressor.cli",
+           "distill", "--teacher", str(teacher), "--student", "resnet8", "--method", "at+kd", "--data", DATA,
+           "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["ranks_identical"] is True
+    assert (tmp_path / "student.pt").exists()
+
+
+def test_config_errors_exit_2(tmp_path, teacher, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("student: {arch: resnet8}\noptim: {lr: -1, momentum: 0.9}\nlearning_rate: 3\n")
+    assert cli("distill", "--config", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr" in err and "-1" in err and "learning_rate" in err and "Extra inputs" in err
+
+    bad.write_text("student: [unclosed\n")
+    assert cli("distill", "--config", str(bad)) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+    common = ["--teacher", str(teacher), "--data", DATA, "--out", str(tmp_path / "o")]
+    assert cli("distill", *common, "--student", "resnet8", "--method", "atx+kd") == 2
+    assert "unknown distillation method 'atx'" in capsys.readouterr().err
+    assert cli("distill", *common, "--student", "resnet9") == 2
+    assert "unknown model 'resnet9'" in capsys.readouterr().err
+    assert cli("distill", *common, "--student", "wrn_16_1", "--method", "at", "--set", "hints.teacher=[2,4]") == 2
+    assert "set hints.student to 2 student indices" in capsys.readouterr().err
+    assert cli("distill", *common[:2], "--data", "synthetic:classes=7", "--student", "resnet8", "--out", str(tmp_path / "o")) == 2
+    assert "has 7 classes but the teacher was trained for 4" in capsys.readouterr().err
+    assert cli("distill", *common, "--student", "resnet8", "--method", "ft+kd") == 2
+    assert "needs an initialisation stage" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing written for bad input
+
+
+def test_learning_rate_schedules():
+    c = load_distill_config(None, {"student.arch": "resnet8"}, ["optim.milestones=[2,4]", "optim.decay=0.5", "train.epochs=6"])
+    assert [learning_rate(c, e) for e in range(6)] == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125])
+    c = load_distill_config(
+        None, {"student.arch": "resnet8"}, ["optim.schedule=cosine", "train.epochs=4", "optim.warmup_epochs=1", "train.init_epochs=2"]
+    )
+    assert learning_rate(c, 0) == 0.05 and learning_rate(c, 2) == pytest.approx(0.05)  # init stage, then warm-up 1/1
+    assert learning_rate(c, 4) == pytest.approx(0.025)  # cosine at half way
+
+
+def test_pad_crop_flip():
+    torch.manual_seed(0)
+    img = torch.arange(3 * 8 * 8, dtype=torch.uint8).view(3, 8, 8)
+    out = PadCropFlip(2)(img)
+    assert out.shape == (3, 8, 8) and out.dtype == torch.float32
+    torch.manual_seed(0)
+    assert torch.equal(PadCropFlip(2)(img), out)
