@@ -73,7 +73,8 @@ class TrainConfig(Strict):
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = False
-    compile_teacher: bool = False  # torch.compile the frozen teacher (pays a compile once)
+    compile_teacher: bool = False  # torch.compile the frozen teacher, BN folded (pays a compile once)
+    compile_student: bool = False  # torch.compile the student's training forward (evaluation stays eager)
     tensorboard: bool = True  # also log to TensorBoard when it is installed
 
 

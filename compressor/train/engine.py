@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch._inductor.config
 from torch import nn
 from tqdm import tqdm
 
@@ -44,14 +45,16 @@ class TrainingDiverged(UserError):
 class Trainee(nn.Module):
     """Student + loss terms (with their adapters) as one module, so DDP syncs both."""
 
-    def __init__(self, student: nn.Module, objective: Objective, tap: FeatureTap):
+    def __init__(self, student: nn.Module, objective: Objective, tap: FeatureTap, compile_student: bool = False):
         super().__init__()
         self.student = student
         self.objective = objective
         self.tap = tap
+        # Only the training forward is compiled; evaluation calls ``self.student`` eagerly.
+        self._forward = torch.compile(student) if compile_student else student
 
     def forward(self, images: torch.Tensor, teacher_out: Outputs | None, labels: torch.Tensor, index: torch.Tensor, init_stage: bool):
-        s_out = self.tap.outputs(self.student(images), labels, index)
+        s_out = self.tap.outputs(self._forward(images), labels, index)
         return self.objective.init_forward(s_out, teacher_out) if init_stage else self.objective(s_out, teacher_out)
 
 
@@ -63,11 +66,16 @@ class Teacher:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.tap = FeatureTap(self.model, hints, preact)
+        self.compiled = compile_model
         self.forward = torch.compile(self.model) if compile_model else self.model
 
     @torch.no_grad()  # not inference_mode: its tensors could not be used by the losses' autograd graph
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> Outputs:
-        return self.tap.outputs(self.forward(images), labels, index)
+        # Freezing lets Inductor fold BN into the convs and pre-pack weights: valid because the
+        # teacher's weights never change. (Only this graph: a trained model must not be frozen.)
+        with torch._inductor.config.patch(freezing=True) if self.compiled else contextlib.nullcontext():
+            logits = self.forward(images)
+        return self.tap.outputs(logits, labels, index)
 
 
 @dataclass
@@ -219,7 +227,7 @@ def setup(config: DistillConfig) -> Setup:
     if t.init_epochs == 0 and any(term.needs_init for term in objective.terms.values()):
         needing = [n for n, term in objective.terms.items() if term.needs_init]
         raise UserError(f"method {needing} needs an initialisation stage: set train.init_epochs > 0 (RepDistiller uses 30)")
-    core = Trainee(student, objective, tap)
+    core = Trainee(student, objective, tap, t.compile_student)
     trainee = core
     if world.distributed:
         trainee = nn.parallel.DistributedDataParallel(
@@ -239,6 +247,27 @@ def _batch_to(batch, device: torch.device, channels_last: bool):
     return images, labels, index
 
 
+def train_step(s: Setup, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, init_stage: bool, where: str = "") -> dict:
+    """Teacher forward, student forward + loss terms, backward, optimiser step; returns the
+    detached loss terms. Stops with ``TrainingDiverged`` on a non-finite loss (before stepping)."""
+    with s.autocast():
+        t_out = s.teacher(images, labels, index) if s.teacher is not None else None
+        parts = s.trainee(images, t_out, labels, index, init_stage)
+    loss = parts["loss"]
+    if not torch.isfinite(loss.detach()).item():
+        shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+        raise TrainingDiverged(
+            f"the loss became {float(loss.detach())} at {where} ({shown}); stopped. The last good checkpoint "
+            f"is kept in {s.out / 'checkpoints'}. Lower optim.lr or the weight of the diverging term"
+        )
+    s.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if s.config.optim.clip_grad:
+        nn.utils.clip_grad_norm_(s.core.parameters(), s.config.optim.clip_grad)
+    s.optimizer.step()
+    return {k: v.detach().float() for k, v in parts.items()}
+
+
 def train_epoch(s: Setup, epoch: int, progress: bool) -> dict[str, float]:
     """One epoch; returns the mean of every loss term and the throughput."""
     c = s.config
@@ -254,27 +283,13 @@ def train_epoch(s: Setup, epoch: int, progress: bool) -> dict[str, float]:
                disable=None if progress and s.world.is_main else True)  # fmt: skip
     for step, batch in enumerate(bar):
         images, labels, index = _batch_to(batch, s.device, c.train.channels_last)
-        with s.autocast():
-            t_out = s.teacher(images, labels, index) if s.teacher is not None else None
-            parts = s.trainee(images, t_out, labels, index, init_stage)
-        loss = parts["loss"]
-        if not torch.isfinite(loss.detach()).item():
-            shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
-            raise TrainingDiverged(
-                f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} ({shown}); stopped. "
-                f"The last good checkpoint is kept in {s.out / 'checkpoints'}. Lower optim.lr or the weight of the diverging term"
-            )
-        s.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.optim.clip_grad:
-            nn.utils.clip_grad_norm_(s.core.parameters(), c.optim.clip_grad)
-        s.optimizer.step()
+        parts = train_step(s, images, labels, index, init_stage, where=f"epoch {epoch + 1}, step {step + 1}")
         n = len(labels)
         seen += n
         for k, v in parts.items():
-            sums[k] = sums.get(k, 0) + v.detach().float() * n
+            sums[k] = sums.get(k, 0) + v * n
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{float(parts['loss']):.3f}")
     elapsed = time.perf_counter() - start
     means = {k: float(v) / max(seen, 1) for k, v in sums.items()}
     return {**means, "images_per_s": seen * s.world.size / elapsed, "seconds": elapsed}

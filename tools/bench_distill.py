@@ -1,0 +1,161 @@
+"""Training throughput of the distillation engine vs the straightforward reference loop.
+
+    python tools/bench_distill.py [--steps 12] [--warmup 3] [--batch 64]
+
+Pair: resnet32x4 -> resnet8x4, AT + KD (+ CE), batch 64, 32x32 inputs, 100 classes, SGD.
+(a) the engine (``compressor.train.engine.setup`` + ``train_step``) in several configurations;
+(b) the straightforward loop of the reference CIFAR distillation code: eager fp32, teacher
+forward under no_grad, student forward, the same loss terms, backward, SGD step;
+(c) CE-only training of the same student, straightforward.
+All read the same pre-made batches (data loading is left out of every figure). Every variant is
+built and warmed up first (compilation happens there and is reported separately); then the
+variants are timed interleaved, round after round, and each one's median round is reported, so
+that drift in a shared machine's speed affects all of them alike.
+The first batch's loss of each engine configuration is compared with the reference loop's
+from identical weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from compressor.losses.at import attention_map
+from compressor.train import load_distill_config
+from compressor.train.engine import setup, train_step
+from models import create_model
+
+TEACHER_HINTS, STUDENT_HINTS = [5, 10, 15], [1, 2, 3]
+AT_WEIGHT, KD_T = 1000.0, 4.0
+
+
+def batches(n: int, batch: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 100, (batch,), generator=g)) for _ in range(n)]
+
+
+def reference_step(teacher, student, opt, x, y, distill: bool) -> float:
+    """The reference loop body (RepDistiller's train_distill, AT + KD)."""
+    if distill:
+        with torch.no_grad():
+            feat_t, logit_t = teacher.forward_features(x, TEACHER_HINTS)
+    feat_s, logit_s = student.forward_features(x, STUDENT_HINTS)
+    loss = F.cross_entropy(logit_s, y)
+    if distill:
+        kd = F.kl_div(F.log_softmax(logit_s / KD_T, 1), F.softmax(logit_t / KD_T, 1), reduction="batchmean") * KD_T**2
+        at = sum(
+            (attention_map(fs, 2) - attention_map(ft, 2)).pow(2).mean() for fs, ft in zip(feat_s.values(), feat_t.values(), strict=True)
+        )
+        loss = loss + kd + AT_WEIGHT * at
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def warm_up(step, data, warmup: int) -> tuple[float, float]:
+    """Run the warm-up steps (compilation happens here); returns (first loss, seconds)."""
+    start = time.perf_counter()
+    first = step(*data[0])
+    for x, y in data[1:warmup]:
+        step(x, y)
+    return first, time.perf_counter() - start
+
+
+def reference(teacher, student_state, distill: bool):
+    student = create_model("resnet8x4")
+    student.load_state_dict(student_state)
+    opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    return lambda x, y: reference_step(teacher, student, opt, x, y, distill)
+
+
+def engine(teacher_path: Path, student_state, out: Path, **train):
+    config = load_distill_config(
+        None,
+        {
+            "teacher.checkpoint": str(teacher_path),
+            "student.arch": "resnet8x4",
+            "loss.method": "at+kd",
+            "out": str(out),
+            "data.train": "synthetic:classes=100,train=128,test=8",
+            "data.augment": False,
+        },  # fmt: skip
+        [
+            f"loss.weights={{ce: 1.0, kd: 1.0, at: {AT_WEIGHT}}}",
+            f"loss.params={{kd: {{T: {KD_T}}}, at: {{p: 2}}}}",
+            "hints.teacher=[5,10,15]",
+            "optim.lr=0.05",
+            "optim.weight_decay=0.0005",
+        ]
+        + [f"train.{k}={v}" for k, v in train.items()],  # fmt: skip
+    )
+    s = setup(config)
+    s.core.student.load_state_dict(student_state)
+
+    def step(x, y):
+        if config.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return float(train_step(s, x, y, torch.arange(len(y)), False)["loss"])
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5, help="measurement rounds (variants interleaved)")
+    ap.add_argument("--steps", type=int, default=3, help="steps per variant per round")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--bf16", action="store_true", help="also the bf16-autocast engine (slow without AMX / avx512_bf16)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    data = batches(max(args.warmup, args.steps), args.batch)
+    teacher = create_model("resnet32x4").eval()
+    student_state = create_model("resnet8x4").state_dict()
+    print(f"resnet32x4 -> resnet8x4, AT+KD, batch {args.batch}, 32x32, {torch.get_num_threads()} threads; "
+          f"{args.rounds} interleaved rounds x {args.steps} steps per variant after {args.warmup} warm-up steps")  # fmt: skip
+    variants = {
+        "engine: eager fp32 (defaults)": {},
+        "engine: channels_last": {"channels_last": True},
+        "engine: compiled teacher (frozen)": {"compile_teacher": True},
+        "engine: compiled teacher + student": {"compile_teacher": True, "compile_student": True},
+        "engine: compiled both + channels_last": {"compile_teacher": True, "compile_student": True, "channels_last": True},
+    }
+    if args.bf16:
+        variants["engine: bf16 autocast"] = {"amp": "bf16"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "resnet32x4.pt"
+        torch.save(teacher.state_dict(), path)
+        steps = {"(b) reference loop, eager fp32": reference(teacher, student_state, True),
+                 "(c) CE-only student, eager fp32": reference(teacher, student_state, False)}  # fmt: skip
+        for name, train in variants.items():
+            steps[name] = engine(path, student_state, Path(tmp) / str(len(steps)), **train)
+        first, warm = {}, {}
+        for name, step in steps.items():
+            first[name], warm[name] = warm_up(step, data, args.warmup)
+        rates: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(args.rounds):
+            for name, step in steps.items():
+                start = time.perf_counter()
+                for x, y in data[: args.steps]:
+                    step(x, y)
+                rates[name].append(args.steps * args.batch / (time.perf_counter() - start))
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    ref = median["(b) reference loop, eager fp32"]
+    ref_loss = first["(b) reference loop, eager fp32"]
+    print(f"\n{'variant':42s} {'img/s':>7s} {'vs (b)':>7s} {'first loss':>11s} {'|diff|':>8s} {'warm-up s':>9s}")
+    for name in steps:
+        diff = "" if name.startswith("(c)") else f"{abs(first[name] - ref_loss):8.1e}"
+        loss = "" if name.startswith("(c)") else f"{first[name]:11.6f}"
+        print(f"{name:42s} {median[name]:7.1f} {median[name] / ref:6.2f}x {loss:>11s} {diff:>8s} {warm[name]:9.1f}")
+    print("\ntarget: engine >= 1.5x the reference loop, same first-batch loss (fp32 tolerance; bf16 tolerance with AMP)")
+
+
+if __name__ == "__main__":
+    main()
