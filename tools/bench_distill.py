@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch._dynamo
 import torch.nn.functional as F
 
 from compressor.losses.at import attention_map
@@ -114,6 +115,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--bf16", action="store_true", help="also the bf16-autocast engine (slow without AMX / avx512_bf16)")
     args = ap.parse_args()
+    # Every variant compiles its own model instances, which share the models' forward code: without
+    # this, later variants would exceed dynamo's per-code cache and silently run eagerly.
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.accumulated_recompile_limit = 512
     torch.manual_seed(0)
     data = batches(max(args.warmup, args.steps), args.batch)
     teacher = create_model("resnet32x4").eval()

@@ -1,0 +1,53 @@
+"""``compressor export``: student -> ONNX (+ INT8 Q/DQ, FP16, TensorRT) with parity checks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..checkpoint import TRUST_FLAG
+
+NAME = "export"
+HELP = "export a student to ONNX (+ INT8 Q/DQ, FP16, TensorRT), checked against PyTorch"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("student", metavar="STUDENT", help="student.pt (with its student.json) or any supported checkpoint")
+    p.add_argument("--arch", help="architecture, when the checkpoint has no sidecar and it cannot be inferred")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="the base format (ONNX; TensorRT is built from it)")
+    p.add_argument("--opset", type=int, default=17, help="17 through the stable exporter; >= 18 with --dynamo")
+    p.add_argument("--dynamo", action="store_true", help="use the torch.export-based exporter (opset >= 18)")
+    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True, help="symbolic batch axis")
+    p.add_argument("--int8", action="store_true", help="also a Q/DQ INT8 ONNX from static per-channel calibration")
+    p.add_argument("--calib", metavar="SPEC", help="calibration data for --int8 (its train split) and its accuracy check (test split)")
+    p.add_argument("--calib-samples", type=int, default=512)
+    p.add_argument("--fp16", action="store_true", help="also an FP16 ONNX (TensorRT 11 builds FP16 only from one)")
+    p.add_argument("--trt", action="store_true", help="also build a TensorRT engine for this GPU (needs TensorRT and a GPU)")
+    p.add_argument("--trt-precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--out", help="output folder (default: an 'export' folder beside the student)")
+    p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a checkpoint you trust")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deploy.artifact import load_artifact
+    from deploy.export import ExportOptions, export_artifact
+
+    art = load_artifact(args.student, arch=args.arch, trusted=args.trust_checkpoint)
+    out = Path(args.out) if args.out else Path(args.student).resolve().parent / "export"
+    options = ExportOptions(opset=args.opset, dynamic_batch=args.dynamic_batch, dynamo=args.dynamo, int8=args.int8, calib=args.calib,
+                            calib_samples=args.calib_samples, fp16=args.fp16, trt=args.trt, trt_precision=args.trt_precision)  # fmt: skip
+    try:
+        result = export_artifact(art, out, options, stem=Path(args.student).stem if art.meta.get("schema") else "model")
+    except ValueError as e:
+        from ..errors import UserError
+
+        raise UserError(str(e)) from None
+    p = result.info["parity"]
+    print(f"{art.name}: ONNX parity OK on {p['shapes']} (max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e})")
+    if "int8" in result.info:
+        q = result.info["int8"]
+        print(f"INT8: top-1 {q['fp32_top1']:.2f}% -> {q['int8_top1']:.2f}% ({q['top1_change']:+.2f}), "
+              f"top-1 agreement {q['top1_agreement']:.2f}% on {q['samples']} samples")  # fmt: skip
+    for kind, path in result.files.items():
+        print(f"wrote {kind}: {path}")
+    return 0

@@ -1,0 +1,64 @@
+"""``compressor profile``: latency, memory, power and accuracy per backend, with reports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..checkpoint import TRUST_FLAG
+from ..errors import UserError
+
+NAME = "profile"
+HELP = "profile a model (and optionally its teacher) on every backend: latency, memory, power, accuracy"
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch takes comma-separated integers, got {text!r}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from deploy.profile.run import BACKENDS, ProfileOptions
+
+    d = ProfileOptions()
+    p.add_argument("model", metavar="MODEL", help="student.pt (+ student.json), a checkpoint, or an exported .onnx (+ .json)")
+    p.add_argument("--arch", help="architecture of MODEL when it cannot be inferred")
+    p.add_argument("--backend", default=",".join(d.backends), help=f"comma-separated: {', '.join(BACKENDS.names())}")
+    p.add_argument("--batch", type=_batches, default=d.batches, help="batch sizes, e.g. 1,8,32")
+    p.add_argument("--data", metavar="EVAL", help="evaluation data spec (test split); also calibrates INT8 (train split)")
+    p.add_argument("--eval-samples", type=int, default=d.eval_samples)
+    p.add_argument("--compare", metavar="TEACHER", help="teacher checkpoint: adds the papers' compression table")
+    p.add_argument("--compare-arch", help="architecture of the teacher when it cannot be inferred")
+    p.add_argument("--iters", type=int, default=d.iters, help="timed calls per batch size")
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--out", help="report folder (default: a 'profile' folder beside MODEL)")
+    p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of checkpoints you trust")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deploy.profile.report import write_reports
+    from deploy.profile.run import ProfileOptions, profile_models
+
+    if args.iters < 1 or args.warmup < 0 or args.eval_samples < 1:
+        raise UserError("--iters and --eval-samples must be >= 1 and --warmup >= 0")
+    options = ProfileOptions(backends=[b.strip() for b in args.backend.split(",") if b.strip()], batches=args.batch, data=args.data,
+                             eval_samples=args.eval_samples, warmup=args.warmup, iters=args.iters, progress=not args.quiet)  # fmt: skip
+    out = Path(args.out) if args.out else Path(args.model).resolve().parent / "profile"
+    report = profile_models(args.model, out, options, compare=args.compare, arch=args.arch, compare_arch=args.compare_arch,
+                            trusted=args.trust_checkpoint)  # fmt: skip
+    files = write_reports(report, out)
+    for m in report["models"]:
+        for b in m["backends"]:
+            if b["status"] != "ok":
+                print(f"{m['role']} {m['name']} {b['backend']}: skipped ({b['reason']})")
+                continue
+            lat = b["latency"][0]
+            acc = f", top-1 {b['accuracy']['top1']:.2f}%" if b.get("accuracy") else ""
+            print(f"{m['role']} {m['name']} {b['backend']}/{b['precision']}: batch {lat['batch']} p50 {lat['p50_ms']:.3f} ms{acc}")
+    for row in report["comparison"]:
+        print(f"{row['backend']}: compression {100 * row['compression_ratio']:.1f}%, speed-up {row['speedup']:.2f}x")
+    print(f"report: {files['report.html']} (also report.md, report.json)")
+    return 0

@@ -1,0 +1,158 @@
+"""``export_artifact``: a student (or any zoo checkpoint) -> ONNX, INT8 Q/DQ ONNX, FP16 ONNX, TensorRT plan.
+
+A thin coordinator: each format is one plain function, post-checked after it runs (parity for
+ONNX, accuracy change for INT8), and every file gets a JSON sidecar.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from compressor import __version__
+from compressor.data import open_dataset
+from compressor.errors import UserError
+from compressor.io import atomic_write, atomic_write_json, file_digest
+
+from ..artifact import ModelArtifact
+from ..profile.accuracy import accuracy, agreement, predict
+from ..runtime.ort_runtime import OrtRuntime
+from .int8 import quantize_qdq
+from .onnx import export_onnx, torch_to_onnx
+
+
+@dataclass
+class ExportOptions:
+    opset: int = 17
+    dynamic_batch: bool = True
+    dynamo: bool = False
+    int8: bool = False
+    calib: str | None = None  # dataset spec for INT8 calibration (its train split)
+    calib_samples: int = 512
+    eval_samples: int = 1000  # for the INT8 accuracy change (the calibration spec's test split)
+    fp16: bool = False
+    trt: bool = False
+    trt_precision: str = "fp16"
+
+
+@dataclass
+class ExportResult:
+    files: dict[str, Path] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def export_artifact(art: ModelArtifact, out: str | Path, options: ExportOptions, stem: str = "student") -> ExportResult:
+    """Write ``out/<stem>.onnx`` (+ .int8.onnx, .fp16.onnx, TensorRT plan) with sidecars."""
+    if art.model is None:
+        raise UserError(f"{art.path} is already an exported file; export takes a student artifact or a checkpoint")
+    if options.int8 and not options.calib:
+        raise UserError("--int8 needs calibration data: --calib SPEC (e.g. the training set, a few hundred images)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ExportResult()
+    fp32 = out / f"{stem}.onnx"
+    parity = export_onnx(art.model, fp32, art.input_size, options.opset, options.dynamic_batch, options.dynamo)
+    result.files["onnx"] = fp32
+    result.info["parity"] = vars(parity)
+    _sidecar(fp32, art, options, precision="fp32", extra={"parity": vars(parity)})
+    if options.int8:
+        result.files["int8"], result.info["int8"] = _int8(fp32, art, options, out / f"{stem}.int8.onnx")
+    if options.fp16:
+        result.files["fp16"] = _fp16(art, out / f"{stem}.fp16.onnx", options)
+    if options.trt:
+        from ..tensorrt.build import build_engine
+
+        source = result.files.get("int8") if options.trt_precision == "int8" else fp32
+        result.files["trt"] = build_engine(source, out, precision=options.trt_precision)
+    return result
+
+
+def _sidecar(path: Path, art: ModelArtifact, options: ExportOptions, precision: str, extra: dict[str, Any] | None = None) -> None:
+    meta = {
+        "schema": "edge-compressor/exported-model",
+        "version": 1,
+        "arch": art.arch,
+        "num_classes": art.num_classes,
+        "input_size": list(art.input_size),
+        "mean": list(art.mean),
+        "std": list(art.std),
+        "class_names": art.class_names,
+        "precision": precision,
+        "opset": options.opset,
+        "dynamic_batch": options.dynamic_batch,
+        "exporter": "dynamo" if options.dynamo else "torchscript",
+        "source": str(art.path),
+        "source_digest": art.meta.get("digest"),
+        "made_by": art.meta.get("made_by"),
+        "tool_version": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "digest": file_digest(path),
+        **(extra or {}),
+    }
+    atomic_write_json(path.with_suffix(".json"), meta)
+
+
+def calibration_batches(spec: str, samples: int, batch: int = 32, split: str = "train") -> Iterator[np.ndarray]:
+    data = open_dataset(spec, split)
+    idx = np.random.default_rng(0).permutation(len(data))[:samples].tolist()
+    for images, _, _ in DataLoader(Subset(data, idx), batch_size=batch, shuffle=False):
+        yield images.numpy()
+
+
+def _int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Path) -> tuple[Path, dict[str, Any]]:
+    data = open_dataset(options.calib, "train")
+    if data.info.num_classes != art.num_classes or tuple(data.info.input_size) != tuple(art.input_size):
+        raise UserError(
+            f"calibration data {options.calib} has {data.info.num_classes} classes at {data.info.input_size} but the model "
+            f"expects {art.num_classes} at {tuple(art.input_size)}: calibrate on the model's own data"
+        )
+    quantize_qdq(fp32, path, calibration_batches(options.calib, options.calib_samples))
+    evaluation = open_dataset(options.calib, "test")
+    ref_logits, labels = predict(OrtRuntime(fp32), evaluation, limit=options.eval_samples)
+    q_logits, _ = predict(OrtRuntime(path), evaluation, limit=options.eval_samples)
+    before, after = accuracy(ref_logits, labels), accuracy(q_logits, labels)
+    change = {
+        "fp32_top1": before["top1"],
+        "int8_top1": after["top1"],
+        "top1_change": after["top1"] - before["top1"],
+        "top1_agreement": agreement(ref_logits, q_logits),
+        "samples": before["samples"],
+        "calibration": {"data": options.calib, "samples": options.calib_samples, "method": "minmax, per-channel, symmetric"},
+    }
+    _sidecar(path, art, options, precision="int8", extra={"int8": change})
+    return path, change
+
+
+class _Half(nn.Module):
+    """FP16 inside, FP32 at the boundary (so every runtime feeds the same float32 input)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.half()).float()
+
+
+def _fp16(art: ModelArtifact, path: Path, options: ExportOptions) -> Path:
+    """An FP16 ONNX (what TensorRT 11 needs for FP16). Its parity is not checked here: ONNX
+    Runtime's CPU provider lacks FP16 kernels for most ops; the GPU backends check it in profile."""
+    half = _Half(copy.deepcopy(art.model)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "fp16.onnx"
+        torch_to_onnx(half, torch.randn(1, 3, *art.input_size), raw, options.opset, options.dynamic_batch, dynamo=False)
+        data = raw.read_bytes()
+    atomic_write(path, lambda f: f.write(data))
+    _sidecar(path, art, options, precision="fp16")
+    return path

@@ -1,0 +1,203 @@
+"""report.json (versioned), report.md and a self-contained report.html with plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from compressor.io import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
+from compressor.summary import human_count  # noqa: E402
+
+REQUIRED = {"schema", "version", "machine", "settings", "models", "comparison"}
+
+
+def validate_report(report: dict[str, Any]) -> None:
+    """Check the report's shape (the schema other tools read); raises ValueError naming what is off."""
+    missing = REQUIRED - set(report)
+    if missing:
+        raise ValueError(f"report lacks {sorted(missing)}")
+    if report["schema"] != "edge-compressor/profile-report" or report["version"] != 1:
+        raise ValueError(f"unknown report schema {report['schema']} v{report['version']}")
+    for m in report["models"]:
+        for key in ("role", "name", "params", "macs", "backends"):
+            if key not in m:
+                raise ValueError(f"model entry lacks {key!r}")
+        for b in m["backends"]:
+            if b.get("status") == "ok":
+                for lat in b["latency"]:
+                    for key in ("batch", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput"):
+                        if key not in lat:
+                            raise ValueError(f"latency entry of {m['name']}/{b['backend']} lacks {key!r}")
+
+
+def _ok(model: dict[str, Any]) -> list[dict[str, Any]]:
+    return [b for b in model["backends"] if b.get("status") == "ok"]
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_latency(report: dict[str, Any]) -> bytes:
+    """Box plots of per-call latency, one box per model/backend, one panel per batch size."""
+    batches = report["settings"]["batches"]
+    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.8), squeeze=False)
+    for ax, batch in zip(axes[0], batches, strict=True):
+        data, labels = [], []
+        for m in report["models"]:
+            for b in _ok(m):
+                lat = next((x for x in b["latency"] if x["batch"] == batch), None)
+                if lat:
+                    data.append(lat["samples_ms"])
+                    labels.append(f"{m['name']}\n{b['backend']}")
+        if data:
+            ax.boxplot(data, showfliers=True)
+            ax.set_xticks(range(1, len(labels) + 1), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"batch {batch}")
+        ax.set_ylabel("latency per call (ms)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Latency distributions")
+    return _png(fig)
+
+
+def plot_accuracy_latency(report: dict[str, Any]) -> bytes | None:
+    """Top-1 against batch-1 latency per sample, one point per model/backend/precision."""
+    points = [(m, b) for m in report["models"] for b in _ok(m) if b.get("accuracy")]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    markers = {"student": "o", "teacher": "s"}
+    for m, b in points:
+        lat = min(b["latency"], key=lambda x: x["batch"])
+        x = lat["p50_ms"] / lat["batch"]
+        ax.scatter(x, b["accuracy"]["top1"], marker=markers.get(m["role"], "^"), s=60)
+        ax.annotate(f"{m['name']} {b['backend']}/{b['precision']}", (x, b["accuracy"]["top1"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per sample, smallest batch (ms, log)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("Accuracy against latency")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_throughput(report: dict[str, Any]) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for m in report["models"]:
+        for b in _ok(m):
+            ax.plot([x["batch"] for x in b["latency"]], [x["throughput"] for x in b["latency"]], marker="o",
+                    label=f"{m['name']} {b['backend']}/{b['precision']}")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s")
+    ax.set_title("Throughput")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every table, shared by the Markdown and HTML renderings."""
+    out = []
+    mach = report["machine"]
+    gpu = mach["gpu"]["name"] if mach.get("gpu") else "none"
+    versions = ", ".join(f"{k} {v}" for k, v in mach["versions"].items() if v)
+    out.append(("Machine", ["CPU", "cores", "GPU", "JetPack", "versions"],
+                [[mach["cpu"], str(mach["cpu_count"]), gpu, mach.get("jetpack") or "-", versions]]))  # fmt: skip
+    rows = []
+    for m in report["models"]:
+        sizes = ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in m["file_size_bytes"].items())
+        rows.append(
+            [m["role"], m["name"], human_count(m["params"] or 0), human_count(m["macs"] or 0), "x".join(map(str, m["input_size"])), sizes]
+        )
+    out.append(("Models", ["role", "model", "params", "MACs", "input", "files"], rows))
+    rows = []
+    for m in report["models"]:
+        for b in m["backends"]:
+            if b.get("status") != "ok":
+                rows.append([m["name"], b["backend"], "-", "skipped", "-", "-", "-", "-", "-", b.get("reason", "")[:90]])
+                continue
+            acc = b.get("accuracy") or {}
+            for lat in b["latency"]:
+                mem = (b.get("memory") or {}).get(str(lat["batch"]), {})
+                power = ((b.get("power") or {}).get(str(lat["batch"])) or {}).get("energy_per_inference_mj")
+                rows.append([m["name"], b["backend"], b["precision"], str(lat["batch"]), _fmt(lat["p50_ms"], 3), _fmt(lat["p99_ms"], 3),
+                             _fmt(lat["throughput"], 1), _fmt(mem.get("rss_peak_mib"), 0), _fmt(power, 2),
+                             _fmt(acc.get("top1"))])  # fmt: skip
+    header = ["model", "backend", "precision", "batch", "p50 ms", "p99 ms", "img/s", "peak RSS MiB", "mJ/inference", "top-1 %"]
+    out.append(("Latency, memory, power, accuracy", header, rows))
+    if report["comparison"]:
+        rows = [
+            [r["backend"], f"{r['teacher']} -> {r['student']}",
+             f"{human_count(r['teacher_params'])} -> {human_count(r['student_params'])}", f"{100 * r['compression_ratio']:.1f}%",
+             f"{r['teacher_latency_ms']:.3f} -> {r['student_latency_ms']:.3f}", f"{r['speedup']:.2f}x",
+             f"{_fmt(r['teacher_top1'])} -> {_fmt(r['student_top1'])}", _fmt(r["top1_change"])]
+            for r in report["comparison"]
+        ]  # fmt: skip
+        header = ["backend", "teacher -> student", "params", "compression", "ms/sample", "speed-up", "top-1 %", "change"]
+        out.append(("Compression (Table 7 of the paper, per backend)", header, rows))
+    return out
+
+
+def render_markdown(report: dict[str, Any], images: dict[str, str]) -> str:
+    lines = ["# Profiling report", "", f"Created {report['created']} in {report['seconds']} s.", ""]
+    for title, header, rows in tables(report):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+        lines.append("")
+    lines += [f"![{name}]({file})" for name, file in images.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(report: dict[str, Any], pngs: dict[str, bytes]) -> str:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Profiling report</title><style>",
+             "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}",
+             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left}th{background:#f3f3f3}",
+             "img{max-width:100%;margin:1em 0}</style></head><body>",
+             f"<h1>Profiling report</h1><p>Created {html.escape(report['created'])} in {report['seconds']} s.</p>"]  # fmt: skip
+    for title, header, rows in tables(report):
+        parts.append(f"<h2>{html.escape(title)}</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    for name, data in pngs.items():
+        parts.append(
+            f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_reports(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """Write report.json, report.md, report.html and the plots as PNG files into ``out``."""
+    validate_report(report)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = {"Latency distributions": plot_latency(report), "Throughput": plot_throughput(report)}
+    acc = plot_accuracy_latency(report)
+    if acc is not None:
+        pngs["Accuracy against latency"] = acc
+    files = {}
+    names = {"Latency distributions": "latency.png", "Throughput": "throughput.png", "Accuracy against latency": "accuracy_latency.png"}
+    for title, data in pngs.items():
+        files[names[title]] = atomic_write(out / names[title], lambda f, d=data: f.write(d))
+    files["report.json"] = atomic_write_json(out / "report.json", report)
+    files["report.md"] = atomic_write_text(out / "report.md", render_markdown(report, {t: names[t] for t in pngs}))
+    files["report.html"] = atomic_write_text(out / "report.html", render_html(report, pngs))
+    return files

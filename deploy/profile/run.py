@@ -1,0 +1,221 @@
+"""``profile_models``: every model x backend -> size, compute, latency, memory, power, accuracy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from compressor.data import open_dataset
+from compressor.errors import UserError
+from models import Registry
+from models.stats import count_macs, count_params
+
+from ..artifact import ModelArtifact, load_artifact
+from ..errors import BackendUnavailable
+from ..export import ExportOptions, export_artifact
+from ..runtime.base import Runtime
+from ..runtime.ort_runtime import OrtRuntime
+from ..runtime.torch_runtime import TorchRuntime
+from .accuracy import accuracy, predict
+from .latency import measure_latency
+from .machine import machine_info
+from .memory import PeakMemory
+from .tegrastats import TegrastatsSampler
+
+
+@dataclass
+class ProfileOptions:
+    backends: list[str] = field(default_factory=lambda: ["torch", "ort-cpu", "ort-cpu-int8"])
+    batches: list[int] = field(default_factory=lambda: [1, 8, 32])
+    data: str | None = None  # evaluation spec (test split); also calibration (train split) for INT8
+    eval_samples: int = 1000
+    warmup: int = 10
+    iters: int = 50
+    max_seconds: float = 10.0
+    progress: bool = True
+
+
+class Exports:
+    """ONNX files of one model, made on first need under ``folder``."""
+
+    def __init__(self, art: ModelArtifact, folder: Path, options: ProfileOptions):
+        self.art, self.folder, self.options = art, folder, options
+        self.files: dict[str, Path] = {}
+        self.info: dict[str, Any] = {}
+
+    def get(self, kind: str) -> Path:
+        if self.art.model is None:  # an .onnx file was given: it is the only export there is
+            if kind == "onnx" or (kind == "int8" and self.art.meta.get("precision") == "int8"):
+                return self.art.path
+            raise UserError(f"{self.art.path} is an exported file; backend needing a {kind} export needs the PyTorch model")
+        if kind not in self.files:
+            if kind == "int8" and not self.options.data:
+                raise UserError("the ort-cpu-int8 backend needs --data to calibrate on (its train split)")
+            opts = ExportOptions(int8=kind == "int8", calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
+            result = export_artifact(self.art, self.folder, opts, stem=self.art.name)
+            self.files.update(result.files)
+            self.info.update(result.info)
+        return self.files[kind]
+
+
+def _torch(art: ModelArtifact, exports: Exports) -> Runtime:
+    if art.model is None:
+        raise UserError(f"{art.path} is an exported file; the torch backends need a checkpoint or student artifact")
+    return TorchRuntime(art.model)
+
+
+def _torch_compile(art: ModelArtifact, exports: Exports) -> Runtime:
+    rt = _torch(art, exports)
+    return TorchRuntime(rt.model, compile_model=True)
+
+
+def _trt(precision: str) -> Callable[[ModelArtifact, Exports], Runtime]:
+    def build(art: ModelArtifact, exports: Exports) -> Runtime:
+        from ..runtime.trt_runtime import TensorRTRuntime
+        from ..tensorrt.build import build_engine
+
+        source = exports.get("int8" if precision == "int8" else "onnx")
+        return TensorRTRuntime(build_engine(source, exports.folder, precision=precision))
+
+    return build
+
+
+BACKENDS: Registry[Callable[[ModelArtifact, Exports], Runtime]] = Registry("backend")
+BACKENDS.register("torch", _torch)
+BACKENDS.register("torch-compile", _torch_compile)
+BACKENDS.register("ort-cpu", lambda art, ex: OrtRuntime(ex.get("onnx")))
+BACKENDS.register("ort-cpu-int8", lambda art, ex: OrtRuntime(ex.get("int8")))
+BACKENDS.register("ort-cuda", lambda art, ex: OrtRuntime(ex.get("onnx"), provider="cuda"))
+BACKENDS.register("ort-tensorrt", lambda art, ex: OrtRuntime(ex.get("onnx"), provider="tensorrt", precision="fp16", cache_dir=ex.folder))
+BACKENDS.register("tensorrt-fp16", _trt("fp16"))
+BACKENDS.register("tensorrt-int8", _trt("int8"))
+
+
+def profile_backend(runtime: Runtime, art: ModelArtifact, options: ProfileOptions, eval_data) -> dict[str, Any]:
+    """Latency per batch size (with peak memory and, on Jetson, power), then accuracy."""
+    shape = (3, *art.input_size)
+    latency, memory, power = [], {}, {}
+    sampler = TegrastatsSampler() if TegrastatsSampler.available() else None
+    for batch in options.batches:
+        with PeakMemory(runtime.device) as mem:
+            if sampler is not None:
+                with sampler:
+                    stats = measure_latency(runtime, shape, batch, options.warmup, options.iters, options.max_seconds)
+                power[str(batch)] = sampler.summary(stats["iters"] * batch)
+                sampler.samples.clear()
+            else:
+                stats = measure_latency(runtime, shape, batch, options.warmup, options.iters, options.max_seconds)
+        latency.append(stats)
+        memory[str(batch)] = mem.result
+    entry: dict[str, Any] = {"status": "ok", "latency": latency, "memory": memory, "power": power or None}
+    if eval_data is not None:
+        logits, labels = predict(runtime, eval_data, batch_size=max(options.batches), limit=options.eval_samples)
+        entry["accuracy"] = accuracy(logits, labels)
+    return entry
+
+
+def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOptions, eval_data) -> dict[str, Any]:
+    exports = Exports(art, out / "exports" / role, options)
+    record: dict[str, Any] = {
+        "role": role,
+        "name": art.name,
+        "path": str(art.path),
+        "arch": art.arch,
+        "num_classes": art.num_classes,
+        "input_size": list(art.input_size),
+        "params": count_params(art.model) if art.model is not None else art.meta.get("params"),
+        "macs": count_macs(art.model, art.input_size) if art.model is not None else art.meta.get("macs"),
+        "file_size_bytes": {"source": art.path.stat().st_size},
+        "backends": [],
+    }
+    for name in tqdm(options.backends, desc=f"profiling {role}", disable=None if options.progress else True, leave=False):
+        backend: dict[str, Any] = {"backend": name}
+        try:
+            runtime = BACKENDS.get(name)(art, exports)
+            backend.update(precision=runtime.precision, device=runtime.device)
+            backend.update(profile_backend(runtime, art, options, eval_data))
+        except BackendUnavailable as e:
+            backend.update(status="skipped", reason=str(e))
+        record["backends"].append(backend)
+    for kind, path in exports.files.items():
+        record["file_size_bytes"][kind] = path.stat().st_size
+    if "int8" in exports.info:
+        record["int8_export"] = exports.info["int8"]
+    return record
+
+
+def compression_table(student: dict[str, Any], teacher: dict[str, Any]) -> list[dict[str, Any]]:
+    """The papers' Table 7 per backend both ran: params, compression ratio 1 - P_s/P_t, latency
+    per sample (batch-1 median), speed-up T/S, top-1 and its change."""
+    rows = []
+    t_backends = {b["backend"]: b for b in teacher["backends"] if b["status"] == "ok"}
+    for s in student["backends"]:
+        t = t_backends.get(s["backend"])
+        if s["status"] != "ok" or t is None:
+            continue
+        s_lat = next(x for x in s["latency"] if x["batch"] == min(x["batch"] for x in s["latency"]))
+        t_lat = next(x for x in t["latency"] if x["batch"] == s_lat["batch"])
+        s_acc, t_acc = (s.get("accuracy") or {}).get("top1"), (t.get("accuracy") or {}).get("top1")
+        rows.append({
+            "backend": s["backend"],
+            "batch": s_lat["batch"],
+            "teacher": teacher["name"], "student": student["name"],
+            "teacher_params": teacher["params"], "student_params": student["params"],
+            "compression_ratio": 1 - student["params"] / teacher["params"],
+            "teacher_latency_ms": t_lat["p50_ms"] / t_lat["batch"], "student_latency_ms": s_lat["p50_ms"] / s_lat["batch"],
+            "speedup": t_lat["p50_ms"] / s_lat["p50_ms"],
+            "teacher_top1": t_acc, "student_top1": s_acc,
+            "top1_change": None if s_acc is None or t_acc is None else s_acc - t_acc,
+        })  # fmt: skip
+    return rows
+
+
+def profile_models(
+    model: str | Path,
+    out: str | Path,
+    options: ProfileOptions,
+    compare: str | Path | None = None,
+    arch: str | None = None,
+    compare_arch: str | None = None,
+    trusted: bool = False,
+) -> dict[str, Any]:
+    """Profile a model (and optionally a teacher to compare with) and return the report dict."""
+    for name in options.backends:
+        if name not in BACKENDS:
+            raise UserError(BACKENDS.unknown_message(name))
+    if not options.batches or min(options.batches) < 1:
+        raise UserError(f"--batch must list positive batch sizes, got {options.batches}")
+    out = Path(out)
+    student = load_artifact(model, arch=arch, trusted=trusted)
+    teacher = load_artifact(compare, arch=compare_arch, trusted=trusted) if compare else None
+    eval_data = None
+    if options.data:
+        eval_data = open_dataset(options.data, "test")
+        if eval_data.info.num_classes != student.num_classes:
+            raise UserError(f"--data {options.data} has {eval_data.info.num_classes} classes but the model {student.num_classes}")
+    start = time.time()
+    models = [profile_model(student, "student", out, options, eval_data)]
+    if teacher is not None:
+        models.append(profile_model(teacher, "teacher", out, options, eval_data))
+    return {
+        "schema": "edge-compressor/profile-report",
+        "version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(time.time() - start, 2),
+        "machine": machine_info(),
+        "settings": {
+            "backends": options.backends,
+            "batches": options.batches,
+            "data": options.data,
+            "eval_samples": options.eval_samples,
+            "warmup": options.warmup,
+            "iters": options.iters,
+        },  # fmt: skip
+        "models": models,
+        "comparison": compression_table(models[0], models[1]) if teacher is not None else [],
+    }

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+from .base import Runtime
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+class OrtRuntime(Runtime):
+    """ONNX Runtime with the CPU, CUDA or TensorRT execution provider (REFERENCE.md §3)."""
+
+    def __init__(self, path: str | Path, provider: str = "cpu", precision: str | None = None, cache_dir: str | Path | None = None,
+                 threads: int | None = None):  # fmt: skip
+        import onnxruntime as ort
+
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown ONNX Runtime provider {provider!r}; known: {', '.join(PROVIDERS)}")
+        available = ort.get_available_providers()
+        if PROVIDERS[provider] not in available:
+            raise BackendUnavailable(
+                f"ONNX Runtime's {PROVIDERS[provider]} is not available here (available: {', '.join(available)}); "
+                f"install onnxruntime-gpu with CUDA/TensorRT, or use --backend ort-cpu"
+            )
+        self.backend = f"ort-{provider}"
+        self.precision = precision or ("int8" if _is_qdq(path) else "fp32")
+        self.device = "cpu" if provider == "cpu" else "cuda:0"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        providers: list = [PROVIDERS[provider]]
+        if provider == "tensorrt":
+            trt_options = {"trt_fp16_enable": self.precision == "fp16", "trt_int8_enable": self.precision == "int8",
+                           "trt_max_workspace_size": 1 << 30, "trt_engine_cache_enable": cache_dir is not None}  # fmt: skip
+            if cache_dir is not None:
+                trt_options["trt_engine_cache_path"] = str(cache_dir)
+            providers = [(PROVIDERS[provider], trt_options), "CUDAExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def _is_qdq(path: str | Path) -> bool:
+    import onnx
+
+    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)

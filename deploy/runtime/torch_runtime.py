@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch._inductor.config
+from torch import nn
+
+from .base import Runtime
+
+
+class TorchRuntime(Runtime):
+    """PyTorch eager or ``torch.compile`` (Inductor with frozen weights), fp32 or bf16/fp16 autocast."""
+
+    def __init__(self, model: nn.Module, device: str = "cpu", compile_model: bool = False, precision: str = "fp32"):
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise ValueError(f"torch runtime precision must be fp32, fp16 or bf16, got {precision!r}")
+        self.backend = "torch-compile" if compile_model else "torch"
+        self.device, self.precision = device, precision
+        self.model = model.eval().to(device)
+        self._compiled = compile_model
+        self._forward = torch.compile(self.model) if compile_model else self.model
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        with torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=dtype is not None):
+            with torch._inductor.config.patch(freezing=True) if self._compiled else contextlib.nullcontext():
+                out = self._forward(x)
+        return out.float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)

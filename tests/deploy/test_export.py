@@ -1,0 +1,102 @@
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from compressor.cli import main
+from deploy.artifact import load_artifact
+from deploy.errors import ParityError
+from deploy.export import ExportOptions, export_artifact
+from deploy.export.onnx import export_onnx
+from deploy.profile.accuracy import predict
+from deploy.runtime.ort_runtime import OrtRuntime
+from deploy.runtime.torch_runtime import TorchRuntime
+from models import create_model, list_models, model_entry
+
+DATA = "synthetic:classes=4,train=512,test=256"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_zoo_classifier_exports_with_parity(tmp_path, name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    size = (32, 32) if model_entry(name).family == "cifar" else (64, 64)
+    parity = export_onnx(model, tmp_path / "m.onnx", size)
+    assert parity.ok and parity.shapes == [[1, 3, *size], [3, 3, *size]]
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert proto.opset_import[0].version == 17 and not list(tmp_path.glob("*.data"))  # single file
+
+
+def test_parity_failure_is_loud(tmp_path, monkeypatch):
+    import deploy.export.onnx as mod
+
+    model = create_model("resnet8", num_classes=3)
+    monkeypatch.setattr(mod, "RTOL", 0.0)
+    monkeypatch.setattr(mod, "ATOL", 0.0)
+    with torch.no_grad():
+        model.fc.bias.add_(1e3)  # large logits: float rounding differs between the two engines
+    with pytest.raises(ParityError, match=r"max abs error .* max rel error"):
+        export_onnx(model, tmp_path / "m.onnx", (32, 32))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_dynamo_needs_opset_18(tmp_path):
+    with pytest.raises(ValueError, match="opset >= 18"):
+        export_onnx(create_model("resnet8"), tmp_path / "m.onnx", (32, 32), opset=17, dynamo=True)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    out = tmp_path_factory.mktemp("student")
+    assert main(["distill", "--student", "resnet8", "--method", "ce", "--data", DATA, "--epochs", "3", "--batch-size", "32",
+                 "--lr", "0.1", "--set", "optim.schedule=cosine", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    return out / "student.pt"
+
+
+def test_int8_export_keeps_top1_agreement(tmp_path, student):
+    art = load_artifact(student)
+    result = export_artifact(art, tmp_path, ExportOptions(int8=True, calib=DATA, calib_samples=256), stem="student")
+    q = result.info["int8"]
+    assert q["top1_agreement"] >= 98.0, q
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(result.files["int8"])).graph.node)
+    side = json.loads((tmp_path / "student.int8.json").read_text())
+    assert side["precision"] == "int8" and side["int8"]["samples"] == 256 and side["arch"] == "resnet8"
+
+
+def test_runtime_parity_torch_vs_ort(tmp_path, student):
+    art = load_artifact(student)
+    export_artifact(art, tmp_path, ExportOptions(dynamic_batch=True), stem="student")
+    from compressor.data import open_dataset
+
+    data = open_dataset(DATA, "test")
+    a, labels = predict(TorchRuntime(art.model), data, batch_size=64, limit=100)
+    b, _ = predict(OrtRuntime(tmp_path / "student.onnx"), data, batch_size=64, limit=100)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert len(labels) == 100
+
+
+def test_export_cli(tmp_path, student, capsys):
+    shutil.copy(student, tmp_path / "student.pt")
+    shutil.copy(student.with_suffix(".json"), tmp_path / "student.json")
+    assert main(["export", str(tmp_path / "student.pt"), "--fp16", "--out", str(tmp_path / "exp")]) == 0
+    out = capsys.readouterr().out
+    assert "parity OK" in out and (tmp_path / "exp" / "student.onnx").exists() and (tmp_path / "exp" / "student.fp16.onnx").exists()
+    side = json.loads((tmp_path / "exp" / "student.json").read_text())
+    assert side["opset"] == 17 and side["parity"]["ok"] and side["input_size"] == [32, 32] and side["made_by"]["method"] == "ce"
+    assert main(["export", str(tmp_path / "student.pt"), "--int8", "--out", str(tmp_path / "e2")]) == 2
+    assert "--int8 needs calibration data" in capsys.readouterr().err
+
+
+def test_trt_export_without_tensorrt_exits_2(tmp_path, student, capsys):
+    pytest.importorskip("numpy")
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here; the missing-TensorRT message cannot be shown")
+    except ImportError:
+        pass
+    assert main(["export", str(student), "--trt", "--out", str(tmp_path / "exp")]) == 2
+    assert "TensorRT is not installed" in capsys.readouterr().err

@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+
+from compressor.cli import main
+from deploy.profile.latency import measure_latency, summarize
+from deploy.profile.memory import PeakMemory, current_rss
+from deploy.profile.report import validate_report
+from deploy.profile.run import compression_table
+from deploy.runtime.base import Runtime
+from models import create_model
+
+DATA = "synthetic:classes=4,train=64,test=48"
+
+
+class FakeRuntime(Runtime):
+    backend = "fake"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        return batch.reshape(len(batch), -1)[:, :4]
+
+
+def test_latency_uses_the_injected_clock():
+    ticks = iter(range(0, 10_000, 2))  # every clock reading advances 2 "seconds"
+    rt = FakeRuntime()
+    stats = measure_latency(rt, (3, 4, 4), batch=8, warmup=3, iters=6, clock=lambda: next(ticks) / 1000, max_seconds=1e9)
+    assert rt.calls == 9 and stats["iters"] == 6
+    assert stats["p50_ms"] == pytest.approx(2.0) and stats["throughput"] == pytest.approx(4000.0)
+
+
+def test_summarize_percentiles():
+    s = summarize([float(v) for v in range(1, 101)], batch=2)
+    assert s["p50_ms"] == pytest.approx(50.5) and s["p90_ms"] == pytest.approx(90.1) and s["p99_ms"] == pytest.approx(99.01)
+    assert s["mean_ms"] == pytest.approx(50.5) and s["throughput"] == pytest.approx(2000 / 50.5)
+
+
+def test_peak_memory_sees_an_allocation():
+    with PeakMemory() as mem:
+        block = torch.ones(64, 1024, 1024)  # 256 MiB
+        del block
+    assert current_rss() > 0 and mem.result["rss_increase_mib"] > 200
+
+
+def test_compression_table_arithmetic():
+    def model(name, params, p50, top1):
+        latency = [{"batch": 1, "p50_ms": p50}, {"batch": 8, "p50_ms": 8 * p50}]
+        backend = {"backend": "ort-cpu", "status": "ok", "latency": latency, "accuracy": {"top1": top1}}
+        return {"name": name, "params": params, "backends": [backend]}
+
+    rows = compression_table(model("resnet8x4", 1.23e6, 3.42, 76.07), model("resnet32x4", 7.43e6, 8.00, 79.42))
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["compression_ratio"] == pytest.approx(1 - 1.23 / 7.43)
+    assert r["speedup"] == pytest.approx(8.00 / 3.42) and r["top1_change"] == pytest.approx(76.07 - 79.42)
+
+
+def test_profile_cli_writes_reports(tmp_path, capsys):
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.pt"
+    torch.save(create_model("resnet14", num_classes=4).state_dict(), teacher)
+    out = tmp_path / "student"
+    assert main(["distill", "--teacher", str(teacher), "--student", "resnet8", "--method", "kd", "--data", DATA, "--epochs", "1",
+                 "--batch-size", "16", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    rc = main(["profile", str(out / "student.pt"), "--backend", "torch,ort-cpu,ort-cpu-int8,ort-cuda", "--batch", "1,4",
+               "--data", DATA, "--eval-samples", "32", "--iters", "5", "--warmup", "1", "--compare", str(teacher),
+               "--compare-arch", "resnet14", "--out", str(tmp_path / "prof"), "--quiet"])  # fmt: skip
+    assert rc == 0
+    report = json.loads((tmp_path / "prof" / "report.json").read_text())
+    validate_report(report)
+    student, teacher_entry = report["models"]
+    assert student["arch"] == "resnet8" and teacher_entry["arch"] == "resnet14" and student["params"] < teacher_entry["params"]
+    by_name = {b["backend"]: b for b in student["backends"]}
+    assert by_name["ort-cuda"]["status"] == "skipped" and "CUDAExecutionProvider" in by_name["ort-cuda"]["reason"]
+    assert by_name["ort-cpu-int8"]["precision"] == "int8" and by_name["torch"]["accuracy"]["samples"] == 32
+    assert [lat["batch"] for lat in by_name["ort-cpu"]["latency"]] == [1, 4]
+    assert {r["backend"] for r in report["comparison"]} == {"torch", "ort-cpu", "ort-cpu-int8"}
+    assert report["machine"]["cpu"] and report["machine"]["versions"]["torch"]
+    html = (tmp_path / "prof" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Compression (Table 7" in html
+    md = (tmp_path / "prof" / "report.md").read_text()
+    assert "| backend |" in md and "latency.png" in md
+    for png in ("latency.png", "throughput.png", "accuracy_latency.png"):
+        assert (tmp_path / "prof" / png).read_bytes()[:4] == b"\x89PNG"
+    assert "report:" in capsys.readouterr().out
+
+
+def test_profile_bad_input(tmp_path, capsys):
+    assert main(["profile", str(tmp_path / "none.pt"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    model = tmp_path / "m.pt"
+    torch.save(create_model("resnet8", num_classes=4).state_dict(), model)
+    assert main(["profile", str(model), "--backend", "onnxruntime", "--quiet"]) == 2
+    assert "unknown backend 'onnxruntime'" in capsys.readouterr().err
