@@ -109,7 +109,7 @@ def engine(teacher_path: Path, student_state, out: Path, **train):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5, help="measurement rounds (variants interleaved)")
+    ap.add_argument("--rounds", type=int, default=4, help="measurement rounds (variants interleaved)")
     ap.add_argument("--steps", type=int, default=3, help="steps per variant per round")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)

@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
         flags["teacher.trusted"] = True
     config = load_distill_config(args.config, flags, args.set)
     summary = distill(config, resume=args.resume, progress=not args.quiet)
-    if "student" in summary:
+    if "weights" in summary:
         final = summary["final"]
         print(f"student {config.student.arch}: top-1 {final['top1']:.2f}% (best {summary['best_top1']:.2f}%)")
-        print(f"wrote {summary['student']} and {summary['sidecar']}")
+        print(f"wrote {summary['weights']} and {summary['sidecar']}")
         if args.quiet:
             print(json.dumps({k: summary[k] for k in ("final", "best_top1", "ranks_identical")}))
     return 0

@@ -1,5 +1,5 @@
-"""Datasets named by one spec string in every command: ``synthetic``, ``cifar10:PATH``,
-``cifar100:PATH``, ``imagefolder:PATH``. Options follow a second colon as ``key=value,...``
+"""Datasets named by one spec string in every command: ``synthetic``, ``digits`` (scikit-learn's
+bundled handwritten digits), ``cifar10:PATH``, ``cifar100:PATH``, ``imagefolder:PATH``. Options follow a second colon as ``key=value,...``
 (``synthetic:classes=4,train=512`` or ``imagefolder:/data/cars:size=96``)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from models import Registry
 from ..errors import UserError
 from .base import DatasetInfo, ImageDataset, normalise
 from .cifar import CifarDataset
+from .digits import DigitsDataset
 from .imagefolder import ImageFolderDataset
 from .synthetic import SyntheticDataset
 
@@ -20,6 +21,7 @@ DATASETS.register("synthetic", (False, lambda path, split, o: SyntheticDataset(s
 DATASETS.register("cifar10", (True, lambda path, split, o: CifarDataset("cifar10", path, split)))
 DATASETS.register("cifar100", (True, lambda path, split, o: CifarDataset("cifar100", path, split)))
 DATASETS.register("imagefolder", (True, lambda path, split, o: ImageFolderDataset(path, split, _size(o))))
+DATASETS.register("digits", (False, lambda path, split, o: DigitsDataset(split, **o)))
 
 _INT_OPTIONS = {"classes", "train", "test", "size", "seed"}
 

@@ -32,13 +32,13 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def save_student(out: Path, student: nn.Module, sidecar: dict[str, Any]) -> tuple[Path, Path]:
-    """``student.pt`` (the student's plain state_dict, nothing else) and ``student.json``."""
-    weights = out / "student.pt"
+def save_student(out: Path, student: nn.Module, sidecar: dict[str, Any], name: str = "student") -> tuple[Path, Path]:
+    """``<name>.pt`` (the trained model's plain state_dict, nothing else) and ``<name>.json``."""
+    weights = out / f"{name}.pt"
     state = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
     atomic_write(weights, lambda f: torch.save(state, f))
     meta = {**sidecar, "weights": weights.name, "digest": file_digest(weights)}
-    return weights, atomic_write_json(out / "student.json", meta)
+    return weights, atomic_write_json(out / f"{name}.json", meta)
 
 
 def rewrite_metrics(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -87,6 +87,7 @@ class DistillConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     out: str = "runs/distill"
+    name: str = Field("student", pattern=r"^[A-Za-z0-9._-]+$")  # artifact file names: <name>.pt, <name>.json
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -54,6 +54,7 @@ class Trainee(nn.Module):
         self._forward = torch.compile(student) if compile_student else student
 
     def forward(self, images: torch.Tensor, teacher_out: Outputs | None, labels: torch.Tensor, index: torch.Tensor, init_stage: bool):
+        self.tap.reset()
         s_out = self.tap.outputs(self._forward(images), labels, index)
         return self.objective.init_forward(s_out, teacher_out) if init_stage else self.objective(s_out, teacher_out)
 
@@ -70,10 +71,13 @@ class Teacher:
         self.forward = torch.compile(self.model) if compile_model else self.model
 
     @torch.no_grad()  # not inference_mode: its tensors could not be used by the losses' autograd graph
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> Outputs:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, eager: bool = False) -> Outputs:
+        self.tap.reset()
+        if eager or not self.compiled:
+            return self.tap.outputs(self.model(images), labels, index)
         # Freezing lets Inductor fold BN into the convs and pre-pack weights: valid because the
         # teacher's weights never change. (Only this graph: a trained model must not be frozen.)
-        with torch._inductor.config.patch(freezing=True) if self.compiled else contextlib.nullcontext():
+        with torch._inductor.config.patch(freezing=True):
             logits = self.forward(images)
         return self.tap.outputs(logits, labels, index)
 
@@ -95,6 +99,7 @@ class Setup:
     eval_set: ImageDataset
     hints: HintPairs
     autocast: Any
+    scaler: torch.amp.GradScaler  # loss scaling for fp16 autocast; disabled otherwise
     notes: list[str]
 
 
@@ -156,8 +161,9 @@ def _loss_context(
     student.eval()
     with torch.no_grad():
         labels = torch.zeros(len(sample), dtype=torch.long, device=sample.device)
+        tap.reset()
         s_out = tap.outputs(student(sample), labels, labels)
-        t_out = teacher(sample, labels, labels) if teacher is not None else s_out
+        t_out = teacher(sample, labels, labels, eager=True) if teacher is not None else s_out
     student.train(was)
     shape = lambda f: tuple(int(d) for d in f.shape[1:])  # noqa: E731
     return LossContext(
@@ -236,8 +242,9 @@ def setup(config: DistillConfig) -> Setup:
     optimizer = _optimizer(config, [p for p in core.parameters() if p.requires_grad])
     out = Path(config.out)
     notes = (list(loaded.notes) if loaded else []) + list(hints.notes)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     return Setup(config, world, device, out, loaded, teacher, trainee, core, optimizer, train_set, eval_set, hints,
-                 _autocast(t.amp, device), notes)  # fmt: skip
+                 _autocast(t.amp, device), scaler, notes)  # fmt: skip
 
 
 def _batch_to(batch, device: torch.device, channels_last: bool):
@@ -261,10 +268,12 @@ def train_step(s: Setup, images: torch.Tensor, labels: torch.Tensor, index: torc
             f"is kept in {s.out / 'checkpoints'}. Lower optim.lr or the weight of the diverging term"
         )
     s.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    s.scaler.scale(loss).backward()
     if s.config.optim.clip_grad:
+        s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(s.core.parameters(), s.config.optim.clip_grad)
-    s.optimizer.step()
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
     return {k: v.detach().float() for k, v in parts.items()}
 
 
@@ -314,7 +323,7 @@ def evaluate(model: nn.Module, data: ImageDataset, batch_size: int, workers: int
     return {"top1": 100 * top1 / n, "top5": 100 * topk_hits / n, "loss": loss / n}
 
 
-def _state_fingerprint(config: DistillConfig) -> str:
+def state_fingerprint(config: DistillConfig) -> str:
     """What must not change between a run and its resumption."""
     key = [config.student.arch, config.loss.model_dump_json(), config.hints.model_dump_json(), config.data.train, str(config.train.seed)]
     return hashlib.sha256("|".join(key).encode()).hexdigest()[:16]
@@ -363,7 +372,7 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
 def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     c, out = s.config, s.out
     ckpt_path, metrics_path = out / "checkpoints" / "last.pt", out / "metrics.jsonl"
-    fingerprint = _state_fingerprint(c)
+    fingerprint = state_fingerprint(c)
     start_epoch, best, rows = 0, -1.0, []
     if resume:
         state = artifacts.load_state(ckpt_path)
@@ -371,6 +380,7 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
             raise UserError(f"--resume: {ckpt_path} belongs to a run with another student, method, hints, data or seed")
         s.core.load_state_dict(state["trainee"])
         s.optimizer.load_state_dict(state["optimizer"])
+        s.scaler.load_state_dict(state.get("scaler", {}))
         start_epoch, best = int(state["epoch"]), float(state["best_top1"])
         rows = [r for r in artifacts.read_metrics(metrics_path) if r["epoch"] <= start_epoch]
     if s.world.is_main:
@@ -389,7 +399,7 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
         rows.append(row)
         if s.world.is_main:
             state = {"epoch": epoch + 1, "best_top1": best, "fingerprint": fingerprint,
-                     "trainee": s.core.state_dict(), "optimizer": s.optimizer.state_dict()}  # fmt: skip
+                     "trainee": s.core.state_dict(), "optimizer": s.optimizer.state_dict(), "scaler": s.scaler.state_dict()}  # fmt: skip
             artifacts.save_state(out / "checkpoints" / "last.pt", state)
             artifacts.rewrite_metrics(metrics_path, rows)
             _log(writer, row)
@@ -401,8 +411,8 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     summary: dict[str, Any] = {"final": final, "best_top1": best, "epochs": total, "rank_weight_digests": digests,
                                "ranks_identical": len(set(digests)) == 1, "notes": s.notes}  # fmt: skip
     if s.world.is_main:
-        weights, sidecar = artifacts.save_student(out, s.core.student, _sidecar(s, final, best, total))
-        summary.update(student=str(weights), sidecar=str(sidecar), metrics=str(metrics_path))
+        weights, sidecar = artifacts.save_student(out, s.core.student, _sidecar(s, final, best, total), name=c.name)
+        summary.update(weights=str(weights), sidecar=str(sidecar), metrics=str(metrics_path))
     if writer is not None:
         writer.close()
     return summary

@@ -28,6 +28,13 @@ class FeatureTap:
     def _keep_embedding(self, module: nn.Module, inputs: tuple) -> None:
         self.embedding = inputs[0]
 
+    def reset(self) -> None:
+        """Call before every forward pass. Besides dropping the last batch's tensors early, this
+        keeps ``torch.compile`` from recompiling each step: the hooks' store is part of what a
+        compiled graph guards on, and an empty store looks the same at every call."""
+        self.store.clear()
+        self.embedding = None
+
     def outputs(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> Outputs:
         feats = [self.store[i] for i in self.indices]
         return Outputs(logits, feats, self.embedding, labels, index)

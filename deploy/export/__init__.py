@@ -28,7 +28,7 @@ from ..artifact import ModelArtifact
 from ..profile.accuracy import accuracy, agreement, predict
 from ..runtime.ort_runtime import OrtRuntime
 from .int8 import quantize_qdq
-from .onnx import export_onnx, torch_to_onnx
+from .onnx_export import export_onnx, torch_to_onnx
 
 
 @dataclass

@@ -119,8 +119,10 @@ def profile_backend(runtime: Runtime, art: ModelArtifact, options: ProfileOption
     return entry
 
 
-def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOptions, eval_data) -> dict[str, Any]:
+def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOptions, eval_data,
+                  reuse: dict[str, Path] | None = None) -> dict[str, Any]:  # fmt: skip
     exports = Exports(art, out / "exports" / role, options)
+    exports.files.update(reuse or {})  # exports made earlier (the pipeline's export stage)
     record: dict[str, Any] = {
         "role": role,
         "name": art.name,
@@ -183,8 +185,10 @@ def profile_models(
     arch: str | None = None,
     compare_arch: str | None = None,
     trusted: bool = False,
+    student_exports: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Profile a model (and optionally a teacher to compare with) and return the report dict."""
+    """Profile a model (and optionally a teacher to compare with) and return the report dict.
+    ``student_exports`` ({'onnx': path, 'int8': path}) reuses exports made before."""
     for name in options.backends:
         if name not in BACKENDS:
             raise UserError(BACKENDS.unknown_message(name))
@@ -199,7 +203,7 @@ def profile_models(
         if eval_data.info.num_classes != student.num_classes:
             raise UserError(f"--data {options.data} has {eval_data.info.num_classes} classes but the model {student.num_classes}")
     start = time.time()
-    models = [profile_model(student, "student", out, options, eval_data)]
+    models = [profile_model(student, "student", out, options, eval_data, student_exports)]
     if teacher is not None:
         models.append(profile_model(teacher, "teacher", out, options, eval_data))
     return {

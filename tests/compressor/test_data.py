@@ -131,3 +131,11 @@ def test_parse_spec():
     assert parse_spec("synthetic") == ("synthetic", "", {})
     assert parse_spec("cifar100:/data/c100") == ("cifar100", "/data/c100", {})
     assert parse_spec("imagefolder:/d:size=96") == ("imagefolder", "/d", {"size": 96})
+
+
+def test_digits_real_data():
+    train, test = open_dataset("digits", "train"), open_dataset("digits:size=16", "test")
+    assert len(train) + len(open_dataset("digits", "test")) == 1797 and train.info.num_classes == 10
+    assert train[0][0].shape == (3, 32, 32) and test[0][0].shape == (3, 16, 16)
+    counts = np.bincount(train.labels(), minlength=10)
+    assert counts.max() - counts.min() <= 8  # stratified: every class keeps ~80% of its ~180 images

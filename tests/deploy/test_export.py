@@ -10,7 +10,7 @@ from compressor.cli import main
 from deploy.artifact import load_artifact
 from deploy.errors import ParityError
 from deploy.export import ExportOptions, export_artifact
-from deploy.export.onnx import export_onnx
+from deploy.export.onnx_export import export_onnx
 from deploy.profile.accuracy import predict
 from deploy.runtime.ort_runtime import OrtRuntime
 from deploy.runtime.torch_runtime import TorchRuntime
@@ -31,14 +31,20 @@ def test_every_zoo_classifier_exports_with_parity(tmp_path, name):
 
 
 def test_parity_failure_is_loud(tmp_path, monkeypatch):
-    import deploy.export.onnx as mod
+    import deploy.export.onnx_export as mod
 
-    model = create_model("resnet8", num_classes=3)
-    monkeypatch.setattr(mod, "RTOL", 0.0)
-    monkeypatch.setattr(mod, "ATOL", 0.0)
-    with torch.no_grad():
-        model.fc.bias.add_(1e3)  # large logits: float rounding differs between the two engines
-    with pytest.raises(ParityError, match=r"max abs error .* max rel error"):
+    model = create_model("resnet8", num_classes=3).eval()
+    real_export = mod.torch_to_onnx
+
+    def broken_export(m, *args, **kwargs):  # an exporter that gets one weight wrong
+        wrong = create_model("resnet8", num_classes=3).eval()
+        wrong.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            wrong.fc.bias.add_(0.01)
+        real_export(wrong, *args, **kwargs)
+
+    monkeypatch.setattr(mod, "torch_to_onnx", broken_export)
+    with pytest.raises(ParityError, match=r"max abs error 0.01, max rel error"):
         export_onnx(model, tmp_path / "m.onnx", (32, 32))
     assert not (tmp_path / "m.onnx").exists()
 

@@ -22,7 +22,7 @@ def test_engine_cache_key():
 
 @needs_trt
 def test_build_and_run_engine_matches_onnx_runtime(tmp_path):
-    from deploy.export.onnx import export_onnx
+    from deploy.export.onnx_export import export_onnx
     from deploy.runtime.ort_runtime import OrtRuntime
     from deploy.runtime.trt_runtime import TensorRTRuntime
     from deploy.tensorrt.build import build_engine

@@ -1,0 +1,152 @@
+"""The pipeline config: one YAML for teacher -> hints -> distill -> export -> profile.
+
+``compressor/pipeline/demo.yaml`` is the built-in demo and a commented example. Everything is
+validated before any stage runs: pydantic checks types and ranges, ``check_names`` checks
+architectures, methods, metrics, backends and dataset specs against their registries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from models import MODELS
+
+from ..config import Strict, parse_overrides, read_yaml, resolve_paths, set_dotted, validate
+from ..data import DATASETS, parse_spec
+from ..errors import UserError
+from ..train.config import LossConfig
+
+
+class Recipe(Strict):
+    """How a network is trained (teacher from scratch, or the student in distillation)."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["multistep", "cosine", "constant"] = "cosine"
+    milestones: list[int] = Field(default_factory=list)
+    augment: bool = True
+
+
+class TeacherSpec(Strict):
+    checkpoint: str | None = None  # an existing teacher; when null, ``arch`` is trained from scratch with ``recipe``
+    arch: str | None = None
+    trusted: bool = False
+    recipe: Recipe = Field(default_factory=Recipe)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.checkpoint is None and self.arch is None:
+            raise ValueError("give teacher.checkpoint (an existing teacher) or teacher.arch (to train one)")
+        return self
+
+
+class HintsSpec(Strict):
+    enabled: bool = True  # false: the student uses the baseline (stage-end) hints
+    samples: int = Field(2000, ge=2)
+    k: int = Field(3, ge=1)
+    metric: str = "cka"
+    position: Literal["center", "last", "medoid"] = "center"
+    normalize: bool = False
+    preact: bool = False
+
+
+class DistillSpec(Strict):
+    student: str
+    recipe: Recipe = Field(default_factory=Recipe)
+    loss: LossConfig = Field(default_factory=lambda: LossConfig(method="at+kd"))
+    init_epochs: int = Field(0, ge=0)
+
+
+class ExportSpec(Strict):
+    opset: int = Field(17, ge=13)
+    int8: bool = True
+    calib_samples: int = Field(256, ge=1)
+    fp16: bool = False
+    trt: bool = False
+
+
+class ProfileSpec(Strict):
+    backends: list[str] = Field(default_factory=lambda: ["torch", "ort-cpu", "ort-cpu-int8"])
+    batches: list[int] = Field(default_factory=lambda: [1, 8, 32])
+    eval_samples: int = Field(500, ge=1)
+    iters: int = Field(30, ge=1)
+    compare_teacher: bool = True
+
+
+class DataSpec(Strict):
+    train: str = "synthetic"
+    eval: str | None = None  # default: the train spec's test split
+    workers: int = Field(0, ge=0)
+
+
+class PipelineConfig(Strict):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
+    out: str = "runs"  # the run folder is out/name
+    seed: int = 0
+    device: str = "auto"
+    data: DataSpec = Field(default_factory=DataSpec)
+    teacher: TeacherSpec
+    hints: HintsSpec = Field(default_factory=HintsSpec)
+    distill: DistillSpec
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    profile: ProfileSpec = Field(default_factory=ProfileSpec)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.name
+
+
+def check_names(c: PipelineConfig) -> None:
+    """Registry look-ups pydantic cannot do; every problem is reported at once with key and allowed values."""
+    from ..hints.similarity import METRICS
+    from ..losses import LOSSES
+
+    problems = []
+    if c.teacher.checkpoint is not None and not Path(c.teacher.checkpoint).is_file():
+        problems.append(f"  teacher.checkpoint: {c.teacher.checkpoint} does not exist (relative paths start at the YAML's folder)")
+    for key, arch in (("teacher.arch", c.teacher.arch), ("distill.student", c.distill.student)):
+        if arch is not None and arch not in MODELS:
+            problems.append(f"  {key}: {MODELS.unknown_message(arch)}")
+    if c.hints.metric not in METRICS:
+        problems.append(f"  hints.metric: {METRICS.unknown_message(c.hints.metric)}")
+    for name in [m.strip() for m in c.distill.loss.method.split("+") if m.strip() and m.strip() != "ce"]:
+        if name not in LOSSES:
+            problems.append(f"  distill.loss.method: {LOSSES.unknown_message(name)}")
+    try:
+        from deploy.profile.run import BACKENDS
+
+        problems += [f"  profile.backends: {BACKENDS.unknown_message(b)}" for b in c.profile.backends if b not in BACKENDS]
+    except ImportError:  # pragma: no cover - deploy is part of the same distribution
+        pass
+    if any(b < 1 for b in c.profile.batches) or not c.profile.batches:
+        problems.append(f"  profile.batches: must be positive batch sizes (got {c.profile.batches})")
+    for key, spec in (("data.train", c.data.train), ("data.eval", c.data.eval)):
+        if spec is not None:
+            name = parse_spec(spec)[0]
+            if name not in DATASETS:
+                problems.append(f"  {key}: {DATASETS.unknown_message(name)}")
+    if problems:
+        raise UserError("invalid pipeline config:\n" + "\n".join(problems))
+
+
+PATH_KEYS = ("teacher.checkpoint", "out")
+
+
+def load_pipeline_config(path: str | Path | None, overrides: list[str] = (), extra: dict[str, Any] | None = None) -> PipelineConfig:
+    tree: dict[str, Any] = read_yaml(path) if path is not None else {}
+    if path is not None:
+        resolve_paths(tree, PATH_KEYS, Path(path).resolve().parent)
+    for key, value in (extra or {}).items():
+        set_dotted(tree, key, value)
+    for key, value in parse_overrides(overrides):
+        set_dotted(tree, key, value)
+    resolve_paths(tree, PATH_KEYS, Path.cwd())
+    config = validate(PipelineConfig, tree, f"pipeline config{f' {path}' if path else ''}")
+    check_names(config)
+    return config

@@ -1,0 +1,193 @@
+"""``run_pipeline``: teacher -> hints -> distill -> export -> profile in one run folder.
+
+The pipeline only coordinates: each stage calls the library function of its command. A stage
+records the digest of its inputs (its config section and the digests of the files it reads) and
+of its outputs in ``<stage>/stage.json``; when both still match, the stage is skipped. An
+interrupted distillation resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import save_config
+from ..errors import UserError
+from ..hints import HintConfig, select_hints
+from ..io import atomic_write_json, file_digest
+from ..train import distill, load_distill_config
+from ..train.artifacts import load_state
+from ..train.engine import state_fingerprint
+from .config import PipelineConfig, Recipe
+
+STAGES = ("teacher", "hints", "distill", "export", "profile")
+
+
+@dataclass
+class Context:
+    config: PipelineConfig
+    run: Path
+    force_from: int  # index into STAGES: stages from here on are redone
+    progress: bool
+    digests: dict[str, str] = field(default_factory=dict)  # upstream outputs, by name
+    paths: dict[str, Path] = field(default_factory=dict)
+    log: Callable[[str], None] = print
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _cached(stage_dir: Path, inputs: str, outputs: list[Path]) -> bool:
+    record = stage_dir / "stage.json"
+    if not record.exists() or not all(p.exists() for p in outputs):
+        return False
+    try:
+        saved = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return False
+    return saved.get("inputs") == inputs and all(saved.get("outputs", {}).get(p.name) == file_digest(p) for p in outputs)
+
+
+def _record(stage_dir: Path, inputs: str, outputs: list[Path], seconds: float) -> None:
+    atomic_write_json(stage_dir / "stage.json", {"inputs": inputs, "outputs": {p.name: file_digest(p) for p in outputs},
+                                                 "seconds": round(seconds, 2)})  # fmt: skip
+
+
+def _stage(ctx: Context, name: str, inputs: str, outputs: list[Path], work: Callable[[], None]) -> None:
+    stage_dir = ctx.run / name
+    if STAGES.index(name) < ctx.force_from and _cached(stage_dir, inputs, outputs):
+        ctx.log(f"[{name}] unchanged, skipped")
+        return
+    ctx.log(f"[{name}] running")
+    start = time.perf_counter()
+    work()
+    _record(stage_dir, inputs, outputs, time.perf_counter() - start)
+    ctx.log(f"[{name}] done in {time.perf_counter() - start:.1f} s")
+
+
+def _recipe_overrides(r: Recipe) -> list[str]:
+    return [f"optim.name={r.optimizer}", f"optim.lr={r.lr}", f"optim.weight_decay={r.weight_decay}", f"optim.schedule={r.schedule}",
+            f"optim.milestones={r.milestones}", f"train.epochs={r.epochs}", f"data.batch_size={r.batch_size}",
+            f"data.augment={str(r.augment).lower()}"]  # fmt: skip
+
+
+def _train(ctx: Context, out: Path, name: str, flags: dict[str, Any], recipe: Recipe, extra: list[str]) -> None:
+    c = ctx.config
+    flags = {**flags, "out": str(out), "name": name, "data.train": c.data.train, "data.eval": c.data.eval,
+             "data.workers": c.data.workers, "train.seed": c.seed, "train.device": c.device}  # fmt: skip
+    config = load_distill_config(None, flags, _recipe_overrides(recipe) + extra)
+    state = out / "checkpoints" / "last.pt"
+    resume = state.exists() and load_state(state).get("fingerprint") == state_fingerprint(config)
+    if resume:
+        ctx.log(f"  resuming from {state}")
+    distill(config, resume=resume, progress=ctx.progress)
+
+
+def stage_teacher(ctx: Context) -> None:
+    t = ctx.config.teacher
+    if t.checkpoint is not None:
+        ctx.paths["teacher"] = Path(t.checkpoint)
+        ctx.digests["teacher"] = file_digest(t.checkpoint)
+        ctx.log(f"[teacher] given: {t.checkpoint}")
+        return
+    out = ctx.run / "teacher"
+    weights = out / "teacher.pt"
+    inputs = _digest(t.model_dump(), ctx.config.data.model_dump(), ctx.config.seed)
+    work = lambda: _train(ctx, out, "teacher", {"student.arch": t.arch, "loss.method": "ce"}, t.recipe, [])  # noqa: E731
+    _stage(ctx, "teacher", inputs, [weights], work)
+    ctx.paths["teacher"], ctx.digests["teacher"] = weights, file_digest(weights)
+
+
+def stage_hints(ctx: Context) -> None:
+    h, c = ctx.config.hints, ctx.config
+    if not h.enabled:
+        ctx.log("[hints] disabled: baseline (stage-end) hints")
+        return
+    plan = ctx.run / "hints" / "plan.json"
+    inputs = _digest(h.model_dump(), c.data.train, ctx.digests["teacher"], c.seed)
+    config = HintConfig(samples=h.samples, k=h.k, metric=h.metric, normalize=h.normalize, position=h.position, preact=h.preact, seed=c.seed)
+    arch = c.teacher.arch if c.teacher.checkpoint is None or c.teacher.arch else None
+    work = lambda: select_hints(ctx.paths["teacher"], c.data.train, plan.parent, config, arch=arch,  # noqa: E731
+                                trusted=c.teacher.trusted, progress=ctx.progress)  # fmt: skip
+    _stage(ctx, "hints", inputs, [plan, plan.parent / "similarity.png"], work)
+    ctx.paths["plan"], ctx.digests["plan"] = plan, file_digest(plan)
+
+
+def stage_distill(ctx: Context) -> None:
+    d, c = ctx.config.distill, ctx.config
+    out = ctx.run / "distill"
+    weights = out / "student.pt"
+    inputs = _digest(d.model_dump(), c.data.model_dump(), c.seed, ctx.digests["teacher"], ctx.digests.get("plan"))
+    flags = {"teacher.checkpoint": str(ctx.paths["teacher"]), "teacher.arch": c.teacher.arch, "teacher.trusted": c.teacher.trusted,
+             "student.arch": d.student, "hints.plan": str(ctx.paths["plan"]) if "plan" in ctx.paths else None,
+             "loss": d.loss.model_dump(), "train.init_epochs": d.init_epochs}  # fmt: skip
+    _stage(ctx, "distill", inputs, [weights, out / "student.json"], lambda: _train(ctx, out, "student", flags, d.recipe, []))
+    ctx.paths["student"], ctx.digests["student"] = weights, file_digest(weights)
+
+
+def stage_export(ctx: Context) -> None:
+    from deploy.artifact import load_artifact
+    from deploy.export import ExportOptions, export_artifact
+
+    e, c = ctx.config.export, ctx.config
+    out = ctx.run / "export"
+    outputs = [out / "student.onnx"] + ([out / "student.int8.onnx"] if e.int8 else []) + ([out / "student.fp16.onnx"] if e.fp16 else [])
+    inputs = _digest(e.model_dump(), c.data.train, ctx.digests["student"])
+    options = ExportOptions(opset=e.opset, int8=e.int8, calib=c.data.train, calib_samples=e.calib_samples, fp16=e.fp16, trt=e.trt)
+
+    def work() -> None:
+        result = export_artifact(load_artifact(ctx.paths["student"]), out, options, stem="student")
+        if "int8" in result.info:
+            q = result.info["int8"]
+            ctx.log(f"  INT8 top-1 {q['fp32_top1']:.2f}% -> {q['int8_top1']:.2f}% (agreement {q['top1_agreement']:.1f}%)")
+
+    _stage(ctx, "export", inputs, outputs, work)
+    ctx.paths["onnx"] = out / "student.onnx"
+    if e.int8:
+        ctx.paths["int8"] = out / "student.int8.onnx"
+
+
+def stage_profile(ctx: Context) -> None:
+    from deploy.profile.report import write_reports
+    from deploy.profile.run import ProfileOptions, profile_models
+
+    p, c = ctx.config.profile, ctx.config
+    out = ctx.run / "profile"
+    inputs = _digest(p.model_dump(), c.data.model_dump(), ctx.digests["student"], ctx.digests["teacher"])
+    options = ProfileOptions(backends=p.backends, batches=p.batches, data=c.data.eval or c.data.train, eval_samples=p.eval_samples,
+                             iters=p.iters, progress=ctx.progress)  # fmt: skip
+    reuse = {k: ctx.paths[k] for k in ("onnx", "int8") if k in ctx.paths}
+
+    def work() -> None:
+        compare = ctx.paths["teacher"] if p.compare_teacher else None
+        report = profile_models(ctx.paths["student"], out, options, compare=compare, compare_arch=c.teacher.arch,
+                                trusted=c.teacher.trusted, student_exports=reuse)  # fmt: skip
+        write_reports(report, out)
+
+    _stage(ctx, "profile", inputs, [out / "report.json", out / "report.html", out / "report.md"], work)
+    ctx.paths["report"] = out / "report.html"
+
+
+RUNNERS = {"teacher": stage_teacher, "hints": stage_hints, "distill": stage_distill, "export": stage_export, "profile": stage_profile}
+
+
+def run_pipeline(config: PipelineConfig, from_stage: str | None = None, progress: bool = True, log=print) -> dict[str, Any]:
+    """Run every stage in order; returns the paths of what was made."""
+    if from_stage is not None and from_stage not in STAGES:
+        raise UserError(f"--from {from_stage!r}: known stages are {', '.join(STAGES)}")
+    run = config.run_dir
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run folder {run}: {e.strerror}; choose another 'out' or 'name'") from None
+    ctx = Context(config, run, STAGES.index(from_stage) if from_stage else len(STAGES), progress, log=log)
+    save_config(config, run / "config.yaml")
+    for name in STAGES:
+        RUNNERS[name](ctx)
+    return {k: str(v) for k, v in ctx.paths.items()}
