@@ -23,7 +23,7 @@ DATASETS.register("cifar100", (True, lambda path, split, o: CifarDataset("cifar1
 DATASETS.register("imagefolder", (True, lambda path, split, o: ImageFolderDataset(path, split, _size(o))))
 DATASETS.register("digits", (False, lambda path, split, o: DigitsDataset(split, **o)))
 
-_INT_OPTIONS = {"classes", "train", "test", "size", "seed"}
+_INT_OPTIONS = {"classes", "train", "test", "size", "seed", "noise", "mix"}
 
 
 def open_dataset(spec: str, split: str = "train") -> ImageDataset:

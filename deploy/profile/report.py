@@ -67,7 +67,7 @@ def plot_latency(report: dict[str, Any]) -> bytes:
         ax.set_title(f"batch {batch}")
         ax.set_ylabel("latency per call (ms)")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Latency distributions")
+    fig.suptitle("Latency distributions", y=1.03)
     return _png(fig)
 
 
