@@ -52,11 +52,12 @@ class ExportResult:
 
 
 def export_artifact(art: ModelArtifact, out: str | Path, options: ExportOptions, stem: str = "student") -> ExportResult:
-    """Write ``out/<stem>.onnx`` (+ .int8.onnx, .fp16.onnx, TensorRT plan) with sidecars."""
+    """Write ``out/<stem>.onnx`` (+ .int8.onnx for CPU runtimes, .int8-trt.onnx and a plan for
+    TensorRT, .fp16.onnx) with sidecars."""
     if art.model is None:
         raise UserError(f"{art.path} is already an exported file; export takes a student artifact or a checkpoint")
-    if options.int8 and not options.calib:
-        raise UserError("--int8 needs calibration data: --calib SPEC (e.g. the training set, a few hundred images)")
+    if (options.int8 or (options.trt and options.trt_precision == "int8")) and not options.calib:
+        raise UserError("INT8 needs calibration data: --calib SPEC (e.g. the training set, a few hundred images)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = ExportResult()
@@ -66,13 +67,15 @@ def export_artifact(art: ModelArtifact, out: str | Path, options: ExportOptions,
     result.info["parity"] = vars(parity)
     _sidecar(fp32, art, options, precision="fp32", extra={"parity": vars(parity)})
     if options.int8:
-        result.files["int8"], result.info["int8"] = _int8(fp32, art, options, out / f"{stem}.int8.onnx")
+        result.files["int8"], result.info["int8"] = export_int8(fp32, art, options, out / f"{stem}.int8.onnx", "cpu")
+    if options.trt and options.trt_precision == "int8":
+        result.files["int8-trt"], result.info["int8-trt"] = export_int8(fp32, art, options, out / f"{stem}.int8-trt.onnx", "tensorrt")
     if options.fp16:
         result.files["fp16"] = _fp16(art, out / f"{stem}.fp16.onnx", options)
     if options.trt:
         from ..tensorrt.build import build_engine
 
-        source = result.files.get("int8") if options.trt_precision == "int8" else fp32
+        source = result.files["int8-trt"] if options.trt_precision == "int8" else fp32
         result.files["trt"] = build_engine(source, out, precision=options.trt_precision)
     return result
 
@@ -110,14 +113,16 @@ def calibration_batches(spec: str, samples: int, batch: int = 32, split: str = "
         yield images.numpy()
 
 
-def _int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Path) -> tuple[Path, dict[str, Any]]:
+def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Path, target: str) -> tuple[Path, dict[str, Any]]:
+    """Quantise ``fp32`` for ``target`` (``cpu`` or ``tensorrt``), calibrated on ``options.calib``'s
+    train split; returns the file and its top-1 change on the test split."""
     data = open_dataset(options.calib, "train")
     if data.info.num_classes != art.num_classes or tuple(data.info.input_size) != tuple(art.input_size):
         raise UserError(
             f"calibration data {options.calib} has {data.info.num_classes} classes at {data.info.input_size} but the model "
             f"expects {art.num_classes} at {tuple(art.input_size)}: calibrate on the model's own data"
         )
-    quantize_qdq(fp32, path, calibration_batches(options.calib, options.calib_samples))
+    quantize_qdq(fp32, path, calibration_batches(options.calib, options.calib_samples), target=target)
     evaluation = open_dataset(options.calib, "test")
     ref_logits, labels = predict(OrtRuntime(fp32), evaluation, limit=options.eval_samples)
     q_logits, _ = predict(OrtRuntime(path), evaluation, limit=options.eval_samples)
@@ -128,7 +133,13 @@ def _int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Path) ->
         "top1_change": after["top1"] - before["top1"],
         "top1_agreement": agreement(ref_logits, q_logits),
         "samples": before["samples"],
-        "calibration": {"data": options.calib, "samples": options.calib_samples, "method": "minmax, per-channel, symmetric"},
+        "target": target,
+        "calibration": {
+            "data": options.calib,
+            "samples": options.calib_samples,
+            "method": "minmax; weights per-channel symmetric",
+            "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
+        },  # fmt: skip
     }
     _sidecar(path, art, options, precision="int8", extra={"int8": change})
     return path, change

@@ -17,7 +17,7 @@ from models.stats import count_macs, count_params
 
 from ..artifact import ModelArtifact, load_artifact
 from ..errors import BackendUnavailable
-from ..export import ExportOptions, export_artifact
+from ..export import ExportOptions, export_artifact, export_int8
 from ..runtime.base import Runtime
 from ..runtime.ort_runtime import OrtRuntime
 from ..runtime.torch_runtime import TorchRuntime
@@ -54,12 +54,15 @@ class Exports:
                 return self.art.path
             raise UserError(f"{self.art.path} is an exported file; backend needing a {kind} export needs the PyTorch model")
         if kind not in self.files:
-            if kind == "int8" and not self.options.data:
-                raise UserError("the ort-cpu-int8 backend needs --data to calibrate on (its train split)")
-            opts = ExportOptions(int8=kind == "int8", calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
-            result = export_artifact(self.art, self.folder, opts, stem=self.art.name)
-            self.files.update(result.files)
-            self.info.update(result.info)
+            if kind.startswith("int8") and not self.options.data:
+                raise UserError("INT8 backends need --data to calibrate on (its train split)")
+            opts = ExportOptions(calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
+            if "onnx" not in self.files:
+                self.files.update(export_artifact(self.art, self.folder, opts, stem=self.art.name).files)
+            if kind in ("int8", "int8-trt"):
+                target = "cpu" if kind == "int8" else "tensorrt"
+                path = self.folder / f"{self.art.name}.{kind}.onnx"
+                self.files[kind], self.info[kind] = export_int8(self.files["onnx"], self.art, opts, path, target)
         return self.files[kind]
 
 
@@ -79,7 +82,7 @@ def _trt(precision: str) -> Callable[[ModelArtifact, Exports], Runtime]:
         from ..runtime.trt_runtime import TensorRTRuntime
         from ..tensorrt.build import build_engine
 
-        source = exports.get("int8" if precision == "int8" else "onnx")
+        source = exports.get("int8-trt" if precision == "int8" else "onnx")
         return TensorRTRuntime(build_engine(source, exports.folder, precision=precision))
 
     return build

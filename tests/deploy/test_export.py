@@ -67,9 +67,30 @@ def test_int8_export_keeps_top1_agreement(tmp_path, student):
     result = export_artifact(art, tmp_path, ExportOptions(int8=True, calib=DATA, calib_samples=256), stem="student")
     q = result.info["int8"]
     assert q["top1_agreement"] >= 98.0, q
-    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(result.files["int8"])).graph.node)
+    assert activation_zero_points(result.files["int8"]) == {onnx.TensorProto.UINT8}  # U8S8: ORT's fast x86 path
     side = json.loads((tmp_path / "student.int8.json").read_text())
     assert side["precision"] == "int8" and side["int8"]["samples"] == 256 and side["arch"] == "resnet8"
+
+
+def activation_zero_points(path):
+    """Element types of the zero points of the QuantizeLinear nodes (activations) of a model."""
+    model = onnx.load(str(path))
+    inits = {t.name: t for t in model.graph.initializer}
+    return {inits[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits}
+
+
+def test_int8_for_tensorrt_is_symmetric_signed(tmp_path, student):
+    from deploy.export import export_int8
+
+    art = load_artifact(student)
+    export_onnx(art.model, tmp_path / "s.onnx", (32, 32))
+    path, q = export_int8(
+        tmp_path / "s.onnx", art, ExportOptions(calib=DATA, calib_samples=64, eval_samples=64), tmp_path / "s.trt.onnx", "tensorrt"
+    )
+    assert activation_zero_points(path) == {onnx.TensorProto.INT8}
+    zeros = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.name.endswith("zero_point")]
+    assert zeros and all((z == 0).all() for z in zeros)  # symmetric: TensorRT accepts nothing else
+    assert q["target"] == "tensorrt"
 
 
 def test_runtime_parity_torch_vs_ort(tmp_path, student):
@@ -93,7 +114,7 @@ def test_export_cli(tmp_path, student, capsys):
     side = json.loads((tmp_path / "exp" / "student.json").read_text())
     assert side["opset"] == 17 and side["parity"]["ok"] and side["input_size"] == [32, 32] and side["made_by"]["method"] == "ce"
     assert main(["export", str(tmp_path / "student.pt"), "--int8", "--out", str(tmp_path / "e2")]) == 2
-    assert "--int8 needs calibration data" in capsys.readouterr().err
+    assert "INT8 needs calibration data" in capsys.readouterr().err
 
 
 def test_trt_export_without_tensorrt_exits_2(tmp_path, student, capsys):
