@@ -67,5 +67,8 @@ def barrier(world: World) -> None:
 
 
 def shutdown(world: World) -> None:
+    """Leave the process group. The barrier makes every rank enter the teardown together: rank 0
+    arrives late (it writes the artifacts), and a rank tearing down alone could hang in gloo."""
     if world.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
