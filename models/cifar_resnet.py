@@ -56,6 +56,17 @@ class Bottleneck(nn.Module):
         return self.act(out + identity)
 
 
+def residual_stage(block: type, inplanes: int, planes: int, blocks: int, stride: int = 1) -> tuple[nn.Sequential, int]:
+    """``blocks`` residual blocks (the first strided, with a 1x1 conv-BN ``downsample`` when the
+    shape changes), laid out as torchvision / RepDistiller name them; returns (stage, out channels)."""
+    out = planes * block.expansion
+    downsample = None
+    if stride != 1 or inplanes != out:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+    layers = [block(inplanes, planes, stride, downsample)] + [block(out, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers), out
+
+
 class CifarResNet(FeatureContract, nn.Module):
     """ResNet of depth 6n+2 (basic blocks) or 9n+2 (bottlenecks) for 32x32 inputs.
 
@@ -87,16 +98,8 @@ class CifarResNet(FeatureContract, nn.Module):
         init_weights(self)
 
     def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * block.expansion),
-            )
-        layers = [block(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
+        layer, self.inplanes = residual_stage(block, self.inplanes, planes, blocks, stride)
+        return layer
 
     def point_specs(self) -> list[PointSpec]:
         return [PointSpec(f"layer{s}.{b}", s, f"layer{s}.{b}.act") for s in (1, 2, 3) for b in range(self.blocks_per_stage)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cifar_resnet import BasicBlock, Bottleneck
+from .cifar_resnet import BasicBlock, Bottleneck, residual_stage
 from .features import FeatureContract, PointSpec
 from .layers import init_weights
 
@@ -34,16 +34,8 @@ class ImageNetResNet(FeatureContract, nn.Module):
         nn.init.kaiming_uniform_(self.fc.weight, a=5**0.5)  # torchvision keeps nn.Linear's default init
 
     def _make_layer(self, block: type, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes * block.expansion),
-            )
-        layers = [block(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
+        layer, self.inplanes = residual_stage(block, self.inplanes, planes, blocks, stride)
+        return layer
 
     def point_specs(self) -> list[PointSpec]:
         return [PointSpec(f"layer{s}.{b}", s, f"layer{s}.{b}.act") for s, n in enumerate(self.layers, 1) for b in range(n)]

@@ -63,3 +63,19 @@ def normalise(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ..
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return (image.float() / 255.0 - m) / s
+
+
+class InMemoryImages(ImageDataset):
+    """A dataset held as one uint8 tensor (N, 3, H, W) ``_images`` and labels (N,) ``_labels``."""
+
+    _images: torch.Tensor
+    _labels: np.ndarray | torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def raw(self, i: int) -> tuple[torch.Tensor, int]:
+        return self._images[i], int(self._labels[i])
+
+    def labels(self) -> np.ndarray:
+        return np.asarray(self._labels)

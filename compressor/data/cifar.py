@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .base import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DatasetInfo, ImageDataset
+from .base import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, DatasetInfo, InMemoryImages
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -58,7 +58,7 @@ def _read(path: Path) -> dict:
         raise UserError(f"{path} is not a readable CIFAR batch file ({e}); download the python version of the dataset again") from None
 
 
-class CifarDataset(ImageDataset):
+class CifarDataset(InMemoryImages):
     def __init__(self, name: str, root: str | Path, split: str = "train"):
         folder, train_files, test_files, meta_file, label_key, names_key, mean, std = _LAYOUTS[name]
         root = Path(root)
@@ -86,12 +86,3 @@ class CifarDataset(ImageDataset):
         if self._labels.size and (self._labels.min() < 0 or self._labels.max() >= len(names)):
             raise UserError(f"{base}: labels outside 0..{len(names) - 1}")
         self.info = DatasetInfo(name, len(names), names, (32, 32), mean, std)
-
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def raw(self, i: int) -> tuple[torch.Tensor, int]:
-        return self._images[i], int(self._labels[i])
-
-    def labels(self) -> np.ndarray:
-        return self._labels

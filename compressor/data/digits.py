@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import DatasetInfo, ImageDataset
+from .base import DatasetInfo, InMemoryImages
 
 
-class DigitsDataset(ImageDataset):
+class DigitsDataset(InMemoryImages):
     def __init__(self, split: str = "train", size: int = 32, seed: int = 0):
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -30,12 +30,3 @@ class DigitsDataset(ImageDataset):
         self._labels = digits.target[chosen].astype(np.int64)
         names = tuple(str(d) for d in range(10))
         self.info = DatasetInfo("digits", 10, names, (size, size), (0.2, 0.2, 0.2), (0.33, 0.33, 0.33))
-
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def raw(self, i: int) -> tuple[torch.Tensor, int]:
-        return self._images[i], int(self._labels[i])
-
-    def labels(self) -> np.ndarray:
-        return self._labels

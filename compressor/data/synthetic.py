@@ -11,16 +11,15 @@ selection needs to see.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import DatasetInfo, ImageDataset
+from .base import DatasetInfo, InMemoryImages
 
 SPLIT_OFFSET = {"train": 0, "test": 1}
 
 
-class SyntheticDataset(ImageDataset):
+class SyntheticDataset(InMemoryImages):
     def __init__(
         self,
         split: str = "train",
@@ -55,15 +54,6 @@ class SyntheticDataset(ImageDataset):
             self._images[start : start + m] = ((x * 0.25 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
         names = tuple(f"class{c}" for c in range(classes))
         self.info = DatasetInfo("synthetic", classes, names, (size, size), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def raw(self, i: int) -> tuple[torch.Tensor, int]:
-        return self._images[i], int(self._labels[i])
-
-    def labels(self) -> np.ndarray:
-        return self._labels.numpy()
 
 
 def _templates(classes: int, size: int, seed: int) -> torch.Tensor:
