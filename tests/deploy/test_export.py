@@ -118,7 +118,6 @@ def test_export_cli(tmp_path, student, capsys):
 
 
 def test_trt_export_without_tensorrt_exits_2(tmp_path, student, capsys):
-    pytest.importorskip("numpy")
     try:
         import tensorrt  # noqa: F401
 
