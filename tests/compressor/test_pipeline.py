@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import signal
@@ -99,6 +100,14 @@ def test_corrupt_image_in_training_data(tmp_path, capsys):
     assert rc == 2 and "b/2.png could not be decoded" in capsys.readouterr().err
 
 
+def test_empty_dataset_exits_2(tmp_path, capsys):
+    for c in ("a", "b"):
+        (tmp_path / "img" / c).mkdir(parents=True)
+    rc = main(["distill", "--student", "resnet8", "--method", "ce", "--data", f"imagefolder:{tmp_path / 'img'}", "--out",
+               str(tmp_path / "o"), "--quiet"])  # fmt: skip
+    assert rc == 2 and "holds no images" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def _distill_cmd(out: Path, epochs: int, teacher: Path) -> list[str]:
     return [sys.executable, "-m", "compressor.cli", "distill", "--teacher", str(teacher), "--student", "resnet8", "--method", "at+kd",
             "--data", "synthetic:classes=4,train=256,test=32", "--epochs", str(epochs), "--batch-size", "16",
@@ -127,7 +136,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_kill_during_export_leaves_no_half_written_artifact(tmp_path):
+def test_kill_during_export_or_profiling_leaves_no_half_written_artifact(tmp_path):
     from models import create_model
 
     model = tmp_path / "m.pt"
@@ -143,6 +152,21 @@ def test_kill_during_export_leaves_no_half_written_artifact(tmp_path):
             onnx.checker.check_model(onnx.load(str(f)))  # whatever carries a final name is complete
         for f in out.glob("*.json") if out.exists() else []:
             assert f.read_text().strip().endswith("}")
+
+    prof = tmp_path / "prof"
+    cmd = [sys.executable, "-m", "compressor.cli", "profile", str(model), "--backend", "torch,ort-cpu", "--batch", "1,8",
+           "--iters", "20", "--out", str(prof), "--quiet"]  # fmt: skip
+    for delay in (3.0, 6.0, 9.0):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if (prof / "report.json").exists():
+            json.loads((prof / "report.json").read_text())
+        if (prof / "report.html").exists():
+            assert (prof / "report.html").read_text().rstrip().endswith("</html>")
+        for png in prof.glob("*.png"):
+            assert png.read_bytes()[-8:-4] == b"IEND"  # a PNG's last chunk: the file is whole
 
 
 def test_no_shell_strings_in_the_code():
