@@ -124,13 +124,16 @@ def _autocast(amp: str, device: torch.device):
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def _datasets(config: DistillConfig, num_classes: int) -> tuple[ImageDataset, ImageDataset]:
+def _datasets(config: DistillConfig, num_classes: int | None) -> tuple[ImageDataset, ImageDataset]:
+    """Train and eval sets; with a teacher (``num_classes`` given) both must match its classes."""
     train_set = open_dataset(config.data.train, "train")
     eval_set = open_dataset(config.data.eval or config.data.train, "test")
     for name, ds in (("train", train_set), ("eval", eval_set)):
-        if ds.info.num_classes != num_classes:
+        expected = num_classes if num_classes is not None else train_set.info.num_classes
+        if ds.info.num_classes != expected:
+            whom = "the teacher was trained for" if num_classes is not None else "the training data has"
             raise UserError(
-                f"data.{name} ({ds.info.name}) has {ds.info.num_classes} classes but the teacher was trained for {num_classes}; "
+                f"data.{name} ({ds.info.name}) has {ds.info.num_classes} classes but {whom} {expected}; "
                 "give the teacher's dataset, or a teacher trained on this one"
             )
     if config.data.augment:
@@ -210,8 +213,8 @@ def setup(config: DistillConfig) -> Setup:
     except ValueError as e:
         raise UserError(f"loss.method: {e}") from None
     loaded = _teacher(config)
-    num_classes = loaded.num_classes if loaded else open_dataset(config.data.train, "train").info.num_classes
-    train_set, eval_set = _datasets(config, num_classes)
+    train_set, eval_set = _datasets(config, loaded.num_classes if loaded else None)
+    num_classes = train_set.info.num_classes
     student = _student(config, num_classes)
     hints = HintPairs([], [], False, "none")
     if uses_hints:

@@ -66,15 +66,18 @@ class Exports:
         return self.files[kind]
 
 
-def _torch(art: ModelArtifact, exports: Exports) -> Runtime:
+def _pytorch_model(art: ModelArtifact):
     if art.model is None:
         raise UserError(f"{art.path} is an exported file; the torch backends need a checkpoint or student artifact")
-    return TorchRuntime(art.model)
+    return art.model
+
+
+def _torch(art: ModelArtifact, exports: Exports) -> Runtime:
+    return TorchRuntime(_pytorch_model(art))
 
 
 def _torch_compile(art: ModelArtifact, exports: Exports) -> Runtime:
-    rt = _torch(art, exports)
-    return TorchRuntime(rt.model, compile_model=True)
+    return TorchRuntime(_pytorch_model(art), compile_model=True)
 
 
 def _trt(precision: str) -> Callable[[ModelArtifact, Exports], Runtime]:
