@@ -89,9 +89,8 @@ class FeatureContract(ABC):
         Raises:
             ValueError: an index outside 1..L.
         """
-        chosen = check_indices(indices, len(self.point_specs()))
         captured: dict[int, torch.Tensor] = {}
-        with self.feature_hooks(chosen, captured.__setitem__, preact=preact):
+        with self.feature_hooks(indices, captured.__setitem__, preact=preact) as chosen:
             logits = self(x)
         return {i: captured[i] for i in chosen}, logits
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ..checkpoint import TRUST_FLAG
+from ..device import default_device
 from ..hints import METRICS, HintConfig, select_hints
 from ..hints.kmeans import POSITIONS
-from ..hints.select import default_device
 
 NAME = "select-hints"
 HELP = "select hint layers of a teacher by clustering its sub-blocks (PURSUhInT)"

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .. import __version__
 from ..checkpoint import load_checkpoint
 from ..data import open_dataset
@@ -138,7 +136,3 @@ def _writable_dir(path: str | Path) -> Path:
     if not path.is_dir() or not os.access(path, os.W_OK):
         raise UserError(f"output folder {path} is not writable; choose another --out")
     return path
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"

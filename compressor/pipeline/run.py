@@ -77,11 +77,11 @@ def _recipe_overrides(r: Recipe) -> list[str]:
             f"data.augment={str(r.augment).lower()}"]  # fmt: skip
 
 
-def _train(ctx: Context, out: Path, name: str, flags: dict[str, Any], recipe: Recipe, extra: list[str]) -> None:
+def _train(ctx: Context, out: Path, name: str, flags: dict[str, Any], recipe: Recipe) -> None:
     c = ctx.config
     flags = {**flags, "out": str(out), "name": name, "data.train": c.data.train, "data.eval": c.data.eval,
              "data.workers": c.data.workers, "train.seed": c.seed, "train.device": c.device}  # fmt: skip
-    config = load_distill_config(None, flags, _recipe_overrides(recipe) + extra)
+    config = load_distill_config(None, flags, _recipe_overrides(recipe))
     state = out / "checkpoints" / "last.pt"
     resume = state.exists() and load_state(state).get("fingerprint") == state_fingerprint(config)
     if resume:
@@ -99,7 +99,7 @@ def stage_teacher(ctx: Context) -> None:
     out = ctx.run / "teacher"
     weights = out / "teacher.pt"
     inputs = _digest(t.model_dump(), ctx.config.data.model_dump(), ctx.config.seed)
-    work = lambda: _train(ctx, out, "teacher", {"student.arch": t.arch, "loss.method": "ce"}, t.recipe, [])  # noqa: E731
+    work = lambda: _train(ctx, out, "teacher", {"student.arch": t.arch, "loss.method": "ce"}, t.recipe)  # noqa: E731
     _stage(ctx, "teacher", inputs, [weights], work)
     ctx.paths["teacher"], ctx.digests["teacher"] = weights, file_digest(weights)
 
@@ -127,7 +127,7 @@ def stage_distill(ctx: Context) -> None:
     flags = {"teacher.checkpoint": str(ctx.paths["teacher"]), "teacher.arch": c.teacher.arch, "teacher.trusted": c.teacher.trusted,
              "student.arch": d.student, "hints.plan": str(ctx.paths["plan"]) if "plan" in ctx.paths else None,
              "loss": d.loss.model_dump(), "train.init_epochs": d.init_epochs}  # fmt: skip
-    _stage(ctx, "distill", inputs, [weights, out / "student.json"], lambda: _train(ctx, out, "student", flags, d.recipe, []))
+    _stage(ctx, "distill", inputs, [weights, out / "student.json"], lambda: _train(ctx, out, "student", flags, d.recipe))
     ctx.paths["student"], ctx.digests["student"] = weights, file_digest(weights)
 
 

@@ -28,6 +28,7 @@ from .. import __version__
 from ..checkpoint import LoadedCheckpoint, load_checkpoint
 from ..config import save_config
 from ..data import ImageDataset, open_dataset
+from ..device import default_device
 from ..errors import UserError
 from ..losses import LossContext, Objective, Outputs, build_objective, needs_hints, parse_method
 from . import artifacts
@@ -105,7 +106,7 @@ class Setup:
 
 def resolve_device(name: str, world: World) -> torch.device:
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = default_device()
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendUnavailable
+from ..export.int8 import is_qdq
 from .base import Runtime
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -26,7 +27,7 @@ class OrtRuntime(Runtime):
                 f"install onnxruntime-gpu with CUDA/TensorRT, or use --backend ort-cpu"
             )
         self.backend = f"ort-{provider}"
-        self.precision = precision or ("int8" if _is_qdq(path) else "fp32")
+        self.precision = precision or ("int8" if is_qdq(path) else "fp32")
         self.device = "cpu" if provider == "cpu" else "cuda:0"
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -44,9 +45,3 @@ class OrtRuntime(Runtime):
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
-
-
-def _is_qdq(path: str | Path) -> bool:
-    import onnx
-
-    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)

@@ -22,6 +22,7 @@ import numpy as np
 from compressor.io import atomic_write, atomic_write_json
 
 from ..errors import BackendUnavailable
+from ..export.int8 import is_qdq
 
 
 def import_tensorrt():
@@ -147,7 +148,7 @@ def build_engine(
 
 
 def _set_precision(trt, major: int, config, precision: str, onnx_path: Path, calib, out_dir: Path) -> None:
-    qdq = _has_qdq(onnx_path)
+    qdq = is_qdq(onnx_path)
     if major >= 11:
         # strongly typed: the ONNX decides (REFERENCE.md §3)
         if precision == "int8" and not qdq:
@@ -162,12 +163,6 @@ def _set_precision(trt, major: int, config, precision: str, onnx_path: Path, cal
             if calib is None:
                 raise ValueError("INT8 from a plain ONNX needs calibration data (--calib) or a Q/DQ ONNX (--int8)")
             config.int8_calibrator = make_calibrator(trt, calib, out_dir / f"{onnx_path.stem}.calib.cache")
-
-
-def _has_qdq(path: Path) -> bool:
-    import onnx
-
-    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def read_sidecar(plan: Path) -> dict[str, Any]:
