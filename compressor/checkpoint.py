@@ -212,10 +212,14 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
 def classes_in_state_dict(arch: str, state: Mapping[str, torch.Tensor]) -> int | None:
     """The class count the checkpoint's classifier was trained for, if its weight is present."""
     weight = state.get(f"{_classifier_name(arch)}.weight")
-    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else None
+    if weight is None or weight.dim() not in (2, 4):
+        return None
+    return MODELS.get(arch).classes_from_weight(weight)
 
 
 def model_classes(model: nn.Module) -> int:
+    if hasattr(model, "num_classes"):
+        return int(model.num_classes)
     return int(model.get_submodule(model.classifier_name).out_features)
 
 

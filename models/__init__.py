@@ -6,7 +6,7 @@ Knows nothing about distillation. Every model provides the feature contract of
 
 from .features import FeatureContract, HintPoint, PointSpec, check_indices
 from .registry import Registry, UnknownNameError
-from .zoo import MODELS, ModelEntry, create_model, list_models, model_entry
+from .zoo import MODELS, ModelEntry, create_model, list_classifiers, list_models, model_entry
 
 __all__ = [
     "FeatureContract",
@@ -19,5 +19,6 @@ __all__ = [
     "ModelEntry",
     "create_model",
     "list_models",
+    "list_classifiers",
     "model_entry",
 ]

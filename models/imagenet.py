@@ -46,7 +46,7 @@ class ImageNetResNet(FeatureContract, nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def _conv_bn_relu6(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def conv_bn_relu6(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU6()
     )
@@ -59,15 +59,15 @@ class TVInvertedResidual(nn.Module):
         self.use_res_connect = stride == 1 and inp == oup
         layers: list[nn.Module] = []
         if expand_ratio != 1:
-            layers.append(_conv_bn_relu6(inp, hidden, 1))
-        layers += [_conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden), nn.Conv2d(hidden, oup, 1, bias=False), nn.BatchNorm2d(oup)]
+            layers.append(conv_bn_relu6(inp, hidden, 1))
+        layers += [conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden), nn.Conv2d(hidden, oup, 1, bias=False), nn.BatchNorm2d(oup)]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
-_MBV2_SETTING = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+MBV2_SETTING = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
 
 class ImageNetMobileNetV2(FeatureContract, nn.Module):
@@ -77,17 +77,17 @@ class ImageNetMobileNetV2(FeatureContract, nn.Module):
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
         super().__init__()
-        features: list[nn.Module] = [_conv_bn_relu6(3, 32, 3, 2)]
+        features: list[nn.Module] = [conv_bn_relu6(3, 32, 3, 2)]
         self.block_stages: list[int] = []
         cin, stage = 32, 1
-        for t, c, n, s in _MBV2_SETTING:
+        for t, c, n, s in MBV2_SETTING:
             for i in range(n):
                 stride = s if i == 0 else 1
                 stage += stride == 2
                 features.append(TVInvertedResidual(cin, c, stride, t))
                 self.block_stages.append(stage)
                 cin = c
-        features.append(_conv_bn_relu6(cin, 1280, 1))
+        features.append(conv_bn_relu6(cin, 1280, 1))
         self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(1280, num_classes))

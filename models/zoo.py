@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import torch
 from torch import nn
 
 from .cifar_mobilenetv2 import CifarMobileNetV2
@@ -16,6 +17,7 @@ from .registry import Registry
 from .shufflenet import ShuffleNetV1, ShuffleNetV2
 from .vgg import VGG, VGG_CONFIGS
 from .wrn import WRNS, WideResNet
+from .yolo import YOLOv3, classes_from_head
 
 
 @dataclass(frozen=True)
@@ -24,15 +26,22 @@ class ModelEntry:
 
     Attributes:
         build: ``build(num_classes=...) -> nn.Module`` with the feature contract.
-        family: ``cifar`` (RepDistiller layout) or ``imagenet`` (torchvision layout).
-        num_classes: default class count (CIFAR-100 / ImageNet-1k).
+        family: ``cifar`` (RepDistiller layout), ``imagenet`` (torchvision layout) or
+            ``detection`` (YOLOv3; forward returns raw maps, not logits).
+        num_classes: default class count (CIFAR-100 / ImageNet-1k / COCO).
         input_size: default (H, W).
+        classes_from_weight: class count from the weight of ``model.classifier_name``.
     """
 
     build: Callable[..., nn.Module]
     family: str
     num_classes: int
     input_size: tuple[int, int]
+    classes_from_weight: Callable[[torch.Tensor], int] = lambda w: int(w.shape[0])
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.family != "detection"
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -59,14 +68,23 @@ MODELS.register("ShuffleV2", _cifar(ShuffleNetV2))
 for _name, (_block, _layers) in IMAGENET_RESNETS.items():
     MODELS.register(_name, _imagenet(partial(ImageNetResNet, _block, _layers)))
 MODELS.register("mobilenet_v2", _imagenet(ImageNetMobileNetV2))
+# YOLOv3 as published, and CPU-sized ("_s") versions for demos and tests: a quarter of the width, fewer units.
+for _name, _kwargs in {
+    "yolov3_darknet53": {"backbone": "darknet53"},
+    "yolov3_mobilenetv2": {"backbone": "mobilenetv2"},
+    "yolov3_darknet53_s": {"backbone": "darknet53", "width": 0.25, "depth": (1, 1, 2, 2, 1)},
+    "yolov3_mobilenetv2_s": {"backbone": "mobilenetv2", "width": 0.25, "depth": (1, 1, 2, 2, 1, 1, 1)},
+}.items():  # fmt: skip
+    MODELS.register(_name, ModelEntry(partial(YOLOv3, **_kwargs), "detection", 80, (416, 416), classes_from_head))
 
 
-def create_model(name: str, num_classes: int | None = None) -> nn.Module:
+def create_model(name: str, num_classes: int | None = None, **options) -> nn.Module:
     """Build a zoo model by name.
 
     Args:
         name: a name from ``list_models()`` (RepDistiller's spelling for the CIFAR family).
-        num_classes: classifier outputs; the family's default (100 or 1000) when None.
+        num_classes: classifier outputs; the family's default (100, 1000 or 80) when None.
+        options: passed to the model's constructor (e.g. a detector's ``input_size``, ``anchors``).
 
     Raises:
         UnknownNameError: the name is not registered (the message lists the known ones).
@@ -76,14 +94,18 @@ def create_model(name: str, num_classes: int | None = None) -> nn.Module:
     n = entry.num_classes if num_classes is None else int(num_classes)
     if n < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    model = entry.build(num_classes=n)
+    model = entry.build(num_classes=n, **options)
     model.arch = name  # lets later stages write the architecture into sidecars
     return model
 
 
 def list_models(family: str | None = None) -> list[str]:
-    """Registered model names, optionally only one family (``cifar`` or ``imagenet``)."""
+    """Registered model names, optionally only one family (``cifar``, ``imagenet``, ``detection``)."""
     return [n for n in MODELS if family is None or MODELS.get(n).family == family]
+
+
+def list_classifiers() -> list[str]:
+    return [n for n in MODELS if MODELS.get(n).is_classifier]
 
 
 def model_entry(name: str) -> ModelEntry:

@@ -14,12 +14,12 @@ from deploy.export.onnx_export import export_onnx
 from deploy.profile.accuracy import predict
 from deploy.runtime.ort_runtime import OrtRuntime
 from deploy.runtime.torch_runtime import TorchRuntime
-from models import create_model, list_models, model_entry
+from models import create_model, list_classifiers, model_entry
 
 DATA = "synthetic:classes=4,train=512,test=256"
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_classifiers())
 def test_every_zoo_classifier_exports_with_parity(tmp_path, name):
     torch.manual_seed(0)
     model = create_model(name, num_classes=10).eval()

@@ -3,11 +3,11 @@ import torch
 import torch.nn.functional as F
 
 import models
-from models import create_model, list_models, model_entry
+from models import create_model, list_classifiers, model_entry
 from models.layers import channel_shuffle
 from models.stats import count_macs, count_params
 
-ALL = list_models()
+ALL = list_classifiers()
 
 
 def tiny_input(name: str, batch: int = 2) -> torch.Tensor:
