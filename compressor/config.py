@@ -99,6 +99,23 @@ def validate(model: type[M], tree: dict[str, Any], source: str = "config") -> M:
         raise UserError(f"invalid {source}:\n" + "\n".join(lines)) from None
 
 
+def load_config(model: type[M], path: str | Path | None, flags: dict[str, Any] | None, overrides: Iterable[str],
+                path_keys: Iterable[str], what: str) -> M:  # fmt: skip
+    """YAML file (optional) <- flags (dotted keys, None = not given) <- ``--set`` overrides; relative
+    paths in the file resolve against its folder, those from flags against the working directory."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        tree = read_yaml(path)
+        resolve_paths(tree, path_keys, Path(path).resolve().parent)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            set_dotted(tree, key, value)
+    for key, value in parse_overrides(overrides):
+        set_dotted(tree, key, value)
+    resolve_paths(tree, path_keys, Path.cwd())
+    return validate(model, tree, f"{what}{f' {path}' if path else ''}")
+
+
 def dump_yaml(model: BaseModel) -> str:
     return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)
 

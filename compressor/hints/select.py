@@ -72,15 +72,29 @@ def select_hints(
     out = _writable_dir(out)
     loaded = load_checkpoint(teacher, arch=arch, trusted=trusted)
     model = loaded.model
-    points = model.hint_points()
-    if config.k > len(points):
-        raise UserError(
-            f"k={config.k} hints asked for but {loaded.arch} has only {len(points)} candidate sub-blocks; use k <= {len(points)}"
-        )
     dataset = open_dataset(data, split="train")
     notes = list(loaded.notes)
     if dataset.info.num_classes != loaded.num_classes:
         notes.append(f"the data has {dataset.info.num_classes} classes but the teacher {loaded.num_classes}: is this its training data?")
+    plan = build_plan(model, loaded.arch, loaded.num_classes, dataset, data, config, notes, device, progress,
+                      checkpoint=str(Path(teacher).resolve()), digest=loaded.digest)  # fmt: skip
+    plan.save(out / "plan.json")
+    plot_similarity(plan, out / "similarity.png")
+    return plan
+
+
+def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: HintConfig, notes: list[str] | None = None,
+               device: str = "cpu", progress: bool = True, checkpoint: str = "", digest: str = "") -> HintPlan:  # fmt: skip
+    """Steps 1 and 2 on a model already in memory: representations of ``config.samples`` items
+    of ``dataset`` (yielding ``(image, label, ...)``), clustering, and the plan (not yet saved).
+
+    Raises:
+        UserError: the clustering cannot run on these representations.
+    """
+    notes = list(notes or [])
+    points = model.hint_points()
+    if config.k > len(points):
+        raise UserError(f"k={config.k} hints asked for but {arch} has only {len(points)} candidate sub-blocks; use k <= {len(points)}")
     chosen = subset(dataset, config.samples, config.seed)
     if len(chosen) < config.samples:
         notes.append(f"the data holds only {len(chosen)} samples; used them all instead of {config.samples}")
@@ -95,13 +109,13 @@ def select_hints(
             reps, k=config.k, metric=config.metric, position=config.position, normalize=config.normalize, **config.metric_options
         )
     except ValueError as e:
-        raise UserError(f"hint selection failed on {loaded.arch}: {e}") from None
+        raise UserError(f"hint selection failed on {arch}: {e}") from None
 
     plan = HintPlan(
-        teacher_arch=loaded.arch,
-        teacher_checkpoint=str(Path(teacher).resolve()),
-        teacher_digest=loaded.digest,
-        num_classes=loaded.num_classes,
+        teacher_arch=arch,
+        teacher_checkpoint=checkpoint,
+        teacher_digest=digest,
+        num_classes=num_classes,
         data=data,
         metric=config.metric,
         normalize=config.normalize,
@@ -122,8 +136,6 @@ def select_hints(
         notes=notes + result.notes,
         tool_version=__version__,
     )
-    plan.save(out / "plan.json")
-    plot_similarity(plan, out / "similarity.png")
     return plan
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import Strict, parse_overrides, read_yaml, resolve_paths, set_dotted, validate
+from ..config import Strict, load_config
 
 
 class TeacherConfig(Strict):
@@ -101,14 +101,4 @@ PATH_KEYS = ("teacher.checkpoint", "student.checkpoint", "hints.plan", "out")
 
 def load_distill_config(path: str | Path | None = None, flags: dict[str, Any] | None = None, overrides: list[str] = ()) -> DistillConfig:
     """YAML file (optional) <- flags (dotted keys, None = not given) <- ``--set`` overrides."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        tree = read_yaml(path)
-        resolve_paths(tree, PATH_KEYS, Path(path).resolve().parent)
-    for key, value in (flags or {}).items():
-        if value is not None:
-            set_dotted(tree, key, value)
-    for key, value in parse_overrides(overrides):
-        set_dotted(tree, key, value)
-    resolve_paths(tree, PATH_KEYS, Path.cwd())
-    return validate(DistillConfig, tree, f"distillation config{f' {path}' if path else ''}")
+    return load_config(DistillConfig, path, flags, overrides, PATH_KEYS, "distillation config")

@@ -1,0 +1,72 @@
+"""The YAML schema of ``compressor cross-distill`` (every key documented in the example files)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ..config import Strict
+
+
+class DataSection(Strict):
+    root: str | None = None  # holds pixel/, hevc/ (and labels/) with train/ and test/ inside
+    builtin: Literal["plates", "vehicles"] | None = None  # generate this synthetic set into root (or out/data)
+    train: int = Field(300, ge=1)  # builtin set sizes
+    test: int = Field(100, ge=1)
+    seed: int = 0
+    qp: int = Field(32, ge=0, le=51)  # HEVC conversion of a builtin set
+    variant: str = "prediction"
+    encoder: Literal["auto", "x265", "ffmpeg"] = "auto"
+    image_size: tuple[int, int] = (96, 128)  # (H, W)
+    num_classes: int | None = Field(None, ge=1)  # detection: classes in the labels (read from them when None)
+
+
+class NetSection(Strict):
+    arch: str
+    domain: Literal["pixel", "hevc"]
+    checkpoint: str | None = None  # a trained network to use instead of training one (teacher)
+    epochs: int = Field(30, ge=0)
+
+
+class HintSection(Strict):
+    method: str = "at"  # a feature-distillation loss: at, cc, ft, ... (compressor distill's names)
+    k: int = Field(3, ge=1)  # teacher hints chosen by clustering its backbone (3 detection, 4 recognition)
+    weight: float | None = Field(None, ge=0)  # lambda of L = lambda * L_hint + L_task; None: the method's usual weight
+    metric: str = "cka"  # hint selection's similarity
+    samples: int = Field(500, ge=2)  # images for hint selection
+    teacher_points: list[int] | None = None  # explicit teacher hints instead of clustering
+    student_points: list[int] | None = None  # default: the student point in the teacher hint's stage
+    init_epochs: int = Field(0, ge=0)  # initialisation stage (FT's paraphraser) before distillation
+    params: dict[str, Any] = Field(default_factory=dict)  # the loss's own parameters (e.g. at: {p: 2})
+
+
+class OptimSection(Strict):
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD only
+    backbone_lr_mult: float = Field(1.0, ge=0)  # the backbone's learning rate = lr * this (0.1 or 1 in the thesis)
+    batch_size: int = Field(16, ge=1)
+    workers: int = Field(0, ge=0)
+
+
+class CrossConfig(Strict):
+    task: Literal["detection", "recognition"]
+    data: DataSection = Field(default_factory=DataSection)
+    teacher: NetSection
+    student: NetSection
+    hints: HintSection = Field(default_factory=HintSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    vanilla: bool = True  # also train the student without hints, for the comparison
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs/cross"
+
+    @model_validator(mode="after")
+    def _data_source(self) -> CrossConfig:
+        if self.data.root is None and self.data.builtin is None:
+            raise ValueError("data needs a root (pixel/, hevc/, labels/) or builtin: plates | vehicles")
+        if self.task == "detection" and self.data.builtin == "vehicles" or self.task == "recognition" and self.data.builtin == "plates":
+            raise ValueError(f"builtin data {self.data.builtin!r} does not fit task {self.task!r}")
+        return self

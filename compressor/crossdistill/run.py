@@ -1,0 +1,233 @@
+"""``run_cross_distill``: the whole scheme of thesis 000 ch. 5 from one config.
+
+1. data: a paired pixel / HEVC set (a builtin synthetic one is generated and converted with
+   the real encoder when asked);
+2. teacher on its domain (HEVC by default) with the task loss only, or loaded from a checkpoint;
+3. teacher hints by clustering its backbone's layers (PURSUhInT, k = 3 detection / 4
+   recognition) on teacher-domain training images; student points in the same stages;
+4. the vanilla student (task loss only) and the cross-distilled student (task loss + lambda *
+   hint loss through domain adaptors), from the same initial weights, on the student domain;
+5. scores of all three on the test split, written to ``report.json`` / ``report.md``.
+
+Same-domain (classical) and reverse (pixel teacher -> HEVC student) ablations are the
+``teacher.domain`` / ``student.domain`` settings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from models.stats import count_params
+
+from ..checkpoint import load_checkpoint
+from ..config import save_config
+from ..data.scenes import generate_plates, generate_vehicles
+from ..errors import UserError
+from ..hints.plot import plot_similarity
+from ..hints.select import HintConfig, build_plan
+from ..io import atomic_write_json, atomic_write_text
+from ..train.artifacts import save_student
+from .config import CrossConfig
+from .data import DOMAINS, PairedSet, collate, normalise
+from .tasks import TASKS
+from .train import Hints, fit
+
+GENERATORS = {"plates": generate_plates, "vehicles": generate_vehicles}
+OUTPUTS = ("teacher.pt", "vanilla_student.pt", "cross_student.pt", "report.json")
+
+
+def prepare_data(config: CrossConfig, out: Path, progress: bool) -> Path:
+    """The paired set's root; a builtin set is generated and converted on first use."""
+    d = config.data
+    root = Path(d.root) if d.root else out / "data"
+    if d.builtin is None:
+        if not root.is_dir():
+            folders = "pixel/, hevc/ and labels/" if config.task == "detection" else "pixel/ and hevc/"
+            raise UserError(f"data.root {root} does not exist; it must hold {folders}, each with train/ and test/")
+        return root
+    if not (root / "pixel").exists():
+        GENERATORS[d.builtin](root, d.train, d.test, d.seed, progress=progress)
+    from ..hevc import ConvertOptions, EncoderSettings, convert_folder, find_encoder
+
+    convert_folder(root / "pixel", root / "hevc", find_encoder(d.encoder), ConvertOptions(d.variant, EncoderSettings(qp=d.qp)), progress)
+    return root
+
+
+class DomainView(Dataset):
+    """One domain of a paired set as ``(normalised image, 0)`` items, for hint selection."""
+
+    def __init__(self, paired: PairedSet, domain: str):
+        self.paired, self.index = paired, DOMAINS.index(domain)
+
+    def __len__(self) -> int:
+        return len(self.paired)
+
+    def __getitem__(self, i: int):
+        return normalise(self.paired[i][self.index][None])[0], 0
+
+
+def match_student_points(teacher: torch.nn.Module, student: torch.nn.Module, teacher_points: list[int]) -> list[int]:
+    """For each teacher hint, the student point at the same relative depth of the same stage
+    (the student's last stage when it has fewer); a taken point moves to the nearest free one."""
+    t_points, s_points = teacher.hint_points(), student.hint_points()
+    by_stage: dict[int, list[int]] = {}
+    for p in s_points:
+        by_stage.setdefault(p.stage, []).append(p.index)
+    chosen: list[int] = []
+    for h in teacher_points:
+        stage = min(t_points[h - 1].stage, max(by_stage))
+        t_stage = [p.index for p in t_points if p.stage == t_points[h - 1].stage]
+        s_stage = by_stage.get(stage) or by_stage[max(by_stage)]
+        pos = (t_stage.index(h) / (len(t_stage) - 1)) if len(t_stage) > 1 else 1.0
+        want = s_stage[round(pos * (len(s_stage) - 1))]
+        free = [p.index for p in s_points if p.index not in chosen]
+        chosen.append(min(free, key=lambda i: (abs(i - want), -i)))
+    return chosen
+
+
+def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
+    """Run the scheme; returns the report. Raises UserError on bad data, names or outputs."""
+    out = Path(config.out)
+    taken = [name for name in OUTPUTS if (out / name).exists()]
+    if taken:
+        raise UserError(f"{out} already holds {', '.join(taken)} from an earlier run; choose another out so nothing is overwritten")
+    task = TASKS.get(config.task)
+    for net in (config.teacher, config.student):
+        try:
+            task.build(net.arch, 1, config.data.image_size)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    root = prepare_data(config, out, progress)
+    save_config(config, out / "config.yaml")
+    size = tuple(config.data.image_size)
+    labels = root / "labels" if config.task == "detection" else None
+    train = PairedSet(root / "pixel", root / "hevc", "train", size, labels, config.data.num_classes)
+    test = PairedSet(root / "pixel", root / "hevc", "test", size, labels, train.classes)
+    o = config.optim
+    loader = DataLoader(train, o.batch_size, shuffle=True, num_workers=o.workers, collate_fn=collate, drop_last=len(train) > o.batch_size,
+                        generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
+    test_loader = DataLoader(test, o.batch_size, shuffle=False, num_workers=o.workers, collate_fn=collate)
+    history: list[dict] = []
+    log = history.append
+
+    def score(model: torch.nn.Module, domain: str) -> dict[str, float]:
+        d = DOMAINS.index(domain)
+        return task.evaluate(model, ((b[d], b[2]) for b in test_loader), size)
+
+    def save(model: torch.nn.Module, name: str, arch: str, domain: str, scores: dict) -> None:
+        sidecar = {
+            "arch": arch,
+            "num_classes": train.classes,
+            "task": config.task,
+            "domain": domain,
+            "input_size": list(size),
+            "scores": scores,
+        }
+        save_student(out, model, sidecar, name)
+
+    timings = {}
+    # 2. teacher
+    start = time.perf_counter()
+    if config.teacher.checkpoint:
+        teacher = load_checkpoint(config.teacher.checkpoint, arch=config.teacher.arch, num_classes=train.classes).model
+    else:
+        torch.manual_seed(config.seed)
+        teacher = task.build(config.teacher.arch, train.classes, size)
+        fit(teacher, task, loader, config.teacher.domain, config.teacher.epochs, o, size, desc="teacher", log=log)
+    teacher.eval().requires_grad_(False)
+    teacher_scores = score(teacher, config.teacher.domain)
+    save(teacher, "teacher", config.teacher.arch, config.teacher.domain, teacher_scores)
+    timings["teacher_s"] = round(time.perf_counter() - start, 1)
+
+    # 3. hints
+    h = config.hints
+    if h.teacher_points:
+        teacher_points = list(h.teacher_points)
+        plan = None
+    else:
+        hint_cfg = HintConfig(samples=h.samples, k=h.k, metric=h.metric, batch_size=64, seed=config.seed)
+        try:
+            hint_cfg.validate()
+        except UserError as e:
+            raise UserError(f"hints: {e}") from None
+        plan = build_plan(teacher, config.teacher.arch, train.classes, DomainView(train, config.teacher.domain),
+                          f"{root} ({config.teacher.domain})", hint_cfg, progress=progress, checkpoint=str(out / "teacher.pt"))  # fmt: skip
+        plan.save(out / "hints" / "plan.json")
+        plot_similarity(plan, out / "hints" / "similarity.png")
+        teacher_points = plan.hints
+
+    # 4. students from the same initial weights
+    torch.manual_seed(config.seed + 1)
+    initial = task.build(config.student.arch, train.classes, size).state_dict()
+    student_points = (
+        list(h.student_points)
+        if h.student_points
+        else match_student_points(teacher, task.build(config.student.arch, train.classes, size), teacher_points)
+    )
+    if len(student_points) != len(teacher_points):
+        raise UserError(f"hints.student_points has {len(student_points)} entries for {len(teacher_points)} teacher hints")
+    results = {"teacher": {"arch": config.teacher.arch, "domain": config.teacher.domain, **teacher_scores}}
+    runs = (["vanilla"] if config.vanilla else []) + ["cross"]
+    for kind in runs:
+        start = time.perf_counter()
+        student = task.build(config.student.arch, train.classes, size)
+        student.load_state_dict(initial)
+        hints = None
+        if kind == "cross":
+            try:
+                hints = Hints(teacher, config.teacher.domain, teacher_points, student_points, h)
+                fit(student, task, loader, config.student.domain, config.student.epochs, o, size, hints, desc="cross student", log=log)
+            except ValueError as e:
+                raise UserError(f"hints: {e}") from None
+        else:
+            fit(student, task, loader, config.student.domain, config.student.epochs, o, size, desc="vanilla student", log=log)
+        scores = score(student, config.student.domain)
+        save(student, f"{kind}_student", config.student.arch, config.student.domain, scores)
+        results[f"{kind}_student"] = {"arch": config.student.arch, "domain": config.student.domain, **scores}
+        timings[f"{kind}_student_s"] = round(time.perf_counter() - start, 1)
+
+    params = {"teacher": count_params(teacher), "student": count_params(student)}
+    for key, row in results.items():
+        row["params"] = params["teacher" if key == "teacher" else "student"]
+    report = {
+        "version": 1,
+        "task": config.task,
+        "metric": task.metric,
+        "hint_method": h.method,
+        "lambda": hints.weight,
+        "teacher_points": teacher_points,
+        "student_points": student_points,
+        "hint_plan": None if plan is None else "hints/plan.json",
+        "results": results,
+        "timings": timings,
+    }
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    atomic_write_text(out / "report.md", report_markdown(report))
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def report_markdown(report: dict) -> str:
+    metrics = [k for k in next(iter(report["results"].values())) if k not in ("arch", "domain", "params")]
+    lines = [
+        f"# Cross distillation ({report['task']})",
+        "",
+        f"Hints: {report['hint_method']} x {report['lambda']}, "
+        f"teacher points {report['teacher_points']} -> student points {report['student_points']}",
+        "",
+        "| network | arch | domain | params | " + " | ".join(metrics) + " |",
+        "|---|---|---|---:|" + "---:|" * len(metrics),
+    ]
+    for name, row in report["results"].items():
+        lines.append(
+            f"| {name.replace('_', ' ')} | {row['arch']} | {row['domain']} | {row['params']:,} | "
+            + " | ".join(f"{row[m]:.2f}" for m in metrics)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"

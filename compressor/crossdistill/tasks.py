@@ -1,0 +1,85 @@
+"""What differs between detection and recognition: the model, the task loss and the score."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from models import Registry, create_model, model_entry
+
+from ..detection import YOLOv3Loss, cxcywh_to_xyxy, decode, evaluate_detections, postprocess
+from .data import normalise
+
+
+class DetectionTask:
+    """YOLOv3 with its loss; scored by AP50 (and mAP@[.5:.95]) after NMS."""
+
+    metric = "AP50"
+
+    def build(self, arch: str, num_classes: int, size: tuple[int, int]) -> nn.Module:
+        if model_entry(arch).family != "detection":
+            raise ValueError(f"{arch} is not a detector; detection needs a yolov3_* architecture")
+        return create_model(arch, num_classes=num_classes, input_size=tuple(size))
+
+    def criterion(self, model: nn.Module) -> nn.Module:
+        return YOLOv3Loss(model.anchors, model.strides, model.num_classes)
+
+    def loss(self, criterion: nn.Module, outputs, targets: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        return criterion(outputs, targets, size)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], size: tuple[int, int]) -> dict[str, float]:
+        model.eval()
+        h, w = size
+        scale = torch.tensor([w, h, w, h])
+        detections, truth = [], []
+        for images, targets in batches:
+            detections += postprocess(decode(model(normalise(images)), model.anchors, model.strides), conf_threshold=0.005)
+            for i in range(len(images)):
+                rows = targets[targets[:, 0] == i]
+                truth.append(torch.cat([rows[:, 1:2], cxcywh_to_xyxy(rows[:, 2:6]) * scale], 1))
+        scores = evaluate_detections(detections, truth)
+        return {"AP50": round(100 * scores.ap50, 2), "mAP50-95": round(100 * scores.map50_95, 2)}
+
+
+class RecognitionTask:
+    """A zoo classifier with cross-entropy; scored by top-1 accuracy."""
+
+    metric = "top1"
+
+    def build(self, arch: str, num_classes: int, size: tuple[int, int]) -> nn.Module:
+        if not model_entry(arch).is_classifier:
+            raise ValueError(f"{arch} is a detector; recognition needs a classifier such as resnet18")
+        return create_model(arch, num_classes=num_classes)
+
+    def criterion(self, model: nn.Module) -> nn.Module:
+        return nn.CrossEntropyLoss()
+
+    def loss(self, criterion: nn.Module, outputs, targets: torch.Tensor, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        ce = criterion(outputs, targets)
+        return {"loss": ce, "ce": ce}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], size: tuple[int, int]) -> dict[str, float]:
+        model.eval()
+        correct = total = 0
+        for images, targets in batches:
+            correct += int((model(normalise(images)).argmax(1) == targets).sum())
+            total += len(targets)
+        return {"top1": round(100 * correct / max(total, 1), 2)}
+
+
+TASKS: Registry = Registry("cross-distillation task")
+TASKS.register("detection", DetectionTask())
+TASKS.register("recognition", RecognitionTask())
+
+
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters the backbone learning-rate multiplier applies to: a detector's ``backbone``,
+    or everything but the classifier of a recognition network."""
+    if hasattr(model, "backbone"):
+        return list(model.backbone.parameters())
+    head = {id(p) for p in model.get_submodule(model.classifier_name).parameters()}
+    return [p for p in model.parameters() if id(p) not in head]
