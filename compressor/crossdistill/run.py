@@ -75,6 +75,8 @@ def match_student_points(teacher: torch.nn.Module, student: torch.nn.Module, tea
     """For each teacher hint, the student point at the same relative depth of the same stage
     (the student's last stage when it has fewer); a taken point moves to the nearest free one."""
     t_points, s_points = teacher.hint_points(), student.hint_points()
+    if len(teacher_points) > len(s_points):
+        raise ValueError(f"{len(teacher_points)} teacher hints but the student has only {len(s_points)} candidate points; lower hints.k")
     by_stage: dict[int, list[int]] = {}
     for p in s_points:
         by_stage.setdefault(p.stage, []).append(p.index)
@@ -102,13 +104,12 @@ def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
             task.build(net.arch, 1, config.data.image_size)
         except ValueError as e:
             raise UserError(str(e)) from None
-    out.mkdir(parents=True, exist_ok=True)
     root = prepare_data(config, out, progress)
-    save_config(config, out / "config.yaml")
     size = tuple(config.data.image_size)
     labels = root / "labels" if config.task == "detection" else None
     train = PairedSet(root / "pixel", root / "hevc", "train", size, labels, config.data.num_classes)
     test = PairedSet(root / "pixel", root / "hevc", "test", size, labels, train.classes)
+    save_config(config, out / "config.yaml")
     o = config.optim
     loader = DataLoader(train, o.batch_size, shuffle=True, num_workers=o.workers, collate_fn=collate, drop_last=len(train) > o.batch_size,
                         generator=torch.Generator().manual_seed(config.seed))  # fmt: skip

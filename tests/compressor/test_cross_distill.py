@@ -1,0 +1,115 @@
+import json
+
+import pytest
+import torch
+
+from compressor.checkpoint import load_checkpoint
+from compressor.cli import main
+from compressor.crossdistill import match_student_points
+from compressor.crossdistill.data import DOMAINS, PairedSet, collate
+from compressor.crossdistill.tasks import TASKS
+from compressor.data.scenes import generate_plates
+from compressor.hevc.encoder import _candidates
+from models import create_model
+
+needs_encoder = pytest.mark.skipif(not _candidates("auto"), reason="no HEVC encoder: neither x265 nor imageio-ffmpeg is installed")
+
+DETECTION = ["data.train=96", "data.test=32", "teacher.epochs=4", "student.epochs=4", "hints.samples=64", "optim.lr=0.004"]
+
+
+def rerun_score(out, name, task_name):
+    """Reload a saved network from its sidecar and score it again on the run's test split."""
+    meta = json.loads((out / f"{name}.json").read_text())
+    model = load_checkpoint(out / f"{name}.pt", arch=meta["arch"], num_classes=meta["num_classes"]).model
+    root = out / "data"
+    size = tuple(meta["input_size"])
+    labels = root / "labels" if task_name == "detection" else None
+    test = PairedSet(root / "pixel", root / "hevc", "test", size, labels, meta["num_classes"])
+    d = DOMAINS.index(meta["domain"])
+    batches = [(b[d], b[2]) for b in torch.utils.data.DataLoader(test, 16, collate_fn=collate)]
+    return TASKS.get(task_name).evaluate(model, batches, size), meta["scores"]
+
+
+@needs_encoder
+def test_detection_hevc_teacher_to_pixel_student_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["cross-distill", "--example", "detection", "--out", str(out), "--quiet", *sum((["--set", s] for s in DETECTION), [])]) == 0
+    printed = capsys.readouterr().out
+    assert "vanilla_student" in printed and "cross_student" in printed and "AP50" in printed
+    report = json.loads((out / "report.json").read_text())
+    results = report["results"]
+    assert set(results) == {"teacher", "vanilla_student", "cross_student"}
+    assert results["teacher"]["domain"] == "hevc" and results["cross_student"]["domain"] == "pixel"
+    for row in results.values():
+        assert 0 <= row["AP50"] <= 100 and 0 <= row["mAP50-95"] <= row["AP50"]
+    assert results["teacher"]["AP50"] > 0  # four epochs on 96 scenes already find plates
+    assert results["teacher"]["params"] > results["cross_student"]["params"]
+    assert len(report["teacher_points"]) == 3 and report["hint_plan"] == "hints/plan.json"
+    assert (out / "hints" / "similarity.png").exists() and "| cross student |" in (out / "report.md").read_text()
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {m["model"] for m in metrics} == {"teacher", "vanilla student", "cross student"}
+    assert all("hint" in m for m in metrics if m["model"] == "cross student")
+    again, saved = rerun_score(out, "cross_student", "detection")  # the saved student reloads and scores the same
+    assert again == saved
+    # nothing is overwritten by a second run into the same folder
+    stamp = (out / "cross_student.pt").stat().st_mtime_ns
+    assert main(["cross-distill", "--example", "detection", "--out", str(out), "--quiet"]) == 2
+    assert "already holds" in capsys.readouterr().err and (out / "cross_student.pt").stat().st_mtime_ns == stamp
+
+
+@needs_encoder
+def test_recognition_with_cc_hints_end_to_end(tmp_path):
+    out = tmp_path / "rec"
+    sets = ["data.train=60", "data.test=30", "teacher.arch=resnet18", "student.arch=resnet20", "teacher.epochs=2", "student.epochs=2",
+            "hints.method=cc", "hints.samples=60", "optim.batch_size=20", "vanilla=false"]  # fmt: skip
+    assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["results"]) == {"teacher", "cross_student"} and len(report["teacher_points"]) == 4
+    assert report["hint_method"] == "cc" and report["lambda"] == 0.02
+    again, saved = rerun_score(out, "cross_student", "recognition")
+    assert again == saved and 0 <= saved["top1"] <= 100
+
+
+def test_student_points_follow_the_teacher_hints_stages():
+    teacher = create_model("yolov3_darknet53_s", num_classes=1)
+    student = create_model("yolov3_mobilenetv2_s", num_classes=1)
+    t_stage = {p.index: p.stage for p in teacher.hint_points()}
+    s_stage = {p.index: p.stage for p in student.hint_points()}
+    for hints in ([1, 3, 6], [4, 5, 7], [2, 4, 6, 7]):
+        points = match_student_points(teacher, student, hints)
+        assert len(set(points)) == len(points)
+        assert [s_stage[p] for p in points] == [t_stage[h] for h in hints]
+    # more teacher hints in one stage than the student has points there: the nearest free point
+    assert len(set(match_student_points(create_model("resnet110"), create_model("resnet8"), [1, 2, 3]))) == 3
+    with pytest.raises(ValueError, match="only 3 candidate points"):
+        match_student_points(create_model("resnet110"), create_model("resnet8"), [1, 2, 3, 4])
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["data.builtin=vehicles"], "does not fit task 'detection'"),
+        (["student.arch=resnet18"], "detection needs a yolov3_"),
+        (["teacher.arch=yolov3_nope"], "unknown model 'yolov3_nope'"),
+        (["hints.k=0"], "hints.k"),
+        (["optim.lr=-1"], "optim.lr"),
+        (["data.builtin=null"], "data needs a root"),
+    ],
+)
+def test_bad_configs_exit_2_before_writing(tmp_path, capsys, sets, message):
+    out = tmp_path / "bad"
+    assert main(["cross-distill", "--example", "detection", "--out", str(out), *sum((["--set", s] for s in sets), [])]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_data_root_and_unpaired_sets(tmp_path, capsys):
+    assert main(["cross-distill", "--example", "detection", "--out", str(tmp_path / "o"), "--set", "data.builtin=null",
+                 "--set", f"data.root={tmp_path / 'nowhere'}"]) == 2  # fmt: skip
+    assert "does not exist" in capsys.readouterr().err
+    root = generate_plates(tmp_path / "plates", 4, 2)
+    for split in ("train", "test"):
+        (root / "hevc" / split).mkdir(parents=True)
+    assert main(["cross-distill", "--example", "detection", "--out", str(tmp_path / "o2"), "--set", "data.builtin=null",
+                 "--set", f"data.root={root}"]) == 2  # fmt: skip
+    assert "do not pair up" in capsys.readouterr().err and not (tmp_path / "o2").exists()
