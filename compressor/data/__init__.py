@@ -1,5 +1,6 @@
 """Datasets named by one spec string in every command: ``synthetic``, ``digits`` (scikit-learn's
-bundled handwritten digits), ``cifar10:PATH``, ``cifar100:PATH``, ``imagefolder:PATH``. Options follow a second colon as ``key=value,...``
+bundled handwritten digits), ``cifar10:PATH``, ``cifar100:PATH``, ``imagefolder:PATH``, ``images:PATH``
+(every image under PATH, unlabelled: for hint selection on a detector's images). Options follow a second colon as ``key=value,...``
 (``synthetic:classes=4,train=512`` or ``imagefolder:/data/cars:size=96``)."""
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ DATASETS.register("synthetic", (False, lambda path, split, o: SyntheticDataset(s
 DATASETS.register("cifar10", (True, lambda path, split, o: CifarDataset("cifar10", path, split)))
 DATASETS.register("cifar100", (True, lambda path, split, o: CifarDataset("cifar100", path, split)))
 DATASETS.register("imagefolder", (True, lambda path, split, o: ImageFolderDataset(path, split, _size(o))))
+DATASETS.register("images", (True, lambda path, split, o: ImageFolderDataset(path, split, _size(o), labelled=False)))
 DATASETS.register("digits", (False, lambda path, split, o: DigitsDataset(split, **o)))
 
-_INT_OPTIONS = {"classes", "train", "test", "size", "seed", "noise", "mix"}
+_INT_OPTIONS = {"classes", "train", "test", "size", "height", "width", "seed", "noise", "mix"}
 
 
 def open_dataset(spec: str, split: str = "train") -> ImageDataset:
@@ -64,7 +66,7 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, int]]:
 
 def _size(options: dict[str, int]) -> tuple[int, int]:
     size = options.get("size", 224)
-    return (size, size)
+    return (options.get("height", size), options.get("width", size))
 
 
 __all__ = ["DATASETS", "DatasetInfo", "ImageDataset", "open_dataset", "parse_spec", "normalise"]

@@ -18,24 +18,22 @@ _SPLIT_DIRS = {"train": ("train",), "test": ("val", "test")}
 class ImageFolderDataset(ImageDataset):
     """Images are decoded with OpenCV on access and resized to ``size`` (H, W)."""
 
-    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] = (224, 224)):
+    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] = (224, 224), labelled: bool = True):
         root = Path(root)
         if not root.is_dir():
             raise UserError(f"image folder {root} does not exist or is not a folder")
         base = next((root / d for d in _SPLIT_DIRS.get(split, ()) if (root / d).is_dir()), root)
-        classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+        classes = sorted(d.name for d in base.iterdir() if d.is_dir()) if labelled else ["(unlabelled)"]
+        folders = [base / name for name in classes] if labelled else [base]
         self.samples: list[tuple[Path, int]] = [
-            (f, c)
-            for c, name in enumerate(classes)
-            for f in sorted((base / name).rglob("*"))
-            if f.suffix.lower() in EXTENSIONS and f.is_file()
+            (f, c) for c, folder in enumerate(folders) for f in sorted(folder.rglob("*")) if f.suffix.lower() in EXTENSIONS and f.is_file()
         ]
         if not self.samples:
-            raise UserError(
-                f"image folder {base} holds no images: expected one sub-folder per class with {', '.join(sorted(EXTENSIONS))} files inside"
-            )
+            layout = "one sub-folder per class with" if labelled else "any"
+            raise UserError(f"image folder {base} holds no images: expected {layout} {', '.join(sorted(EXTENSIONS))} files inside")
         self.size = tuple(size)
-        self.info = DatasetInfo(f"imagefolder:{root}", len(classes), tuple(classes), self.size, IMAGENET_MEAN, IMAGENET_STD)
+        name = "imagefolder" if labelled else "images"
+        self.info = DatasetInfo(f"{name}:{root}", len(classes), tuple(classes), self.size, IMAGENET_MEAN, IMAGENET_STD)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -51,6 +51,12 @@ def test_detection_hevc_teacher_to_pixel_student_end_to_end(tmp_path, capsys):
     assert all("hint" in m for m in metrics if m["model"] == "cross student")
     again, saved = rerun_score(out, "cross_student", "detection")  # the saved student reloads and scores the same
     assert again == saved
+    # select-hints works on a detector's backbone from the command line, on unlabelled images
+    hevc_images = f"images:{out / 'data' / 'hevc'}:height=96,width=128"
+    assert main(["select-hints", "--teacher", str(out / "teacher.pt"), "--arch", "yolov3_darknet53_s", "--data", hevc_images,
+                 "--samples", "40", "--k", "3", "--out", str(tmp_path / "plan"), "--quiet"]) == 0  # fmt: skip
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert len(plan["hints"]) == 3 and all(n.startswith("backbone.") for n in plan["hint_names"])
     # nothing is overwritten by a second run into the same folder
     stamp = (out / "cross_student.pt").stat().st_mtime_ns
     assert main(["cross-distill", "--example", "detection", "--out", str(out), "--quiet"]) == 2
