@@ -24,6 +24,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16", action="store_true", help="also an FP16 ONNX (TensorRT 11 builds FP16 only from one)")
     p.add_argument("--trt", action="store_true", help="also build a TensorRT engine for this GPU (needs TensorRT and a GPU)")
     p.add_argument("--trt-precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    p.add_argument(
+        "--nms",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="detectors: ONNX NonMaxSuppression in the graph (outputs boxes, scores, selected); default: boxes + scores",
+    )
+    p.add_argument("--nms-iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--nms-score", type=float, default=0.25, help="NMS score threshold (default 0.25)")
+    p.add_argument("--nms-max", type=int, default=100, help="NMS boxes kept per class and image (default 100)")
     p.add_argument("--out", help="output folder (default: an 'export' folder beside the student)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a checkpoint you trust")
 
@@ -35,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     art = load_artifact(args.student, arch=args.arch, trusted=args.trust_checkpoint)
     out = Path(args.out) if args.out else Path(args.student).resolve().parent / "export"
     options = ExportOptions(opset=args.opset, dynamic_batch=args.dynamic_batch, dynamo=args.dynamo, int8=args.int8, calib=args.calib,
-                            calib_samples=args.calib_samples, fp16=args.fp16, trt=args.trt, trt_precision=args.trt_precision)  # fmt: skip
+                            calib_samples=args.calib_samples, fp16=args.fp16, trt=args.trt, trt_precision=args.trt_precision,
+                            nms=args.nms, nms_iou=args.nms_iou, nms_score=args.nms_score, nms_max=args.nms_max)  # fmt: skip
     try:
         result = export_artifact(art, out, options, stem=Path(args.student).stem if art.meta.get("schema") else "model")
     except ValueError as e:

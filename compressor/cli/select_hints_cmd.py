@@ -17,7 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = HintConfig()
     p.add_argument("--teacher", required=True, metavar="CKPT", help="teacher checkpoint")
     p.add_argument("--arch", help="teacher architecture (inferred when left out)")
-    p.add_argument("--data", required=True, metavar="SPEC", help="synthetic | cifar10:PATH | cifar100:PATH | imagefolder:PATH | images:PATH")
+    p.add_argument(
+        "--data", required=True, metavar="SPEC", help="synthetic | cifar10:PATH | cifar100:PATH | imagefolder:PATH | images:PATH"
+    )
     p.add_argument("--samples", type=int, default=d.samples, help=f"N samples for the representations (default {d.samples})")
     p.add_argument("--k", type=int, default=d.k, help=f"number of hints (default {d.k})")
     p.add_argument("--metric", default=d.metric, help=f"{' | '.join(METRICS.names())} (default {d.metric})")

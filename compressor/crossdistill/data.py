@@ -19,6 +19,7 @@ from ..data.paired import check_pairs, parse_yolo_labels
 from ..errors import UserError
 
 DOMAINS = ("pixel", "hevc")
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # both domains, images scaled to 0..1 first
 
 
 def read_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
@@ -33,7 +34,7 @@ def read_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float centred on 0 (both domains alike)."""
-    return (images.float() / 255.0 - 0.5) / 0.25
+    return (images.float() / 255.0 - MEAN[0]) / STD[0]
 
 
 class PairedSet(Dataset):

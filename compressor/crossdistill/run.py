@@ -33,7 +33,7 @@ from ..hints.select import HintConfig, build_plan
 from ..io import atomic_write_json, atomic_write_text
 from ..train.artifacts import save_student
 from .config import CrossConfig
-from .data import DOMAINS, PairedSet, collate, normalise
+from .data import DOMAINS, MEAN, STD, PairedSet, collate, normalise
 from .tasks import TASKS
 from .train import Hints, fit
 
@@ -128,6 +128,9 @@ def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
             "task": config.task,
             "domain": domain,
             "input_size": list(size),
+            "mean": list(MEAN),
+            "std": list(STD),
+            "class_names": getattr(train, "class_names", []),
             "scores": scores,
         }
         save_student(out, model, sidecar, name)

@@ -23,10 +23,12 @@ from compressor import __version__
 from compressor.data import open_dataset
 from compressor.errors import UserError
 from compressor.io import atomic_write, atomic_write_json, file_digest
+from models import model_entry
 
 from ..artifact import ModelArtifact
 from ..profile.accuracy import accuracy, agreement, predict
 from ..runtime.ort_runtime import OrtRuntime
+from .detection import DetectorExport
 from .int8 import quantize_qdq
 from .onnx_export import export_onnx, torch_to_onnx
 
@@ -43,6 +45,10 @@ class ExportOptions:
     fp16: bool = False
     trt: bool = False
     trt_precision: str = "fp16"
+    nms: bool = False  # detectors: NonMaxSuppression inside the graph (else boxes + scores only)
+    nms_iou: float = 0.45
+    nms_score: float = 0.25
+    nms_max: int = 100  # boxes kept per class and image
 
 
 @dataclass
@@ -58,14 +64,24 @@ def export_artifact(art: ModelArtifact, out: str | Path, options: ExportOptions,
         raise UserError(f"{art.path} is already an exported file; export takes a student artifact or a checkpoint")
     if (options.int8 or (options.trt and options.trt_precision == "int8")) and not options.calib:
         raise UserError("INT8 needs calibration data: --calib SPEC (e.g. the training set, a few hundred images)")
+    model, extra = art.model, {}
+    if model_entry(art.arch).family == "detection":
+        if options.int8 or options.fp16 or options.dynamo:
+            raise UserError("detectors export as fp32 ONNX through the default exporter (and TensorRT from it); "
+                            "--int8, --fp16 and --dynamo are for classifiers so far")  # fmt: skip
+        model = DetectorExport(model, options.nms, options.nms_iou, options.nms_score, options.nms_max)
+        extra = {"outputs": list(model.output_names), "nms": options.nms and {"iou": options.nms_iou, "score": options.nms_score,
+                                                                             "max_per_class": options.nms_max}}  # fmt: skip
+    elif options.nms:
+        raise UserError(f"--nms is for detectors; {art.arch} is a classifier")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = ExportResult()
     fp32 = out / f"{stem}.onnx"
-    parity = export_onnx(art.model, fp32, art.input_size, options.opset, options.dynamic_batch, options.dynamo)
+    parity = export_onnx(model, fp32, art.input_size, options.opset, options.dynamic_batch, options.dynamo)
     result.files["onnx"] = fp32
     result.info["parity"] = vars(parity)
-    _sidecar(fp32, art, options, precision="fp32", extra={"parity": vars(parity)})
+    _sidecar(fp32, art, options, precision="fp32", extra={"parity": vars(parity), **extra})
     if options.int8:
         result.files["int8"], result.info["int8"] = export_int8(fp32, art, options, out / f"{stem}.int8.onnx", "cpu")
     if options.trt and options.trt_precision == "int8":

@@ -126,3 +126,38 @@ def test_trt_export_without_tensorrt_exits_2(tmp_path, student, capsys):
         pass
     assert main(["export", str(student), "--trt", "--out", str(tmp_path / "exp")]) == 2
     assert "TensorRT is not installed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("nms", [False, True])
+def test_detector_exports_with_or_without_nms_in_the_graph(tmp_path, nms, capsys):
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = create_model("yolov3_mobilenetv2_s", num_classes=2, input_size=(96, 128)).eval()
+    for seq in model.head.heads:  # objectness up, so that boxes pass the score threshold
+        seq[1].bias.data.view(3, -1)[:, 4] = 0.5
+    torch.save(model.state_dict(), tmp_path / "det.pt")
+    (tmp_path / "det.json").write_text(json.dumps({"arch": "yolov3_mobilenetv2_s", "num_classes": 2, "input_size": [96, 128]}))
+    args = ["export", str(tmp_path / "det.pt"), "--out", str(tmp_path / "out"), "--nms-score", "0.2"] + (["--nms"] if nms else [])
+    assert main(args) == 0
+    assert "parity OK" in capsys.readouterr().out
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
+    names = [o.name for o in session.get_outputs()]
+    assert names == (["boxes", "scores", "selected"] if nms else ["boxes", "scores"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node}
+    assert ("NonMaxSuppression" in ops) == nms
+    boxes, scores, *selected = session.run(None, {"input": np.random.default_rng(0).normal(size=(2, 3, 96, 128)).astype(np.float32)})
+    assert boxes.shape == (2, 756, 4) and scores.shape == (2, 2, 756)
+    if nms:
+        assert selected[0].shape[1] == 3 and len(selected[0]) > 0 and set(selected[0][:, 0]) <= {0, 1}
+    sidecar = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert sidecar["outputs"] == names and bool(sidecar["nms"]) == nms
+
+
+def test_detector_int8_and_classifier_nms_are_refused(tmp_path, capsys):
+    torch.save(create_model("yolov3_mobilenetv2_s", num_classes=1).state_dict(), tmp_path / "det.pt")
+    assert main(["export", str(tmp_path / "det.pt"), "--arch", "yolov3_mobilenetv2_s", "--int8", "--calib", "synthetic"]) == 2
+    assert "fp32 ONNX" in capsys.readouterr().err
+    torch.save(create_model("resnet8", num_classes=3).state_dict(), tmp_path / "cls.pt")
+    assert main(["export", str(tmp_path / "cls.pt"), "--arch", "resnet8", "--nms"]) == 2
+    assert "--nms is for detectors" in capsys.readouterr().err
