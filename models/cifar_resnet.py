@@ -104,10 +104,14 @@ class CifarResNet(FeatureContract, nn.Module):
     def point_specs(self) -> list[PointSpec]:
         return [PointSpec(f"layer{s}.{b}", s, f"layer{s}.{b}.act") for s in (1, 2, 3) for b in range(self.blocks_per_stage)]
 
+    tail_names = ("layer3", "avgpool", "fc")  # last stage, pool, classifier: what ONE branches
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the last stage (ONE's shared low-level layers)."""
+        return self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x)))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(torch.flatten(self.avgpool(self.layer3(self.trunk(x))), 1))
 
 
 _THIN = [16, 16, 32, 64]

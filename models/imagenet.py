@@ -40,10 +40,15 @@ class ImageNetResNet(FeatureContract, nn.Module):
     def point_specs(self) -> list[PointSpec]:
         return [PointSpec(f"layer{s}.{b}", s, f"layer{s}.{b}.act") for s, n in enumerate(self.layers, 1) for b in range(n)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    tail_names = ("layer4", "avgpool", "fc")  # last stage, pool, classifier: what ONE branches
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the last stage (ONE's shared low-level layers)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.layer4(self.trunk(x))), 1))
 
 
 def conv_bn_relu6(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:

@@ -18,19 +18,23 @@ from models import Registry
 from .ab import AB
 from .afd import AFD
 from .at import AT
+from .averager import Averager
 from .base import DistillLoss, LossContext, Outputs
 from .cc import CC
 from .crd import CRD
 from .dkd import DKD
+from .ekd import EKD
 from .fitnet import FitNet
 from .fsp import FSP
 from .ft import FT
 from .kd import KD
 from .nst import NST
+from .online import DML, ONE
 from .pkt import PKT
 from .rkd import RKD
 from .skd import SKD
 from .sp import SP
+from .undermine import SelfUndermining
 from .vid import VID
 from .wsl import WSL
 
@@ -39,8 +43,19 @@ for _name, _cls in {
     "kd": KD, "skd": SKD, "wsl": WSL, "dkd": DKD,
     "fitnet": FitNet, "at": AT, "vid": VID, "crd": CRD, "afd": AFD, "sp": SP, "pkt": PKT,
     "rkd": RKD, "cc": CC, "nst": NST, "ab": AB, "ft": FT, "fsp": FSP,
+    "ekd": EKD, "averager": Averager, "undermine": SelfUndermining, "dml": DML, "one": ONE,
 }.items():  # fmt: skip
     LOSSES.register(_name, _cls)
+
+
+def online_method(method: str | list[str]) -> str | None:
+    """The online method (dml, one) that ``method`` names, or None; online methods stand alone."""
+    names = parse_method(method)
+    online = [n for n in names if LOSSES.get(n).kind == "online"]
+    if online and len(names) > 1:
+        others = [n for n in names if n not in online]
+        raise ValueError(f"{online[0]} trains a cohort without a teacher and cannot be combined with {others}")
+    return online[0] if online else None
 
 
 def needs_hints(method: str | list[str]) -> bool:
@@ -131,4 +146,6 @@ def build_objective(
     return Objective(terms, resolved, float(weights.get("ce", gamma)))
 
 
-__all__ = ["LOSSES", "DistillLoss", "LossContext", "Outputs", "Objective", "build_objective", "parse_method", "needs_hints"]
+__all__ = [
+    "online_method", "LOSSES", "DistillLoss", "LossContext", "Outputs", "Objective", "build_objective", "parse_method", "needs_hints",
+]  # fmt: skip

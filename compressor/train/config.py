@@ -14,6 +14,7 @@ class TeacherConfig(Strict):
     checkpoint: str  # teacher checkpoint file
     arch: str | None = None  # inferred from the checkpoint when None
     trusted: bool = False  # allow full unpickling (only for files you trust)
+    ensemble: list[str] = Field(default_factory=list)  # more teacher checkpoints: logits averaged with the teacher's
 
 
 class StudentConfig(Strict):
@@ -96,7 +97,7 @@ class DistillConfig(Strict):
         return self
 
 
-PATH_KEYS = ("teacher.checkpoint", "student.checkpoint", "hints.plan", "out")
+PATH_KEYS = ("teacher.checkpoint", "loss.params.ekd.heads", "student.checkpoint", "hints.plan", "out")
 
 
 def load_distill_config(path: str | Path | None = None, flags: dict[str, Any] | None = None, overrides: list[str] = ()) -> DistillConfig:

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from models import create_model
+from models.stats import count_params
 
 from .. import __version__
 from ..checkpoint import LoadedCheckpoint, load_checkpoint
@@ -30,7 +31,7 @@ from ..config import save_config
 from ..data import ImageDataset, open_dataset
 from ..device import default_device
 from ..errors import UserError
-from ..losses import LossContext, Objective, Outputs, build_objective, needs_hints, parse_method
+from ..losses import LossContext, Objective, Outputs, build_objective, needs_hints, online_method, parse_method
 from . import artifacts
 from .config import DistillConfig
 from .data import PadCropFlip, eval_loader, train_loader
@@ -63,8 +64,12 @@ class Trainee(nn.Module):
 class Teacher:
     """The frozen teacher: eval mode, no gradients, optionally compiled."""
 
-    def __init__(self, model: nn.Module, hints: list[int], preact: bool, channels_last: bool, compile_model: bool):
+    def __init__(self, model: nn.Module, hints: list[int], preact: bool, channels_last: bool, compile_model: bool,
+                 ensemble: list[nn.Module] = ()):  # fmt: skip
         self.model = model.eval().requires_grad_(False)
+        # Further members of an ensemble teacher: their logits are averaged with the teacher's;
+        # hint features come from the teacher alone.
+        self.ensemble = [m.eval().requires_grad_(False) for m in ensemble]
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.tap = FeatureTap(self.model, hints, preact)
@@ -75,11 +80,14 @@ class Teacher:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, eager: bool = False) -> Outputs:
         self.tap.reset()
         if eager or not self.compiled:
-            return self.tap.outputs(self.model(images), labels, index)
-        # Freezing lets Inductor fold BN into the convs and pre-pack weights: valid because the
-        # teacher's weights never change. (Only this graph: a trained model must not be frozen.)
-        with torch._inductor.config.patch(freezing=True):
-            logits = self.forward(images)
+            logits = self.model(images)
+        else:
+            # Freezing lets Inductor fold BN into the convs and pre-pack weights: valid because the
+            # teacher's weights never change. (Only this graph: a trained model must not be frozen.)
+            with torch._inductor.config.patch(freezing=True):
+                logits = self.forward(images)
+        if self.ensemble:
+            logits = torch.stack([logits, *(m(images) for m in self.ensemble)]).mean(0)
         return self.tap.outputs(logits, labels, index)
 
 
@@ -148,6 +156,13 @@ def _teacher(config: DistillConfig) -> LoadedCheckpoint | None:
     if parse_method(config.loss.method):
         raise UserError(f"loss.method {config.loss.method!r} distils from a teacher: give teacher.checkpoint (--teacher)")
     return None
+
+
+def _ensemble_member(path: str, config: DistillConfig, num_classes: int) -> nn.Module:
+    loaded = load_checkpoint(path, trusted=config.teacher.trusted)
+    if loaded.num_classes != num_classes:
+        raise UserError(f"teacher.ensemble member {path} has {loaded.num_classes} classes but the teacher {num_classes}")
+    return loaded.model
 
 
 def _student(config: DistillConfig, num_classes: int) -> nn.Module:
@@ -222,7 +237,8 @@ def setup(config: DistillConfig) -> Setup:
         hints = resolve_hints(config.hints, loaded.model, loaded.arch, loaded.digest, student)
     teacher = None
     if loaded is not None:
-        teacher = Teacher(loaded.model.to(device), hints.teacher, hints.preact, t.channels_last, t.compile_teacher)
+        ensemble = [_ensemble_member(path, config, loaded.num_classes).to(device) for path in config.teacher.ensemble]
+        teacher = Teacher(loaded.model.to(device), hints.teacher, hints.preact, t.channels_last, t.compile_teacher, ensemble)
     student = student.to(device)
     if t.channels_last:
         student = student.to(memory_format=torch.channels_last)
@@ -333,31 +349,34 @@ def state_fingerprint(config: DistillConfig) -> str:
     return hashlib.sha256("|".join(key).encode()).hexdigest()[:16]
 
 
-def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dict[str, Any]:
-    info, c = s.train_set.info, s.config
+def student_sidecar(config: DistillConfig, info, made_by: dict[str, Any], metrics: dict[str, Any], arch: str | None = None) -> dict:
+    """The JSON beside a saved student: what it is, how to feed it, how it was made."""
     return {
         "schema": "edge-compressor/student",
         "version": 1,
-        "arch": c.student.arch,
+        "arch": arch or config.student.arch,
         "num_classes": info.num_classes,
         "input_size": list(info.input_size),
         "mean": list(info.mean),
         "std": list(info.std),
         "class_names": list(info.class_names),
-        "made_by": {
-            "tool_version": __version__,
-            "method": c.loss.method,
-            "teacher_arch": s.teacher_ckpt.arch if s.teacher_ckpt else None,
-            "teacher_digest": s.teacher_ckpt.digest if s.teacher_ckpt else None,
-            "teacher_hints": s.hints.teacher,
-            "student_hints": s.hints.student,
-            "preact": s.hints.preact,
-            "hint_source": s.hints.source,
-            "data": c.data.train,
-            "epochs": epochs,
-        },
-        "metrics": {"final": final, "best_top1": best},
+        "made_by": {"tool_version": __version__, "method": config.loss.method, "data": config.data.train, **made_by},
+        "metrics": metrics,
     }
+
+
+def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dict[str, Any]:
+    made_by = {
+        "teacher_arch": s.teacher_ckpt.arch if s.teacher_ckpt else None,
+        "teacher_digest": s.teacher_ckpt.digest if s.teacher_ckpt else None,
+        "teacher_hints": s.hints.teacher,
+        "student_hints": s.hints.student,
+        "preact": s.hints.preact,
+        "hint_source": s.hints.source,
+        "epochs": epochs,
+        "capacity_ratio": round(count_params(s.teacher.model) / count_params(s.core.student), 3) if s.teacher else None,
+    }
+    return student_sidecar(s.config, s.train_set.info, made_by, {"final": final, "best_top1": best})
 
 
 def distill(config: DistillConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -366,6 +385,14 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
     Raises:
         UserError: bad config, checkpoints or data (before anything is written), or a diverged loss.
     """
+    try:
+        online = online_method(config.loss.method)
+    except ValueError as e:
+        raise UserError(f"loss.method: {e}") from None
+    if online is not None:
+        from .online import train_online
+
+        return train_online(config, online, resume=resume, progress=progress)
     s = setup(config)
     try:
         return _run(s, resume, progress)
@@ -414,12 +441,36 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     digests = all_gather(_weights_digest(s.core.student), s.world)
     summary: dict[str, Any] = {"final": final, "best_top1": best, "epochs": total, "rank_weight_digests": digests,
                                "ranks_identical": len(set(digests)) == 1, "notes": s.notes}  # fmt: skip
+    if s.teacher_ckpt is not None:
+        summary["capacity_ratio"] = round(count_params(s.teacher.model) / count_params(s.core.student), 3)
+    summary.update(_term_reports(s))
     if s.world.is_main:
         weights, sidecar = artifacts.save_student(out, s.core.student, _sidecar(s, final, best, total), name=c.name)
         summary.update(weights=str(weights), sidecar=str(sidecar), metrics=str(metrics_path))
     if writer is not None:
         writer.close()
     return summary
+
+
+def _teacher_eval_outputs(s: Setup):
+    """The teacher's outputs over the eval set, batch by batch."""
+    c = s.config
+    for batch in eval_loader(s.eval_set, c.data.eval_batch_size, c.data.workers, s.world):
+        images, labels, index = _batch_to(batch, s.device, c.train.channels_last)
+        yield s.teacher(images, labels, index, eager=True)
+
+
+def _term_reports(s: Setup) -> dict[str, Any]:
+    """Methods with parts of their own (EKD's heads): save them beside the student and report
+    them on the eval set (``report``, ``export_state`` and ``state_file`` on the loss)."""
+    found = {}
+    for name, term in s.core.objective.terms.items():
+        if not hasattr(term, "report") or s.teacher is None:
+            continue
+        found[name] = term.report(_teacher_eval_outputs(s))
+        if s.world.is_main:
+            artifacts.save_state(s.out / term.state_file, {**term.export_state(), "report": found[name]})
+    return found
 
 
 def _weights_digest(model: nn.Module) -> str:

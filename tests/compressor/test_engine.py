@@ -56,7 +56,8 @@ def test_end_to_end_teacher_hints_student(tmp_path, teacher, capsys):
     assert [r["epoch"] for r in rows] == [1, 2, 3] and {"ce", "at", "kd", "loss"} <= set(rows[0]["train"])
 
 
-INIT = {"ft", "ab"}
+INIT = {"ft", "ab", "ekd"}
+ONLINE = {"dml", "one"}
 PARAMS = {"crd": {"nce_k": 8}, "fitnet": {"two_stage": True}, "dkd": {"warmup": 1}}
 
 
@@ -67,7 +68,7 @@ def test_every_method_from_yaml(tmp_path, teacher, method):
         "student": {"arch": "resnet14" if method == "fsp" else "resnet8"},
         "data": {"train": DATA, "batch_size": 16},
         "hints": {"preact": method == "ab"},
-        "loss": {"method": f"{method}+kd" if method not in ("kd", "dkd", "wsl", "skd") else method,
+        "loss": {"method": f"{method}+kd" if method not in ("kd", "dkd", "wsl", "skd", "averager", "undermine", "ekd", *ONLINE) else method,
                  "params": {method: PARAMS[method]} if method in PARAMS else {}},
         "train": {"epochs": 1, "init_epochs": 1 if method in INIT or method == "fitnet" else 0},
         "out": "run",
@@ -77,7 +78,10 @@ def test_every_method_from_yaml(tmp_path, teacher, method):
     assert cli("distill", "--config", str(path)) == 0
     assert (tmp_path / "run" / "student.pt").exists()  # relative 'out' resolved against the YAML's folder
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert method in rows[-1]["train"]
+    if method in ONLINE:  # a cohort: every member is scored
+        assert rows[-1]["stage"] == method and len(rows[-1]["members"]) >= 2
+    else:
+        assert method in rows[-1]["train"]
 
 
 def test_resume_replays_exactly(tmp_path, teacher):

@@ -402,3 +402,76 @@ def test_parse_method():
         build_objective("kd", ctx([], []), weights={"at": 1.0})
     with pytest.raises(ValueError, match="bad parameters for method 'kd'"):
         build_objective("kd", ctx([], []), params={"kd": {"temperature": 3}})
+
+
+# --- the papers' own schemes (issue 8) ----------------------------------------------------
+
+
+def test_averager_uses_per_label_batch_means():
+    zs, zt, T = rng(0).normal(size=(B, K)), rng(1).normal(size=(B, K)) * 3, 4.0
+    labels = np.array([0, 2, 0, 1, 2, 0])
+    mean = {y: zt[labels == y].mean(0) for y in set(labels.tolist())}
+    zt_hat = np.stack([mean[y] for y in labels])  # thesis 000 eq. 4.4
+    term = LOSSES.get("averager").build(ctx([], []), T=T)
+    value = term(outputs(zs, labels=labels), outputs(zt, labels=labels))
+    assert float(value) == pytest.approx(kl_np(softmax(zt_hat / T), softmax(zs / T)) * T**2, rel=1e-10)
+    # a batch of distinct labels leaves the teacher's logits as they are: plain KD
+    s, t = outputs(zs[:K], labels=np.arange(K)), outputs(zt[:K], labels=np.arange(K))
+    assert float(term(s, t)) == pytest.approx(float(LOSSES.get("kd")(T=T)(s, t)), rel=1e-12)
+
+
+def test_averager_wraps_other_logit_methods_and_refuses_feature_ones():
+    zs, zt = rng(0).normal(size=(B, K)), rng(1).normal(size=(B, K))
+    labels = np.zeros(B, dtype=np.int64)
+    mean = np.repeat(zt.mean(0, keepdims=True), B, 0)
+    skd = LOSSES.get("averager").build(ctx([], []), base="skd", T=2.0)
+    reference = LOSSES.get("skd")(T=2.0)(outputs(zs, labels=labels), outputs(mean, labels=labels))
+    assert float(skd(outputs(zs, labels=labels), outputs(zt, labels=labels))) == pytest.approx(float(reference), rel=1e-10)
+    with pytest.raises(ValueError, match="needs a logit method"):
+        LOSSES.get("averager").build(ctx([], []), base="at")
+
+
+def test_self_undermining_is_negated_kd():
+    zs, zt, T = rng(0).normal(size=(B, K)), rng(1).normal(size=(B, K)), 4.0
+    value = LOSSES.get("undermine")(T=T)(outputs(zs), outputs(zt))
+    assert float(value) == pytest.approx(-kl_np(softmax(zt / T), softmax(zs / T)) * T**2, rel=1e-10)
+    assert LOSSES.get("undermine").default_weight == 0.04
+
+
+def test_ekd_heads_cohort_and_init_stage():
+    shapes = [(3, 4, 4), (4, 2, 2), (6, 1, 1)]  # heads on the first two points; the last is the teacher's own
+    term = LOSSES.get("ekd").build(ctx(shapes, shapes), T=5.0).double()
+    assert len(term.heads) == 2 and term.needs_init
+    f = feats(0, shapes)
+    zs, zt = rng(5).normal(size=(B, K)), rng(6).normal(size=(B, K))
+    labels = np.arange(B) % K
+    s, t = outputs(zs, f, labels=labels), outputs(zt, f, labels=labels)
+    heads = []
+    for head, x in zip(term.heads, f[:2], strict=True):
+        w, b = head.fc.weight.detach().numpy(), head.fc.bias.detach().numpy()
+        heads.append(x.mean((2, 3)) @ w.T + b)  # pool + FC
+    members = [*heads, zt]
+    expected = np.mean([kl_np(softmax(z / 5.0), softmax(zs / 5.0)) * 25 for z in members])
+    assert float(term(s, t)) == pytest.approx(expected, rel=1e-10)
+    # the paper's ablation: only some classifiers in the cohort
+    only = LOSSES.get("ekd").build(ctx(shapes, shapes), cohort=[2, 3]).double()
+    only.heads.load_state_dict(term.heads.state_dict())
+    assert float(only(s, t)) == pytest.approx(np.mean([kl_np(softmax(z / 5.0), softmax(zs / 5.0)) * 25 for z in members[1:]]))
+    # initialisation stage: cross-entropy of each head, and its accuracy is counted
+    init = term.init_loss(s, t)
+    ce = sum(float(torch.nn.functional.cross_entropy(torch.as_tensor(z), torch.as_tensor(labels))) for z in heads)
+    assert float(init) == pytest.approx(ce, rel=1e-10)
+    assert len(term.head_accuracy()) == 2
+    with pytest.raises(ValueError, match="cohort"):
+        LOSSES.get("ekd").build(ctx(shapes, shapes), cohort=[4])
+
+
+def test_ekd_reuses_saved_heads(tmp_path):
+    shapes = [(3, 4, 4), (6, 1, 1)]
+    term = LOSSES.get("ekd").build(ctx(shapes, shapes))
+    torch.save(term.export_state(), tmp_path / "ekd_heads.pt")
+    again = LOSSES.get("ekd").build(ctx(shapes, shapes), heads=str(tmp_path / "ekd_heads.pt"))
+    assert not again.needs_init
+    assert all(torch.equal(a, b) for a, b in zip(again.heads.state_dict().values(), term.heads.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="does not fit"):
+        LOSSES.get("ekd").build(ctx([(5, 4, 4), (6, 1, 1)], [(5, 4, 4), (6, 1, 1)]), heads=str(tmp_path / "ekd_heads.pt"))
