@@ -32,6 +32,17 @@ def load_state(path: Path) -> dict[str, Any]:
     return state
 
 
+def resume_state(out: Path, fingerprint: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``--resume``: the last checkpoint of ``out`` (refused if it belongs to another run) and
+    the metrics rows up to its epoch."""
+    path = out / "checkpoints" / "last.pt"
+    state = load_state(path)
+    if state.get("fingerprint") != fingerprint:
+        raise UserError(f"--resume: {path} belongs to a run with another student, method, hints, data or seed")
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if r["epoch"] <= int(state["epoch"])]
+    return state, rows
+
+
 def save_student(out: Path, student: nn.Module, sidecar: dict[str, Any], name: str = "student") -> tuple[Path, Path]:
     """``<name>.pt`` (the trained model's plain state_dict, nothing else) and ``<name>.json``."""
     weights = out / f"{name}.pt"

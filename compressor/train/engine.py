@@ -402,18 +402,15 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
 
 def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     c, out = s.config, s.out
-    ckpt_path, metrics_path = out / "checkpoints" / "last.pt", out / "metrics.jsonl"
+    metrics_path = out / "metrics.jsonl"
     fingerprint = state_fingerprint(c)
     start_epoch, best, rows = 0, -1.0, []
     if resume:
-        state = artifacts.load_state(ckpt_path)
-        if state.get("fingerprint") != fingerprint:
-            raise UserError(f"--resume: {ckpt_path} belongs to a run with another student, method, hints, data or seed")
+        state, rows = artifacts.resume_state(out, fingerprint)
         s.core.load_state_dict(state["trainee"])
         s.optimizer.load_state_dict(state["optimizer"])
         s.scaler.load_state_dict(state.get("scaler", {}))
         start_epoch, best = int(state["epoch"]), float(state["best_top1"])
-        rows = [r for r in artifacts.read_metrics(metrics_path) if r["epoch"] <= start_epoch]
     if s.world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(c, out / "config.yaml")

@@ -74,13 +74,10 @@ def _train(config: DistillConfig, method: str, world, resume: bool, progress: bo
     fingerprint = state_fingerprint(c)
     start, best, rows = 0, -1.0, []
     if resume:
-        state = artifacts.load_state(ckpt)
-        if state.get("fingerprint") != fingerprint:
-            raise UserError(f"--resume: {ckpt} belongs to a run with another student, method, data or seed")
+        state, rows = artifacts.resume_state(out, fingerprint)
         net.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         start, best = int(state["epoch"]), float(state["best_top1"])
-        rows = [r for r in artifacts.read_metrics(metrics_path) if r["epoch"] <= start]
     out.mkdir(parents=True, exist_ok=True)
     save_config(c, out / "config.yaml")
     scores: dict[str, dict[str, float]] = {}
