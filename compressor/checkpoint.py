@@ -10,6 +10,7 @@ unless the caller opts in for a trusted file.
 
 from __future__ import annotations
 
+import copy
 import pickle
 import re
 import zipfile
@@ -56,7 +57,8 @@ class LoadedCheckpoint:
     notes: list[str] = field(default_factory=list)
 
 
-def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int | None = None, trusted: bool = False) -> LoadedCheckpoint:
+def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int | None = None, trusted: bool = False,
+                    options: dict[str, Any] | None = None) -> LoadedCheckpoint:  # fmt: skip
     """Load a classifier checkpoint into its zoo model, strictly.
 
     Args:
@@ -64,6 +66,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
         arch: zoo architecture; inferred from RepDistiller folder naming or the keys when None.
         num_classes: expected classes; read from the classifier weight when None.
         trusted: allow full unpickling (arbitrary code) for legacy files that need it.
+        options: model options from a student's sidecar (``model_options``, e.g. letKD layers).
 
     Raises:
         UserError: missing/corrupt file, a pickle that needs ``trusted``, keys that fit no
@@ -83,7 +86,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
             f"pass --num-classes {found_classes} (or leave it out to use the checkpoint's count)"
         )
     n = num_classes or found_classes
-    model = create_model(arch, num_classes=n)
+    model = create_model(arch, num_classes=n, **copy.deepcopy(options or {}))
     problems = compare_keys(model.state_dict(), state)
     if problems:
         raise UserError(_mismatch_message(path, arch, n, problems, state))

@@ -60,7 +60,8 @@ def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = Fal
             raise UserError(f"{path} has no sidecar {path.with_suffix('.json').name}: export it with 'compressor export'")
         return ModelArtifact(path, meta.get("arch"), meta["num_classes"], tuple(meta["input_size"]), tuple(meta["mean"]),
                              tuple(meta["std"]), meta.get("class_names", []), None, meta)  # fmt: skip
-    loaded = load_checkpoint(path, arch=arch or meta.get("arch"), num_classes=meta.get("num_classes"), trusted=trusted)
+    loaded = load_checkpoint(path, arch=arch or meta.get("arch"), num_classes=meta.get("num_classes"), trusted=trusted,
+                             options=meta.get("model_options"))  # fmt: skip
     entry = model_entry(loaded.arch)
     default_mean, default_std = (CIFAR100_MEAN, CIFAR100_STD) if entry.family == "cifar" else (IMAGENET_MEAN, IMAGENET_STD)
     return ModelArtifact(

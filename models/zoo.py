@@ -13,6 +13,7 @@ from .cifar_mobilenetv2 import CifarMobileNetV2
 from .cifar_resnet import CIFAR_RESNETS, CifarResNet
 from .cifar_resnet50 import CifarResNet50
 from .imagenet import IMAGENET_RESNETS, ImageNetMobileNetV2, ImageNetResNet
+from .letkd import attach_kd_layers
 from .registry import Registry
 from .shufflenet import ShuffleNetV1, ShuffleNetV2
 from .vgg import VGG, VGG_CONFIGS
@@ -84,7 +85,8 @@ def create_model(name: str, num_classes: int | None = None, **options) -> nn.Mod
     Args:
         name: a name from ``list_models()`` (RepDistiller's spelling for the CIFAR family).
         num_classes: classifier outputs; the family's default (100, 1000 or 80) when None.
-        options: passed to the model's constructor (e.g. a detector's ``input_size``, ``anchors``).
+        options: passed to the model's constructor (e.g. a detector's ``input_size``, ``anchors``),
+            except ``letkd`` (a spec from ``model.model_options``): letKD layers to attach.
 
     Raises:
         UnknownNameError: the name is not registered (the message lists the known ones).
@@ -94,7 +96,10 @@ def create_model(name: str, num_classes: int | None = None, **options) -> nn.Mod
     n = entry.num_classes if num_classes is None else int(num_classes)
     if n < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    letkd = options.pop("letkd", None)
     model = entry.build(num_classes=n, **options)
+    if letkd is not None:
+        attach_kd_layers(model, **letkd)
     model.arch = name  # lets later stages write the architecture into sidecars
     return model
 

@@ -28,6 +28,7 @@ from .fitnet import FitNet
 from .fsp import FSP
 from .ft import FT
 from .kd import KD
+from .letkd import LetKD
 from .nst import NST
 from .online import DML, ONE
 from .pkt import PKT
@@ -43,7 +44,7 @@ for _name, _cls in {
     "kd": KD, "skd": SKD, "wsl": WSL, "dkd": DKD,
     "fitnet": FitNet, "at": AT, "vid": VID, "crd": CRD, "afd": AFD, "sp": SP, "pkt": PKT,
     "rkd": RKD, "cc": CC, "nst": NST, "ab": AB, "ft": FT, "fsp": FSP,
-    "ekd": EKD, "averager": Averager, "undermine": SelfUndermining, "dml": DML, "one": ONE,
+    "ekd": EKD, "averager": Averager, "undermine": SelfUndermining, "dml": DML, "one": ONE, "letkd": LetKD,
 }.items():  # fmt: skip
     LOSSES.register(_name, _cls)
 

@@ -31,7 +31,7 @@ from ..config import save_config
 from ..data import ImageDataset, open_dataset
 from ..device import default_device
 from ..errors import UserError
-from ..losses import LossContext, Objective, Outputs, build_objective, needs_hints, online_method, parse_method
+from ..losses import LOSSES, LossContext, Objective, Outputs, build_objective, needs_hints, online_method, parse_method
 from . import artifacts
 from .config import DistillConfig
 from .data import PadCropFlip, eval_loader, train_loader
@@ -172,6 +172,23 @@ def _student(config: DistillConfig, num_classes: int) -> nn.Module:
     return create_model(config.student.arch, num_classes=num_classes)
 
 
+def _prepare_terms(config: DistillConfig, names: list[str], loaded: LoadedCheckpoint | None, student: nn.Module, train_set: ImageDataset,
+                   hints: HintPairs, device: torch.device) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Methods that fit something on the teacher before training and change the student (letKD's
+    layers) do it here, before the optimiser and the loss are built."""
+    prepared = {}
+    for name in names:
+        cls = LOSSES.get(name)
+        if hasattr(cls, "prepare"):
+            try:
+                prepared[name] = cls.prepare(
+                    loaded.model, student, train_set, hints.teacher, hints.student, config.loss.params.get(name, {}), device
+                )
+            except ValueError as e:
+                raise UserError(f"loss.params.{name}: {e}") from None
+    return prepared
+
+
 def _loss_context(
     teacher: Teacher | None, student: nn.Module, tap: FeatureTap, sample: torch.Tensor, num_classes: int, n: int, preact: bool
 ):
@@ -233,8 +250,15 @@ def setup(config: DistillConfig) -> Setup:
     num_classes = train_set.info.num_classes
     student = _student(config, num_classes)
     hints = HintPairs([], [], False, "none")
+    names = parse_method(config.loss.method)
+    try:
+        placed = [LOSSES.get(n).default_hints(loaded.model, student, config.loss.params.get(n, {})) for n in names
+                  if hasattr(LOSSES.get(n), "default_hints")]  # fmt: skip
+    except ValueError as e:
+        raise UserError(f"loss.params: {e}") from None
     if uses_hints:
-        hints = resolve_hints(config.hints, loaded.model, loaded.arch, loaded.digest, student)
+        hints = resolve_hints(config.hints, loaded.model, loaded.arch, loaded.digest, student, placed[0] if placed else None)
+    prepared = _prepare_terms(config, names, loaded, student, train_set, hints, device)
     teacher = None
     if loaded is not None:
         ensemble = [_ensemble_member(path, config, loaded.num_classes).to(device) for path in config.teacher.ensemble]
@@ -247,7 +271,8 @@ def setup(config: DistillConfig) -> Setup:
     ctx = _loss_context(teacher, student, tap, sample, num_classes, len(train_set), hints.preact)
     try:
         lc = config.loss
-        objective = build_objective(lc.method, ctx, lc.gamma, lc.alpha, lc.beta, lc.weights, lc.params).to(device)
+        params = {n: {**lc.params.get(n, {}), **prepared.get(n, {})} for n in set(lc.params) | set(prepared)}
+        objective = build_objective(lc.method, ctx, lc.gamma, lc.alpha, lc.beta, lc.weights, params).to(device)
     except ValueError as e:
         raise UserError(f"loss: {e}") from None
     if t.init_epochs == 0 and any(term.needs_init for term in objective.terms.values()):
@@ -376,7 +401,10 @@ def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dic
         "epochs": epochs,
         "capacity_ratio": round(count_params(s.teacher.model) / count_params(s.core.student), 3) if s.teacher else None,
     }
-    return student_sidecar(s.config, s.train_set.info, made_by, {"final": final, "best_top1": best})
+    meta = student_sidecar(s.config, s.train_set.info, made_by, {"final": final, "best_top1": best})
+    if getattr(s.core.student, "model_options", None):  # layers the student keeps (letKD): needed to rebuild it
+        meta["model_options"] = s.core.student.model_options
+    return meta
 
 
 def distill(config: DistillConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:

@@ -22,9 +22,11 @@ class HintPairs:
     notes: tuple[str, ...] = ()
 
 
-def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teacher_digest: str, student: nn.Module) -> HintPairs:
-    """Teacher points from explicit indices, a plan, or the baseline (in that order of precedence);
-    student points explicit or its stage ends; both lists must have the same length."""
+def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teacher_digest: str, student: nn.Module,
+                  method_default: tuple[list[int], list[int]] | None = None) -> HintPairs:  # fmt: skip
+    """Teacher points from explicit indices, a plan, the method's own placement (letKD), or the
+    baseline (in that order of precedence); student points explicit, the method's, or its stage
+    ends; both lists must have the same length."""
     notes = []
     plan = HintPlan.load(cfg.plan) if cfg.plan else None
     if plan is not None:
@@ -39,9 +41,14 @@ def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teach
         t_idx, source = list(cfg.teacher), "explicit"
     elif cfg.teacher is None and plan is not None:
         t_idx, source = list(plan.hints), f"plan {cfg.plan}"
+    elif method_default is not None and cfg.teacher != "baseline":
+        t_idx, source = list(method_default[0]), "the method's placement"
     else:
         t_idx, source = teacher.baseline_hints(), "baseline (stage ends)"
-    s_idx = list(cfg.student) if cfg.student else student.baseline_hints()
+    if cfg.student:
+        s_idx = list(cfg.student)
+    else:
+        s_idx = list(method_default[1]) if method_default is not None and source == "the method's placement" else student.baseline_hints()
     try:
         check_indices(t_idx, len(teacher.hint_points()))
         check_indices(s_idx, len(student.hint_points()))

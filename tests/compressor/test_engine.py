@@ -58,7 +58,7 @@ def test_end_to_end_teacher_hints_student(tmp_path, teacher, capsys):
 
 INIT = {"ft", "ab", "ekd"}
 ONLINE = {"dml", "one"}
-PARAMS = {"crd": {"nce_k": 8}, "fitnet": {"two_stage": True}, "dkd": {"warmup": 1}}
+PARAMS = {"crd": {"nce_k": 8}, "fitnet": {"two_stage": True}, "dkd": {"warmup": 1}, "letkd": {"templates": 4, "samples": 64}}
 
 
 @pytest.mark.parametrize("method", sorted(LOSSES))

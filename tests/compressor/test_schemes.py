@@ -99,19 +99,23 @@ SCHEMES = {
     "averager": {"loss": {"method": "averager", "params": {"averager": {"base": "dkd", "warmup": 1}}}, "train": {"epochs": 1}},
     "dml": {"loss": {"method": "dml", "params": {"dml": {"peers": ["resnet8", "resnet14"]}}}, "train": {"epochs": 1}},
     "one": {"loss": {"method": "one", "params": {"one": {"branches": 2}}}, "train": {"epochs": 1}},
-}
+    "letkd": {"loss": {"method": "letkd+kd", "params": {"letkd": {"variant": 2, "templates": 6, "subclasses": 2, "samples": 64}}},
+              "student": {"arch": "resnet20"}, "train": {"epochs": 1}},
+    "letkd-kernels": {"loss": {"method": "letkd", "params": {"letkd": {"supervision": "kernels", "samples": 32}}}, "train": {"epochs": 1}},
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 def test_scheme_student_reloads_and_exports(tmp_path, teacher, scheme):
     config = {"teacher": {"checkpoint": str(teacher), "arch": "resnet14"}, "student": {"arch": "resnet8"},
               "data": {"train": DATA, "batch_size": 32}, "out": "run", **SCHEMES[scheme]}  # fmt: skip
+    student_arch = config["student"]["arch"]
     if scheme in ("dml", "one"):
         del config["teacher"]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     assert main(["distill", "--config", str(tmp_path / "c.yaml"), "--quiet"]) == 0
     art = load_artifact(tmp_path / "run" / "student.pt")
-    assert art.arch == "resnet8" and art.num_classes == 4
+    assert art.arch == student_arch and art.num_classes == 4
     assert export_onnx(art.model, tmp_path / "s.onnx", (32, 32)).ok
     sidecar = json.loads((tmp_path / "run" / "student.json").read_text())
     assert sidecar["made_by"]["method"] == config["loss"]["method"]
@@ -125,6 +129,13 @@ def test_scheme_student_reloads_and_exports(tmp_path, teacher, scheme):
                  "train": {"epochs": 1}, "out": "again"}  # fmt: skip
         (tmp_path / "again.yaml").write_text(yaml.safe_dump(again))
         assert main(["distill", "--config", str(tmp_path / "again.yaml"), "--quiet"]) == 0
+    if scheme.startswith("letkd"):  # the KD layers are part of the student: saved, rebuilt, exported
+        options = sidecar["model_options"]["letkd"]
+        assert len(art.model.kd_layers) == (2 if scheme == "letkd" else 1) == len(options["points"])
+        proto = __import__("onnx").load(str(tmp_path / "s.onnx"))
+        assert len([n for n in proto.graph.node if n.op_type == "Conv"]) > len(
+            [m for m in create_model(student_arch, 4).modules() if isinstance(m, torch.nn.Conv2d)]
+        )
     if scheme == "dml":  # the second peer is a student of its own architecture
         assert load_artifact(tmp_path / "run" / "student_peer2.pt").arch == "resnet14"
     if scheme in ("dml", "one"):
