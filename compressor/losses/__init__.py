@@ -20,6 +20,7 @@ from .afd import AFD
 from .at import AT
 from .averager import Averager
 from .base import DistillLoss, LossContext, Outputs
+from .bss import BSS
 from .cc import CC
 from .crd import CRD
 from .dkd import DKD
@@ -44,7 +45,7 @@ for _name, _cls in {
     "kd": KD, "skd": SKD, "wsl": WSL, "dkd": DKD,
     "fitnet": FitNet, "at": AT, "vid": VID, "crd": CRD, "afd": AFD, "sp": SP, "pkt": PKT,
     "rkd": RKD, "cc": CC, "nst": NST, "ab": AB, "ft": FT, "fsp": FSP,
-    "ekd": EKD, "averager": Averager, "undermine": SelfUndermining, "dml": DML, "one": ONE, "letkd": LetKD,
+    "ekd": EKD, "averager": Averager, "undermine": SelfUndermining, "dml": DML, "one": ONE, "letkd": LetKD, "bss": BSS,
 }.items():  # fmt: skip
     LOSSES.register(_name, _cls)
 

@@ -25,6 +25,7 @@ class Outputs:
     embedding: torch.Tensor  # (B, D) penultimate features
     labels: torch.Tensor  # (B,)
     index: torch.Tensor  # (B,) dataset indices (CRD's memory bank)
+    inputs: torch.Tensor | None = None  # the batch itself (BSS attacks it); set for the student's outputs
 
 
 @dataclass(frozen=True)

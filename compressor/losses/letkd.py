@@ -98,7 +98,7 @@ class LetKD(DistillLoss):
     @staticmethod
     @torch.no_grad()
     def prepare(teacher: nn.Module, student: nn.Module, dataset, t_points: list[int], s_points: list[int], params: dict,
-                device: torch.device) -> dict:  # fmt: skip
+                device: torch.device, epochs: int) -> dict:  # fmt: skip
         """Fit the supervision on teacher features of a training subset and attach the KD layers."""
         from sklearn.cluster import KMeans
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis

@@ -58,6 +58,7 @@ class Trainee(nn.Module):
     def forward(self, images: torch.Tensor, teacher_out: Outputs | None, labels: torch.Tensor, index: torch.Tensor, init_stage: bool):
         self.tap.reset()
         s_out = self.tap.outputs(self._forward(images), labels, index)
+        s_out.inputs = images
         return self.objective.init_forward(s_out, teacher_out) if init_stage else self.objective(s_out, teacher_out)
 
 
@@ -181,9 +182,9 @@ def _prepare_terms(config: DistillConfig, names: list[str], loaded: LoadedCheckp
         cls = LOSSES.get(name)
         if hasattr(cls, "prepare"):
             try:
-                prepared[name] = cls.prepare(
-                    loaded.model, student, train_set, hints.teacher, hints.student, config.loss.params.get(name, {}), device
-                )
+                params = config.loss.params.get(name, {})
+                args = (loaded.model, student, train_set, hints.teacher, hints.student, params, device, config.train.epochs)
+                prepared[name] = cls.prepare(*args)
             except ValueError as e:
                 raise UserError(f"loss.params.{name}: {e}") from None
     return prepared

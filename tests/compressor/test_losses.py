@@ -527,3 +527,45 @@ def test_kd_layer_is_residual_and_rebuilds_from_its_spec():
     assert not torch.allclose(create_model("resnet20", 4).eval()(x), model(x))
     with pytest.raises(ValueError, match="must be hint points"):
         attach_kd_layers(create_model("resnet8", 4), [9], [64], [4])
+
+
+def test_bss_attack_reaches_the_boundary_of_a_linear_teacher():
+    from compressor.losses.bss import boundary_attack
+
+    torch.manual_seed(0)
+    teacher = nn.Linear(6, 3, bias=True).double()
+    x = torch.randn(5, 6, dtype=torch.float64)
+    z = teacher(x)
+    base, target = z.argmax(1), z.argsort(1, descending=True)[:, 1]
+    adv = boundary_attack(teacher, x, base, target, steps=5, eta=1.0, eps=1e-6)
+    za = teacher(adv)
+    gap = (za.gather(1, base[:, None]) - za.gather(1, target[:, None])).flatten()
+    # one boundary-seeking step lands a linear model just past the boundary: gap = -eps
+    torch.testing.assert_close(gap, torch.full_like(gap, -1e-6), atol=1e-9, rtol=0)
+    # the step is along the gradient of z_b - z_k, the smallest move that gets there
+    w = teacher.weight.detach()
+    direction = (w[base] - w[target]) / (w[base] - w[target]).norm(dim=1, keepdim=True)
+    move = (adv - x) / (adv - x).norm(dim=1, keepdim=True)
+    torch.testing.assert_close(move, -direction)
+
+
+def test_bss_loss_matches_teacher_on_boundary_samples_and_decays():
+    torch.manual_seed(0)
+    teacher, student = nn.Linear(4, 3).double(), nn.Linear(4, 3).double()
+    term = LOSSES.get("bss")({"teacher": teacher, "student": student}, T=3.0, ratio=1.0, steps=3, decay_epochs=4)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    with torch.no_grad():
+        labels = teacher(x).argmax(1)
+    s_out = Outputs(student(x), [], x, labels, torch.arange(6), inputs=x)
+    t_out = Outputs(teacher(x).detach(), [], x, labels, torch.arange(6))
+    from compressor.losses.bss import boundary_attack
+
+    top2 = t_out.logits.topk(2, 1).indices
+    adv = boundary_attack(teacher, x, labels, top2[:, 1], 3, 1.0)
+    T = 3.0
+    expected = kl_np(softmax(teacher(adv).detach().numpy() / T), softmax(student(adv).detach().numpy() / T)) * T**2
+    assert float(term(s_out, t_out)) == pytest.approx(expected, rel=1e-8)
+    term.set_epoch(2)
+    assert float(term(s_out, t_out)) == pytest.approx(expected / 2, rel=1e-8)
+    term.set_epoch(4)
+    assert float(term(s_out, t_out)) == 0.0

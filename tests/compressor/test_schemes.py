@@ -101,6 +101,7 @@ SCHEMES = {
     "one": {"loss": {"method": "one", "params": {"one": {"branches": 2}}}, "train": {"epochs": 1}},
     "letkd": {"loss": {"method": "letkd+kd", "params": {"letkd": {"variant": 2, "templates": 6, "subclasses": 2, "samples": 64}}},
               "student": {"arch": "resnet20"}, "train": {"epochs": 1}},
+    "bss": {"loss": {"method": "bss+kd", "params": {"bss": {"ratio": 0.5, "steps": 3}}}, "train": {"epochs": 2}},
     "letkd-kernels": {"loss": {"method": "letkd", "params": {"letkd": {"supervision": "kernels", "samples": 32}}}, "train": {"epochs": 1}},
 }  # fmt: skip
 
@@ -136,6 +137,9 @@ def test_scheme_student_reloads_and_exports(tmp_path, teacher, scheme):
         assert len([n for n in proto.graph.node if n.op_type == "Conv"]) > len(
             [m for m in create_model(student_arch, 4).modules() if isinstance(m, torch.nn.Conv2d)]
         )
+    if scheme == "bss":  # the boundary term is trained and decays to 0 over the run
+        rows = [json.loads(r)["train"] for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert rows[0]["bss"] > 0 and rows[1]["bss"] < rows[0]["bss"] * 0.75
     if scheme == "dml":  # the second peer is a student of its own architecture
         assert load_artifact(tmp_path / "run" / "student_peer2.pt").arch == "resnet14"
     if scheme in ("dml", "one"):
