@@ -157,3 +157,16 @@ def test_undermining_makes_a_teacher_and_the_averager_distils_from_it(tmp_path, 
                  "--data", DATA, "--epochs", "1", "--out", str(tmp_path / "avg"), "--quiet",
                  "--set", f"teacher.ensemble=[{teacher}]"]) == 0  # fmt: skip
     assert (tmp_path / "avg" / "student.pt").exists()
+
+
+def test_example_configs_validate():
+    from pathlib import Path
+
+    from compressor.losses import parse_method
+    from compressor.train import load_distill_config
+
+    examples = sorted((Path(__file__).parents[2] / "compressor" / "train" / "examples").glob("*.yaml"))
+    assert {p.stem for p in examples} >= {"ekd", "averager", "undermine", "letkd", "dml", "one", "bss"}
+    for path in examples:
+        config = load_distill_config(path)
+        assert parse_method(config.loss.method), path
