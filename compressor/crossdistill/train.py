@@ -6,6 +6,10 @@ L_task, where phi_i are the frozen teacher's features at its hint points on the 
 image, psi_i the student's on the paired student-domain image, and DA_i a convolutional domain
 adaptor (3x3 conv-BN-ReLU, 1x1 conv to the teacher's width) trained with the student and
 dropped afterwards. L_feat is any registered feature loss (AT, CC, FT, ...).
+
+The learning rate follows a cosine schedule over the run, and gradients are clipped to a global
+norm of 10 (the YOLO loss spikes in the first steps of a scratch run); both are this
+toolchain's choices, the thesis states neither.
 """
 
 from __future__ import annotations
