@@ -123,7 +123,7 @@ def _check_levels(options: ConvertOptions) -> None:
     if options.variant != "partition" or options.levels is None:
         return
     s = options.settings
-    sizes = {s.ctu >> d for d in range((s.ctu // s.min_cu).bit_length())} | ({4} if s.min_cu == 8 else set())
+    sizes = {s.ctu >> d for d in range((s.ctu // s.min_cu).bit_length())} | {s.min_cu // 2}  # + NxN PUs of the smallest CU
     missing = sorted(sizes - set(options.levels))
     bad = {k: v for k, v in options.levels.items() if not 0 <= v <= 255}
     if missing or bad:
