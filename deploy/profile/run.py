@@ -12,12 +12,13 @@ from tqdm import tqdm
 
 from compressor.data import open_dataset
 from compressor.errors import UserError
-from models import Registry
+from models import MODELS, Registry
 from models.stats import count_macs, count_params
 
 from ..artifact import ModelArtifact, load_artifact
 from ..errors import BackendUnavailable
 from ..export import ExportOptions, export_artifact, export_int8
+from ..export.detection import DetectorExport
 from ..runtime.base import Runtime
 from ..runtime.ort_runtime import OrtRuntime
 from ..runtime.torch_runtime import TorchRuntime
@@ -54,6 +55,10 @@ class Exports:
                 return self.art.path
             raise UserError(f"{self.art.path} is an exported file; backend needing a {kind} export needs the PyTorch model")
         if kind not in self.files:
+            if kind.startswith("int8") and is_detector(self.art):
+                raise UserError(
+                    f"{self.art.name} is a detector: INT8 export covers classifiers so far; profile it with --backend torch,ort-cpu"
+                )
             if kind.startswith("int8") and not self.options.data:
                 raise UserError("INT8 backends need --data to calibrate on (its train split)")
             opts = ExportOptions(calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
@@ -66,10 +71,15 @@ class Exports:
         return self.files[kind]
 
 
+def is_detector(art: ModelArtifact) -> bool:
+    return art.arch is not None and art.arch in MODELS and MODELS.get(art.arch).family == "detection"
+
+
 def _pytorch_model(art: ModelArtifact):
+    """The model as the torch backends run it: a detector with its decoding (boxes, scores), as exported."""
     if art.model is None:
         raise UserError(f"{art.path} is an exported file; the torch backends need a checkpoint or student artifact")
-    return art.model
+    return DetectorExport(art.model, with_nms=False) if is_detector(art) else art.model
 
 
 def _torch(art: ModelArtifact, exports: Exports) -> Runtime:
@@ -204,6 +214,10 @@ def profile_models(
     student = load_artifact(model, arch=arch, trusted=trusted)
     teacher = load_artifact(compare, arch=compare_arch, trusted=trusted) if compare else None
     eval_data = None
+    detectors = [a.name for a in (student, teacher) if a is not None and is_detector(a)]
+    if options.data and detectors:
+        raise UserError(f"{', '.join(detectors)}: --data measures top-1 of classifiers; a detector's AP50 / mAP is in its "
+                        "compressor cross-distill report. Profile detectors without --data")  # fmt: skip
     if options.data:
         eval_data = open_dataset(options.data, "test")
         if eval_data.info.num_classes != student.num_classes:

@@ -29,6 +29,8 @@ class TorchRuntime(Runtime):
         with torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=dtype is not None):
             with torch._inductor.config.patch(freezing=True) if self._compiled else contextlib.nullcontext():
                 out = self._forward(x)
+        if isinstance(out, (tuple, list)):  # several outputs (a detector's boxes, scores): the first, as ONNX Runtime's
+            out = out[0]
         return out.float().cpu().numpy()
 
     def synchronize(self) -> None:

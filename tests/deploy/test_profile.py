@@ -96,3 +96,21 @@ def test_profile_bad_input(tmp_path, capsys):
     torch.save(create_model("resnet8", num_classes=4).state_dict(), model)
     assert main(["profile", str(model), "--backend", "onnxruntime", "--quiet"]) == 2
     assert "unknown backend 'onnxruntime'" in capsys.readouterr().err
+
+
+def test_detector_profiles_latency_and_compression_without_accuracy(tmp_path, capsys):
+    torch.manual_seed(0)
+    for name, arch in (("student", "yolov3_mobilenetv2_s"), ("teacher", "yolov3_darknet53_s")):
+        torch.save(create_model(arch, num_classes=1, input_size=(96, 128)).state_dict(), tmp_path / f"{name}.pt")
+        (tmp_path / f"{name}.json").write_text(json.dumps({"arch": arch, "num_classes": 1, "input_size": [96, 128]}))
+    common = ["--batch", "1", "--iters", "3", "--warmup", "1", "--quiet"]
+    rc = main(["profile", str(tmp_path / "student.pt"), "--backend", "torch,ort-cpu", "--compare", str(tmp_path / "teacher.pt"),
+               "--out", str(tmp_path / "prof"), *common])  # fmt: skip
+    assert rc == 0
+    report = json.loads((tmp_path / "prof" / "report.json").read_text())
+    validate_report(report)
+    student = report["models"][0]
+    assert [b["status"] for b in student["backends"]] == ["ok", "ok"]
+    assert report["models"][1]["params"] > student["params"]
+    assert main(["profile", str(tmp_path / "student.pt"), "--data", "synthetic", "--out", str(tmp_path / "p2"), *common]) == 2
+    assert "AP50" in capsys.readouterr().err
