@@ -1,6 +1,6 @@
 """Averager student vs plain KD, from a normal and from an undistillable ("nasty") teacher.
 
-    python tools/averager_study.py [--data synthetic:classes=10,train=2000,test=500] [--epochs 8] [--out runs/averager-study]
+    python tools/averager_study.py [--data synthetic:classes=10,train=2000,test=500,noise=60,mix=95] [--epochs 8] [--out DIR]
 
 1. a normal teacher (resnet20, cross-entropy only);
 2. an undistillable teacher: the same architecture trained by self-undermining KD against the
@@ -30,14 +30,16 @@ def run(out: Path, student: str, method: str, data: str, epochs: int, teacher: P
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="synthetic:classes=10,train=2000,test=500,noise=60")
+    p.add_argument("--data", default="synthetic:classes=10,train=2000,test=500,noise=60,mix=95")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--out", default="runs/averager-study")
+    p.add_argument("--omega", type=float, default=0.04, help="self-undermining weight (Ma et al.: 0.04 on CIFAR-10)")
+    p.add_argument("--tau", type=float, default=4.0, help="self-undermining temperature")
     args = p.parse_args()
     out = Path(args.out)
     normal = run(out / "normal_teacher", "resnet20", "ce", args.data, args.epochs)
     nasty = run(out / "nasty_teacher", "resnet20", "undermine", args.data, args.epochs, Path(normal["weights"]),
-                ["loss.weights.undermine=0.04", "loss.params.undermine.T=4"])  # fmt: skip
+                [f"loss.weights.undermine={args.omega}", f"loss.params.undermine.T={args.tau}"])  # fmt: skip
     alone = run(out / "student_alone", "resnet8", "ce", args.data, args.epochs)
     rows = [("(none: trained alone)", "-", alone["final"]["top1"], alone["final"]["top1"])]
     for name, teacher in (("normal", normal), ("undistillable", nasty)):
@@ -46,7 +48,7 @@ def main() -> None:
         rows.append((f"{name} resnet20", f"{teacher['final']['top1']:.2f}", kd["final"]["top1"], avg["final"]["top1"]))
     table = ["| teacher | teacher top-1 | resnet8 by KD | resnet8 by averager |", "|---|---:|---:|---:|"]
     table += [f"| {t} | {acc} | {kd:.2f} | {avg:.2f} |" for t, acc, kd, avg in rows]
-    text = f"Data {args.data}, {args.epochs} epochs each.\n\n" + "\n".join(table) + "\n"
+    text = f"Data {args.data}, {args.epochs} epochs each; undermining omega {args.omega}, tau {args.tau}.\n\n" + "\n".join(table) + "\n"
     print(text)
     atomic_write_text(out / "table.md", text)
 
