@@ -119,3 +119,19 @@ def test_missing_data_root_and_unpaired_sets(tmp_path, capsys):
     assert main(["cross-distill", "--example", "detection", "--out", str(tmp_path / "o2"), "--set", "data.builtin=null",
                  "--set", f"data.root={root}"]) == 2  # fmt: skip
     assert "do not pair up" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+@needs_encoder
+def test_reverse_ablation_with_ft_hints(tmp_path):
+    """The thesis' reverse setting (pixel teacher -> HEVC student) with factor-transfer hints, whose
+    paraphraser is trained first on the teacher's features (hints.init_epochs)."""
+    out = tmp_path / "rev"
+    sets = ["data.train=36", "data.test=12", "teacher.arch=resnet8", "student.arch=resnet8", "teacher.epochs=1", "student.epochs=1",
+            "teacher.domain=pixel", "student.domain=hevc", "hints.method=ft", "hints.init_epochs=1", "hints.k=2",
+            "hints.samples=36", "optim.batch_size=12", "vanilla=false", "data.image_size=[48,64]"]  # fmt: skip
+    assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"]["teacher"]["domain"] == "pixel" and report["results"]["cross_student"]["domain"] == "hevc"
+    assert report["hint_method"] == "ft" and report["lambda"] == 200.0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("hint" in m for m in metrics if m["model"] == "cross student")
