@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.paired import check_pairs, parse_yolo_labels
+from ..data.paired import check_pairs
 from ..errors import UserError
 
 DOMAINS = ("pixel", "hevc")
@@ -51,7 +51,7 @@ class PairedSet(Dataset):
         self.size = tuple(size)
         self.detection = labels is not None
         if self.detection:
-            self.targets = [torch.from_numpy(parse_yolo_labels(roots[2] / f"{stem}.txt")[0]) for stem, _, _ in self.pairs]
+            self.targets = [torch.from_numpy(report.labels[stem]) for stem, _, _ in self.pairs]
             self.classes = num_classes or 1 + max((int(t[:, 0].max()) for t in self.targets if len(t)), default=0)
         else:
             names = sorted({stem.split("/")[0] for stem, _, _ in self.pairs if "/" in stem})

@@ -101,7 +101,7 @@ def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
     task = TASKS.get(config.task)
     for net in (config.teacher, config.student):
         try:
-            task.build(net.arch, 1, config.data.image_size)
+            task.check(net.arch)
         except ValueError as e:
             raise UserError(str(e)) from None
     root = prepare_data(config, out, progress)
@@ -168,12 +168,12 @@ def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
 
     # 4. students from the same initial weights
     torch.manual_seed(config.seed + 1)
-    initial = task.build(config.student.arch, train.classes, size).state_dict()
-    student_points = (
-        list(h.student_points)
-        if h.student_points
-        else match_student_points(teacher, task.build(config.student.arch, train.classes, size), teacher_points)
-    )
+    template = task.build(config.student.arch, train.classes, size)
+    initial = template.state_dict()
+    try:
+        student_points = list(h.student_points) if h.student_points else match_student_points(teacher, template, teacher_points)
+    except ValueError as e:
+        raise UserError(f"hints: {e}") from None
     if len(student_points) != len(teacher_points):
         raise UserError(f"hints.student_points has {len(student_points)} entries for {len(teacher_points)} teacher hints")
     results = {"teacher": {"arch": config.teacher.arch, "domain": config.teacher.domain, **teacher_scores}}

@@ -18,9 +18,12 @@ class DetectionTask:
 
     metric = "AP50"
 
-    def build(self, arch: str, num_classes: int, size: tuple[int, int]) -> nn.Module:
+    def check(self, arch: str) -> None:
         if model_entry(arch).family != "detection":
             raise ValueError(f"{arch} is not a detector; detection needs a yolov3_* architecture")
+
+    def build(self, arch: str, num_classes: int, size: tuple[int, int]) -> nn.Module:
+        self.check(arch)
         return create_model(arch, num_classes=num_classes, input_size=tuple(size))
 
     def criterion(self, model: nn.Module) -> nn.Module:
@@ -49,9 +52,12 @@ class RecognitionTask:
 
     metric = "top1"
 
-    def build(self, arch: str, num_classes: int, size: tuple[int, int]) -> nn.Module:
+    def check(self, arch: str) -> None:
         if not model_entry(arch).is_classifier:
             raise ValueError(f"{arch} is a detector; recognition needs a classifier such as resnet18")
+
+    def build(self, arch: str, num_classes: int, size: tuple[int, int]) -> nn.Module:
+        self.check(arch)
         return create_model(arch, num_classes=num_classes)
 
     def criterion(self, model: nn.Module) -> nn.Module:

@@ -26,6 +26,7 @@ class PairingReport:
     duplicates: list[str] = field(default_factory=list)  # one stem, several images in the same root
     bad_labels: list[str] = field(default_factory=list)  # "path:line: reason"
     missing_labels: list[str] = field(default_factory=list)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # stem -> (M, 5) rows of its well-formed lines
 
     @property
     def ok(self) -> bool:
@@ -96,7 +97,8 @@ def check_pairs(pixel_root: str | Path, hevc_root: str | Path, labels_root: str 
             if not label.exists():
                 report.missing_labels.append(f"{stem}.txt")
                 continue
-            report.bad_labels += parse_yolo_labels(label, num_classes)[1]
+            report.labels[stem], problems = parse_yolo_labels(label, num_classes)
+            report.bad_labels += problems
     if not report.pairs and report.ok:
         report.pixel_only.append("(no images in either folder)")
     return report

@@ -391,6 +391,11 @@ def student_sidecar(config: DistillConfig, info, made_by: dict[str, Any], metric
     }
 
 
+def _capacity_ratio(s: Setup) -> float | None:
+    """Teacher params / student params (EKD reports it; useful for any pair)."""
+    return round(count_params(s.teacher.model) / count_params(s.core.student), 3) if s.teacher else None
+
+
 def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dict[str, Any]:
     made_by = {
         "teacher_arch": s.teacher_ckpt.arch if s.teacher_ckpt else None,
@@ -400,7 +405,7 @@ def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dic
         "preact": s.hints.preact,
         "hint_source": s.hints.source,
         "epochs": epochs,
-        "capacity_ratio": round(count_params(s.teacher.model) / count_params(s.core.student), 3) if s.teacher else None,
+        "capacity_ratio": _capacity_ratio(s),
     }
     meta = student_sidecar(s.config, s.train_set.info, made_by, {"final": final, "best_top1": best})
     if getattr(s.core.student, "model_options", None):  # layers the student keeps (letKD): needed to rebuild it
@@ -467,8 +472,8 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     digests = all_gather(_weights_digest(s.core.student), s.world)
     summary: dict[str, Any] = {"final": final, "best_top1": best, "epochs": total, "rank_weight_digests": digests,
                                "ranks_identical": len(set(digests)) == 1, "notes": s.notes}  # fmt: skip
-    if s.teacher_ckpt is not None:
-        summary["capacity_ratio"] = round(count_params(s.teacher.model) / count_params(s.core.student), 3)
+    if s.teacher is not None:
+        summary["capacity_ratio"] = _capacity_ratio(s)
     summary.update(_term_reports(s))
     if s.world.is_main:
         weights, sidecar = artifacts.save_student(out, s.core.student, _sidecar(s, final, best, total), name=c.name)
