@@ -52,8 +52,10 @@ class Trainee(nn.Module):
         self.student = student
         self.objective = objective
         self.tap = tap
-        # Only the training forward is compiled; evaluation calls ``self.student`` eagerly.
-        self._forward = torch.compile(student) if compile_student else student
+        # Only the training forward is compiled; evaluation calls ``self.student`` eagerly. The
+        # compiled wrapper is kept off the module tree, so the checkpoint's keys do not depend on
+        # this setting (a run can be resumed with it switched).
+        object.__setattr__(self, "_forward", torch.compile(student) if compile_student else student)
 
     def forward(self, images: torch.Tensor, teacher_out: Outputs | None, labels: torch.Tensor, index: torch.Tensor, init_stage: bool):
         self.tap.reset()

@@ -15,6 +15,7 @@ from compressor.losses import LOSSES
 from compressor.train import evaluate, learning_rate, load_distill_config
 from compressor.train.data import PadCropFlip
 from compressor.train.distributed import World
+from compressor.train.engine import setup, train_step
 
 DATA = "synthetic:classes=4,train=96,test=32"
 
@@ -118,6 +119,32 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, teacher, caps
     err = capsys.readouterr().err
     assert "the loss became" in err and "epoch 2" in err and "last good checkpoint" in err
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_compiled_engine_matches_eager(tmp_path, teacher):
+    """compile_teacher (BN frozen into the convs), compile_student and
+    channels_last change the speed, not the numbers; nor the checkpoint's keys, so a run can be
+    resumed with them switched."""
+    torch.manual_seed(0)
+    batches = [(torch.randn(16, 3, 32, 32), torch.randint(0, 4, (16,))) for _ in range(2)]
+    runs = {}
+    for name, fast in (("eager", False), ("compiled", True)):
+        overrides = {"teacher.checkpoint": str(teacher), "teacher.arch": "resnet14", "student.arch": "resnet8",
+                     "loss.method": "at+kd", "data.train": DATA, "out": str(tmp_path / name)}  # fmt: skip
+        flags = [f"train.{k}={str(fast).lower()}" for k in ("compile_teacher", "compile_student", "channels_last")]
+        s = setup(load_distill_config(None, overrides, flags))
+        losses = []
+        for x, y in batches:
+            x = x.contiguous(memory_format=torch.channels_last) if fast else x
+            parts = train_step(s, x, y, torch.arange(len(y)), False)
+            losses.append({k: float(v) for k, v in parts.items()})
+        runs[name] = (s, losses)
+    (eager, expected), (compiled, got) = runs["eager"], runs["compiled"]
+    for a, b in zip(expected, got, strict=True):
+        assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6) for k in a)
+    assert eager.core.state_dict().keys() == compiled.core.state_dict().keys()
+    for k, v in eager.core.student.state_dict().items():
+        assert torch.allclose(compiled.core.student.state_dict()[k], v, rtol=1e-3, atol=5e-4), k  # AT x 1000 amplifies rounding
 
 
 def test_ddp_two_processes_end_identical(tmp_path, teacher):
