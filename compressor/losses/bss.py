@@ -26,6 +26,7 @@ def boundary_attack(model: nn.Module, x: torch.Tensor, base: torch.Tensor, targe
     x = x.detach().clone()
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
     rows = torch.arange(len(x), device=x.device)
+    per_sample = (-1,) + (1,) * (x.dim() - 1)  # broadcasts a (B,) vector over the sample's dims
     for _ in range(steps):
         x.requires_grad_(True)
         with torch.enable_grad():
@@ -37,8 +38,8 @@ def boundary_attack(model: nn.Module, x: torch.Tensor, base: torch.Tensor, targe
             if not active.any():
                 break
             norm2 = grad.flatten(1).pow(2).sum(1).clamp_min(1e-12)
-            step = (eta * (gap + eps) / norm2).view(-1, *([1] * (x.dim() - 1))) * grad
-            x = (x - step * active.view(-1, *([1] * (x.dim() - 1)))).detach()
+            step = (eta * (gap + eps) / norm2 * active).view(per_sample) * grad
+            x = (x - step).detach()
     return x.detach()
 
 
@@ -77,7 +78,7 @@ class BSS(DistillLoss):
         teacher, student = self._models["teacher"], self._models["student"]
         top2 = t.logits.detach().topk(2, dim=1).indices
         correct = (top2[:, 0] == s.labels).nonzero().flatten()
-        chosen = correct[: max(1, int(round(self.ratio * len(s.labels))))] if len(correct) else correct
+        chosen = correct[: max(1, round(self.ratio * len(s.labels)))]
         if len(chosen) == 0:
             return zero
         x_adv = boundary_attack(teacher, s.inputs[chosen], s.labels[chosen], top2[chosen, 1], self.steps, self.eta)
