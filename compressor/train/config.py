@@ -76,6 +76,8 @@ class TrainConfig(Strict):
     channels_last: bool = False
     compile_teacher: bool = False  # torch.compile the frozen teacher, BN folded (pays a compile once)
     compile_student: bool = False  # torch.compile the student's training forward (evaluation stays eager)
+    teacher_int8: bool = False  # run the teacher as INT8 on ONNX Runtime (CPU; approximate, checked: train/teacher.py)
+    int8_calibration: int = Field(512, ge=1)  # training images the INT8 teacher is calibrated on
     tensorboard: bool = True  # also log to TensorBoard when it is installed
 
 
@@ -94,6 +96,10 @@ class DistillConfig(Strict):
     def _consistent(self):
         if self.train.amp == "fp16" and self.train.device == "cpu":
             raise ValueError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
+        if self.train.teacher_int8 and self.train.compile_teacher:
+            raise ValueError("train.teacher_int8 and train.compile_teacher are alternatives for the teacher's forward; pick one")
+        if self.train.teacher_int8 and self.train.device.startswith("cuda"):
+            raise ValueError("train.teacher_int8 runs the teacher on the CPU (ONNX Runtime's integer kernels); on CUDA use train.amp")
         return self
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch._inductor.config
 from torch import nn
 from tqdm import tqdm
 
@@ -38,6 +38,7 @@ from .data import PadCropFlip, eval_loader, train_loader
 from .distributed import World, all_gather, all_reduce_sum, barrier, broadcast_buffers, init_world, shutdown
 from .hints import HintPairs, resolve_hints
 from .runner import FeatureTap
+from .teacher import Teacher
 
 
 class TrainingDiverged(UserError):
@@ -62,36 +63,6 @@ class Trainee(nn.Module):
         s_out = self.tap.outputs(self._forward(images), labels, index)
         s_out.inputs = images
         return self.objective.init_forward(s_out, teacher_out) if init_stage else self.objective(s_out, teacher_out)
-
-
-class Teacher:
-    """The frozen teacher: eval mode, no gradients, optionally compiled."""
-
-    def __init__(self, model: nn.Module, hints: list[int], preact: bool, channels_last: bool, compile_model: bool,
-                 ensemble: list[nn.Module] = ()):  # fmt: skip
-        self.model = model.eval().requires_grad_(False)
-        # Further members of an ensemble teacher: their logits are averaged with the teacher's;
-        # hint features come from the teacher alone.
-        self.ensemble = [m.eval().requires_grad_(False) for m in ensemble]
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.tap = FeatureTap(self.model, hints, preact)
-        self.compiled = compile_model
-        self.forward = torch.compile(self.model) if compile_model else self.model
-
-    @torch.no_grad()  # not inference_mode: its tensors could not be used by the losses' autograd graph
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, eager: bool = False) -> Outputs:
-        self.tap.reset()
-        if eager or not self.compiled:
-            logits = self.model(images)
-        else:
-            # Freezing lets Inductor fold BN into the convs and pre-pack weights: valid because the
-            # teacher's weights never change. (Only this graph: a trained model must not be frozen.)
-            with torch._inductor.config.patch(freezing=True):
-                logits = self.forward(images)
-        if self.ensemble:
-            logits = torch.stack([logits, *(m(images) for m in self.ensemble)]).mean(0)
-        return self.tap.outputs(logits, labels, index)
 
 
 @dataclass
@@ -266,6 +237,8 @@ def setup(config: DistillConfig) -> Setup:
     if loaded is not None:
         ensemble = [_ensemble_member(path, config, loaded.num_classes).to(device) for path in config.teacher.ensemble]
         teacher = Teacher(loaded.model.to(device), hints.teacher, hints.preact, t.channels_last, t.compile_teacher, ensemble)
+        if t.teacher_int8:
+            _quantize_teacher(config, teacher, train_set, eval_set, device)
     student = student.to(device)
     if t.channels_last:
         student = student.to(memory_format=torch.channels_last)
@@ -290,9 +263,28 @@ def setup(config: DistillConfig) -> Setup:
     optimizer = _optimizer(config, [p for p in core.parameters() if p.requires_grad])
     out = Path(config.out)
     notes = (list(loaded.notes) if loaded else []) + list(hints.notes)
+    if teacher is not None and teacher.int8_check is not None:
+        notes.append(teacher.int8_check.summary())
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     return Setup(config, world, device, out, loaded, teacher, trainee, core, optimizer, train_set, eval_set, hints,
                  _autocast(t.amp, device), scaler, notes)  # fmt: skip
+
+
+def _quantize_teacher(config: DistillConfig, teacher: Teacher, train_set: ImageDataset, eval_set: ImageDataset,
+                      device: torch.device) -> None:  # fmt: skip
+    """Calibrate the INT8 teacher on seeded training images and check it on evaluation images."""
+    if device.type != "cpu":
+        raise UserError(f"train.teacher_int8 runs the teacher on the CPU, but the run is on {device}; use train.amp on CUDA")
+    g = torch.Generator().manual_seed(config.train.seed)
+    picked = torch.randperm(len(train_set), generator=g)[: config.train.int8_calibration].tolist()
+    with torch.random.fork_rng(devices=[]):  # the augmentation draws from torch's RNG; later inits must not see it
+        images = torch.stack([train_set[i][0] for i in picked])
+    held_out = torch.stack([eval_set[i][0] for i in range(min(len(eval_set), 256))])
+    try:
+        teacher.quantize(list(images.split(config.data.batch_size)), held_out)
+    except Exception as e:  # export or quantization of an unusual graph: say which and how to go on
+        raise UserError(f"train.teacher_int8: the teacher could not be exported and quantized ({type(e).__name__}: {e}); "
+                        f"run without train.teacher_int8 (or with train.compile_teacher)") from e  # fmt: skip
 
 
 def _batch_to(batch, device: torch.device, channels_last: bool):
@@ -408,6 +400,7 @@ def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dic
         "hint_source": s.hints.source,
         "epochs": epochs,
         "capacity_ratio": _capacity_ratio(s),
+        "teacher_int8": s.teacher.describe() if s.teacher else None,
     }
     meta = student_sidecar(s.config, s.train_set.info, made_by, {"final": final, "best_top1": best})
     if getattr(s.core.student, "model_options", None):  # layers the student keeps (letKD): needed to rebuild it
@@ -450,6 +443,8 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     if s.world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(c, out / "config.yaml")
+        for note in s.notes if progress else ():
+            print(f"note: {note}", file=sys.stderr, flush=True)
     writer = _tensorboard(out, c.train.tensorboard and s.world.is_main)
     total = c.train.init_epochs + c.train.epochs
     final: dict[str, float] = {}

@@ -147,6 +147,51 @@ def test_compiled_engine_matches_eager(tmp_path, teacher):
         assert torch.allclose(compiled.core.student.state_dict()[k], v, rtol=1e-3, atol=5e-4), k  # AT x 1000 amplifies rounding
 
 
+def test_int8_teacher_checked_and_within_bf16_tolerance(tmp_path, teacher):
+    """train.teacher_int8: the teacher graph (logits, hint features, embedding) quantized on
+    training images; its check against fp32 is recorded, the first batch's loss terms stay within
+    bf16 tolerance of the exact teacher's, and building it leaves the run's RNG (adapter
+    initialisation) untouched."""
+    data = open_dataset(DATA)
+    x = torch.stack([data[i][0] for i in range(32)])
+    y = torch.tensor([data[i][1] for i in range(32)])
+    runs = {}
+    for int8 in (False, True):
+        overrides = {"teacher.checkpoint": str(teacher), "teacher.arch": "resnet14", "student.arch": "resnet8",
+                     "loss.method": "fitnet+kd", "data.train": DATA, "out": str(tmp_path / str(int8))}  # fmt: skip
+        s = setup(load_distill_config(None, overrides, [f"train.teacher_int8={str(int8).lower()}", "train.int8_calibration=64"]))
+        start = {k: v.clone() for k, v in s.core.state_dict().items()}
+        runs[int8] = (s, start, {k: float(v) for k, v in train_step(s, x, y, torch.arange(32), False).items()})
+    (exact, exact_start, expected), (approx, approx_start, got) = runs[False], runs[True]
+    assert all(torch.equal(exact_start[k], approx_start[k]) for k in exact_start)  # student and FitNet regressors
+    assert expected.keys() == got.keys() and all(got[k] == pytest.approx(expected[k], rel=1.6e-2, abs=1e-5) for k in expected)
+    check = approx.teacher.int8_check
+    assert check.images == 32 and check.top1_agreement >= 0.9 and check.logits_rel_err < 0.1
+    assert len(check.feats_rel_err) == len(exact.hints.teacher) and max(check.feats_rel_err) < 0.1
+    assert any(n.startswith("INT8 teacher vs fp32") for n in approx.notes) and exact.teacher.describe() is None
+    # the quantized graph's outputs are the fp32 tap's, in order and shape
+    t_exact = exact.teacher(x, y, torch.arange(32))
+    t_int8 = approx.teacher(x, y, torch.arange(32))
+    assert [f.shape for f in t_int8.feats] == [f.shape for f in t_exact.feats]
+    assert t_int8.embedding.shape == t_exact.embedding.shape and t_int8.logits.shape == t_exact.logits.shape
+    with pytest.raises(ValueError, match="built for"):
+        approx.teacher.int8(torch.zeros(2, 3, 16, 16))
+
+
+def test_int8_teacher_end_to_end(tmp_path, teacher):
+    """The same run as test_end_to_end_teacher_hints_student (baseline hints), INT8 teacher."""
+    out = tmp_path / "run"
+    rc = cli("distill", "--teacher", str(teacher), "--student", "resnet8", "--method", "at+kd",
+             "--data", "synthetic:classes=4,train=512,test=128", "--epochs", "3", "--batch-size", "32", "--lr", "0.1",
+             "--out", str(out), "--set", "optim.schedule=cosine", "--set", "train.teacher_int8=true")  # fmt: skip
+    assert rc == 0
+    sidecar = json.loads((out / "student.json").read_text())
+    check = sidecar["made_by"]["teacher_int8"]
+    assert check["images"] == 128 and check["top1_agreement"] >= 0.9, check
+    assert sidecar["metrics"]["final"]["top1"] > 60, f"student at {sidecar['metrics']['final']['top1']}% (chance 25%)"
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["teacher_int8"] is True
+
+
 def test_ddp_two_processes_end_identical(tmp_path, teacher):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "compressor.cli",
@@ -181,6 +226,10 @@ def test_config_errors_exit_2(tmp_path, teacher, capsys):
     assert "has 7 classes but the teacher was trained for 4" in capsys.readouterr().err
     assert cli("distill", *common, "--student", "resnet8", "--method", "ft+kd") == 2
     assert "needs an initialisation stage" in capsys.readouterr().err
+    assert cli("distill", *common, "--student", "resnet8", "--set", "train.teacher_int8=true", "--set", "train.compile_teacher=true") == 2
+    assert "alternatives for the teacher's forward" in capsys.readouterr().err
+    assert cli("distill", *common, "--student", "resnet8", "--set", "train.teacher_int8=true", "--device", "cuda") == 2
+    assert "teacher_int8 runs the teacher on the CPU" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing written for bad input
 
 
