@@ -78,6 +78,7 @@ class TrainConfig(Strict):
     compile_student: bool = False  # torch.compile the student's training forward (evaluation stays eager)
     teacher_int8: bool = False  # run the teacher as INT8 on ONNX Runtime (CPU; approximate, checked: train/teacher.py)
     int8_calibration: int = Field(512, ge=1)  # training images the INT8 teacher is calibrated on
+    int8_min_agreement: float = Field(0.95, ge=0, le=1)  # refuse an INT8 teacher whose top-1 agrees less with fp32's
     tensorboard: bool = True  # also log to TensorBoard when it is installed
 
 

@@ -281,10 +281,14 @@ def _quantize_teacher(config: DistillConfig, teacher: Teacher, train_set: ImageD
         images = torch.stack([train_set[i][0] for i in picked])
     held_out = torch.stack([eval_set[i][0] for i in range(min(len(eval_set), 256))])
     try:
-        teacher.quantize(list(images.split(config.data.batch_size)), held_out)
+        check = teacher.quantize(list(images.split(config.data.batch_size)), held_out)
     except Exception as e:  # export or quantization of an unusual graph: say which and how to go on
         raise UserError(f"train.teacher_int8: the teacher could not be exported and quantized ({type(e).__name__}: {e}); "
                         f"run without train.teacher_int8 (or with train.compile_teacher)") from e  # fmt: skip
+    if check.top1_agreement < config.train.int8_min_agreement:
+        raise UserError(f"train.teacher_int8: {check.summary()}, below train.int8_min_agreement "
+                        f"({100 * config.train.int8_min_agreement:.1f}%); calibrate on more images (train.int8_calibration) "
+                        f"or run the exact teacher (train.compile_teacher)")  # fmt: skip
 
 
 def _batch_to(batch, device: torch.device, channels_last: bool):

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,19 @@ def test_int8_teacher_end_to_end(tmp_path, teacher):
     assert check["images"] == 128 and check["top1_agreement"] >= 0.9, check
     assert sidecar["metrics"]["final"]["top1"] > 60, f"student at {sidecar['metrics']['final']['top1']}% (chance 25%)"
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["teacher_int8"] is True
+
+
+def test_int8_teacher_refused_below_min_agreement(tmp_path, teacher, capsys, monkeypatch):
+    from compressor.train import teacher as teacher_module
+
+    real = teacher_module.check_int8
+    monkeypatch.setattr(teacher_module, "check_int8", lambda *a: replace(real(*a), top1_agreement=0.5))
+    out = tmp_path / "o"
+    assert cli("distill", "--teacher", str(teacher), "--student", "resnet8", "--data", DATA, "--out", str(out),
+               "--set", "train.teacher_int8=true", "--set", "train.int8_calibration=32") == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "top-1 agreement 50.0%" in err and "below train.int8_min_agreement (95.0%)" in err and "int8_calibration" in err
+    assert not out.exists()
 
 
 def test_ddp_two_processes_end_identical(tmp_path, teacher):
