@@ -4,7 +4,8 @@
 (U8S8 Q/DQ, per-channel weights, min-max calibration on training images) on ONNX Runtime's
 integer kernels (AVX-512 VNNI / AMX on x86). On a 2-core VNNI Xeon, resnet32x4 at batch 64 ran in
 about 190 ms against 650 ms for fp32 ONNX Runtime and 790 ms for eager PyTorch, which takes the
-resnet32x4 -> resnet8x4 AT+KD step from 1.1x to 1.8x the reference loop (``tools/bench_distill.py``).
+resnet32x4 -> resnet8x4 AT+KD step from 1.1-1.3x (compiled fp32 teacher) to 1.6-1.8x the
+reference loop's images/s (``tools/bench_distill.py``).
 
 Departure from the papers: they distil from the fp32 teacher. The INT8 teacher is an
 approximation of it, like bf16 autocast is; the run measures how close it is on held-out images
