@@ -1,8 +1,8 @@
 """The distillation engine: ``distill(config)`` trains a student against a frozen teacher.
 
 Per epoch: seeded data order and augmentation (so ``--resume`` replays exactly), the teacher's
-forward under ``inference_mode`` (optionally compiled, channels-last, autocast), the student's
-forward + loss terms (001 eq. 8) + backward + step, evaluation (top-1/top-5), one line in
+forward without gradients (optionally compiled, channels-last, autocast, or INT8: ``teacher.py``),
+the student's forward + loss terms (001 eq. 8) + backward + step, evaluation (top-1/top-5), one line in
 ``metrics.jsonl`` and an atomic ``checkpoints/last.pt``. The student is saved alone at the end.
 Runs unchanged under ``torchrun`` (DDP): sharded sampling, gradients all-reduced, rank 0 writes.
 """
