@@ -110,7 +110,8 @@ def engine(teacher_path: Path, student_state, out: Path, **train):
     )
     s = setup(config)
     s.core.student.load_state_dict(student_state)
-    notes = [n for n in s.notes if n.startswith("INT8")]
+    check = s.teacher.int8_check
+    notes = [check.summary()] if check else []
 
     def step(x, y):
         if config.train.channels_last:
@@ -143,15 +144,14 @@ def main() -> None:
         "engine: compiled teacher (frozen)": {"compile_teacher": True},
         "engine: compiled both + channels_last": {"compile_teacher": True, "compile_student": True, "channels_last": True},
     }
-    approximate = {
+    variants.update({
         "engine: INT8 teacher (ONNX Runtime)": {"teacher_int8": True},
         "engine: INT8 teacher + channels_last": {"teacher_int8": True, "channels_last": True},
         "engine: INT8 teacher + compiled student + cl": {"teacher_int8": True, "compile_student": True, "channels_last": True},
-    }
-    variants.update(approximate)
+    })  # fmt: skip
     if args.bf16:
         variants["engine: bf16 autocast"] = {"amp": "bf16"}
-        approximate["engine: bf16 autocast"] = {}
+    approximate = {name for name, train in variants.items() if train.get("teacher_int8") or train.get("amp")}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "resnet32x4.pt"
         torch.save(teacher.state_dict(), path)

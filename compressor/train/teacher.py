@@ -70,7 +70,7 @@ class Int8Graph:
     student's step that follows each teacher call has the cores to itself.
     """
 
-    def __init__(self, graph: TeacherGraph, calibration: list[torch.Tensor], threads: int | None = None):
+    def __init__(self, graph: TeacherGraph, calibration: list[torch.Tensor]):
         import onnxruntime as ort
 
         from deploy.export.int8 import quantize_qdq
@@ -83,7 +83,7 @@ class Int8Graph:
             quantize_qdq(fp32, int8, (b.cpu().numpy() for b in calibration))
             data = int8.read_bytes()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = torch.get_num_threads()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         self.input_size = tuple(calibration[0].shape[1:])
