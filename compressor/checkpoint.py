@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models import MODELS, create_model, list_models
+from compressor.models import MODELS, ModelReferenceError, build_model, classifier_name, create_model, is_factory, list_models
 
 from .errors import UserError
 from .io import file_digest
@@ -58,15 +58,20 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int | None = None, trusted: bool = False,
-                    options: dict[str, Any] | None = None) -> LoadedCheckpoint:  # fmt: skip
-    """Load a classifier checkpoint into its zoo model, strictly.
+                    options: dict[str, Any] | None = None, kwargs: dict[str, Any] | None = None,
+                    points: list[str] | None = None, input_size: tuple[int, int] | None = None) -> LoadedCheckpoint:  # fmt: skip
+    """Load a classifier checkpoint into its model (zoo or the user's factory), strictly.
 
     Args:
         path: checkpoint file.
-        arch: zoo architecture; inferred from RepDistiller folder naming or the keys when None.
+        arch: zoo architecture or factory reference (``file.py:function``); inferred from
+            RepDistiller folder naming or the keys when None (zoo models only).
         num_classes: expected classes; read from the classifier weight when None.
         trusted: allow full unpickling (arbitrary code) for legacy files that need it.
         options: model options from a student's sidecar (``model_options``, e.g. letKD layers).
+        kwargs: keyword arguments of the architecture (a factory's, from ``--arch-kwargs``).
+        points: module-name globs naming the hint points instead of the declared/found ones.
+        input_size: (H, W) at which a factory model's hint points are found.
 
     Raises:
         UserError: missing/corrupt file, a pickle that needs ``trusted``, keys that fit no
@@ -75,10 +80,13 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
     path = Path(path)
     state, layout, meta = read_state_dict(path, trusted=trusted)
     notes: list[str] = []
+    if arch is not None and is_factory(arch):
+        model = _load_factory(path, arch, num_classes, state, kwargs, points, input_size)
+        return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes)
     if arch is None:
         arch = _choose_arch(path, state, meta, notes)
     elif arch not in MODELS:
-        raise UserError(MODELS.unknown_message(arch))
+        raise UserError(MODELS.unknown_message(arch) + "; or name your own model as path/to/file.py:function")
     found_classes = classes_in_state_dict(arch, state)
     if num_classes is not None and found_classes is not None and found_classes != num_classes:
         raise UserError(
@@ -86,13 +94,42 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
             f"pass --num-classes {found_classes} (or leave it out to use the checkpoint's count)"
         )
     n = num_classes or found_classes
-    model = create_model(arch, num_classes=n, **copy.deepcopy(options or {}))
+    try:
+        model = build_model(arch, n, {**copy.deepcopy(options or {}), **(kwargs or {})}, input_size, points)
+    except ModelReferenceError as e:
+        raise UserError(str(e)) from None
+    _load_strict(model, path, arch, n, state)
+    return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes)
+
+
+def _load_factory(path: Path, ref: str, num_classes: int | None, state: dict[str, torch.Tensor], kwargs: dict[str, Any] | None,
+                  points: list[str] | None, input_size: tuple[int, int] | None) -> nn.Module:  # fmt: skip
+    """Build the user's model and load ``state`` into it; the class count comes from the checkpoint's classifier."""
+    try:
+        model = build_model(ref, num_classes, kwargs, input_size, points)
+        found = _classes_of(model, state)
+        if num_classes is None and found is not None and found != model_classes(model):
+            model = build_model(ref, found, kwargs, input_size, points)
+    except ModelReferenceError as e:
+        raise UserError(str(e)) from None
+    if num_classes is not None and found is not None and found != num_classes:
+        raise UserError(f"checkpoint {path} was trained for {found} classes but {num_classes} were asked for")
+    _load_strict(model, path, ref, model_classes(model), state)
+    return model
+
+
+def _classes_of(model: nn.Module, state: Mapping[str, torch.Tensor]) -> int | None:
+    name = classifier_name(model)
+    weight = state.get(f"{name}.weight") if name else None
+    return int(weight.shape[0]) if weight is not None and weight.dim() in (2, 4) else None
+
+
+def _load_strict(model: nn.Module, path: Path, arch: str, num_classes: int | None, state: dict[str, torch.Tensor]) -> None:
     problems = compare_keys(model.state_dict(), state)
     if problems:
-        raise UserError(_mismatch_message(path, arch, n, problems, state))
+        raise UserError(_mismatch_message(path, arch, num_classes, problems, state))
     model.load_state_dict(_fill_batch_counters(state, model), strict=True)
     model.eval()
-    return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes)
 
 
 def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
@@ -221,9 +258,12 @@ def classes_in_state_dict(arch: str, state: Mapping[str, torch.Tensor]) -> int |
 
 
 def model_classes(model: nn.Module) -> int:
-    if hasattr(model, "num_classes"):
+    if isinstance(getattr(model, "num_classes", None), int):
         return int(model.num_classes)
-    return int(model.get_submodule(model.classifier_name).out_features)
+    name = classifier_name(model)
+    if name is None:
+        raise UserError(f"{type(model).__name__} has no linear classifier to read its class count from; pass --num-classes")
+    return int(model.get_submodule(name).weight.shape[0])
 
 
 @cache

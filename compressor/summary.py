@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from models import create_model, model_entry
-from models.stats import count_macs, count_params
+from compressor.models import create_model, model_entry
+from compressor.models.features import baseline_hints, classifier_name, forward_features, hint_points
+from compressor.models.stats import count_macs, count_params
 
 
 def describe_model(arch: str, num_classes: int | None = None, input_size: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -27,16 +28,16 @@ def describe_model(arch: str, num_classes: int | None = None, input_size: tuple[
     with torch.device("meta"):
         model = create_model(arch, num_classes=num_classes)
         model.eval()
-        feats, _ = model.forward_features(torch.zeros(1, 3, *size))
-    points = model.hint_points()
+        feats, _ = forward_features(model, torch.zeros(1, 3, *size))
+    points = hint_points(model)
     return {
         "arch": arch,
-        "num_classes": int(model.get_submodule(model.classifier_name).out_features),
+        "num_classes": int(model.get_submodule(classifier_name(model)).out_features),
         "params": count_params(model),
         "macs": count_macs(model, size),
         "input_size": list(size),
         "candidates": [{"index": p.index, "name": p.name, "stage": p.stage, "shape": list(feats[p.index].shape[1:])} for p in points],
-        "baseline_hints": model.baseline_hints(),
+        "baseline_hints": baseline_hints(model),
     }
 
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compressor.models import model_entry
 from torch import nn
 
 from compressor.checkpoint import load_checkpoint
 from compressor.data.base import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from compressor.errors import UserError
-from models import model_entry
 
 STUDENT_SCHEMA = "edge-compressor/student"
 

@@ -1,14 +1,43 @@
-"""The model zoo: CIFAR classifiers in RepDistiller's layout, ImageNet ones in torchvision's.
+"""The model zoo (CIFAR classifiers in RepDistiller's layout, ImageNet ones in torchvision's,
+YOLOv3) and the models users bring: factory references and hint-point discovery.
 
 Knows nothing about distillation. Every model provides the feature contract of
-``models.features`` (hint points, stage-end baseline hints, features at chosen points).
+``compressor.models.features`` (hint points, stage-end baseline hints, features at chosen
+points): zoo models by declaration, any other ``nn.Module`` through ``attach_points``.
 """
 
-from .features import FeatureContract, HintPoint, PointSpec, check_indices
+from .discover import Discovery, attach_points, discover_points
+from .features import (
+    FeatureContract,
+    HintPoint,
+    PointSpec,
+    baseline_hints,
+    check_indices,
+    classifier_name,
+    feature_hooks,
+    forward_features,
+    hint_points,
+    point_specs,
+)
 from .registry import Registry, UnknownNameError
+from .resolve import ModelReferenceError, build_model, check_reference, is_factory, load_factory
 from .zoo import MODELS, ModelEntry, create_model, list_classifiers, list_models, model_entry
 
 __all__ = [
+    "Discovery",
+    "attach_points",
+    "discover_points",
+    "baseline_hints",
+    "classifier_name",
+    "feature_hooks",
+    "forward_features",
+    "hint_points",
+    "point_specs",
+    "ModelReferenceError",
+    "build_model",
+    "check_reference",
+    "is_factory",
+    "load_factory",
     "FeatureContract",
     "HintPoint",
     "PointSpec",

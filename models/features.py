@@ -1,6 +1,10 @@
-"""The feature contract every zoo classifier provides.
+"""The feature contract: hint points of a model and its features at chosen points.
 
-A *hint point* is one candidate sub-block (PURSUhInT 001 §3.1): a residual block of a ResNet or
+Zoo models declare their points (``FeatureContract.point_specs``); any other ``nn.Module`` gets
+them from ``attach_points`` (found from its graph by ``models.discover``, or named by globs).
+The module-level functions below take either.
+
+A *hint point* is one candidate sub-block (PURSUhInT, Keser et al., §3.1): a residual block of a ResNet or
 WRN, a conv-BN-ReLU unit of a VGG, an inverted residual of a MobileNetV2, a unit of a
 ShuffleNet. Points are listed in forward order with a 1-based index, as in the papers.
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -50,9 +54,10 @@ class PointSpec:
 
 
 class FeatureContract(ABC):
-    """Mixin for ``nn.Module`` classifiers: hint points and features at chosen points.
+    """Mixin for zoo classifiers: they declare their hint points (``point_specs``).
 
-    Subclasses implement ``point_specs()``; the rest is shared.
+    The methods below are the module-level functions of the same name, which take any model:
+    a zoo model answers from its declaration, any other from ``attach_points`` (discovery).
     """
 
     #: module path of the final fully connected layer (its weight's rows = classes)
@@ -63,61 +68,108 @@ class FeatureContract(ABC):
         """The sub-blocks in forward order with their stage and final activation."""
 
     def hint_points(self) -> list[HintPoint]:
-        """Candidate hint points in forward order (index 1..L)."""
-        return [HintPoint(i, s.name, s.stage, s.tap) for i, s in enumerate(self.point_specs(), start=1)]
+        return hint_points(self)
 
     def baseline_hints(self) -> list[int]:
-        """Conventional hint points: the last sub-block of each stage (1-based)."""
-        last: dict[int, int] = {}
-        for p in self.hint_points():
-            last[p.stage] = p.index
-        return [last[s] for s in sorted(last)]
+        return baseline_hints(self)
 
     def forward_features(
         self, x: torch.Tensor, indices: Sequence[int] | None = None, preact: bool = False
     ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-        """One forward pass returning the features at ``indices`` and the logits.
+        return forward_features(self, x, indices, preact)
 
-        Args:
-            x: input batch (B, 3, H, W).
-            indices: 1-based hint indices; None means every candidate.
-            preact: take features before the sub-block's last ReLU instead of after it.
-
-        Returns:
-            ``({index: (B, C_i, H_i, W_i)}, logits (B, num_classes))``, the dict in the order asked.
-
-        Raises:
-            ValueError: an index outside 1..L.
-        """
-        captured: dict[int, torch.Tensor] = {}
-        with self.feature_hooks(indices, captured.__setitem__, preact=preact) as chosen:
-            logits = self(x)
-        return {i: captured[i] for i in chosen}, logits
-
-    @contextmanager
     def feature_hooks(
         self, indices: Sequence[int] | None, sink: Callable[[int, torch.Tensor], None], preact: bool = False
-    ) -> Iterator[list[int]]:
-        """While the context is open, every forward pass calls ``sink(index, feature)`` per chosen point.
+    ) -> AbstractContextManager[list[int]]:
+        return feature_hooks(self, indices, sink, preact)
 
-        This is the one place that maps hint indices to modules; callers that only need a
-        reduction of each feature (e.g. its spatial mean) do it in ``sink`` so that the full
-        maps of all layers are never held at once.
-        """
-        points = self.hint_points()
-        chosen = check_indices(indices, len(points))
-        modules = dict(self.named_modules())
-        handles = []
-        for i in chosen:
-            point = points[i - 1]
-            take_input = preact and point.tap is not None
-            module = modules[point.name if point.tap is None else point.tap]
-            handles.append(module.register_forward_hook(_hook(sink, i, take_input)))
-        try:
-            yield chosen
-        finally:
-            for h in handles:
-                h.remove()
+
+#: instance attribute where ``attach_points`` stores the points of a model (found or named by globs)
+POINTS_ATTR = "hint_point_specs"
+
+
+def point_specs(model: nn.Module) -> list[PointSpec]:
+    """The model's candidate sub-blocks: attached ones first (discovered or named by the user), else declared.
+
+    Raises:
+        ValueError: the model declares none and none were attached.
+    """
+    attached = getattr(model, POINTS_ATTR, None)
+    if attached is not None:
+        return list(attached)
+    if isinstance(model, FeatureContract):
+        return model.point_specs()
+    raise ValueError(
+        f"{type(model).__name__} has no hint points yet: call compressor.models.attach_points(model, input_size) "
+        "(or build it with compressor.models.build_model)"
+    )
+
+
+def classifier_name(model: nn.Module) -> str | None:
+    """Module path of the layer whose weight rows are the classes (None when discovery found none)."""
+    return getattr(model, "classifier_name", None)
+
+
+def hint_points(model: nn.Module) -> list[HintPoint]:
+    """Candidate hint points in forward order (index 1..L)."""
+    return [HintPoint(i, s.name, s.stage, s.tap) for i, s in enumerate(point_specs(model), start=1)]
+
+
+def baseline_hints(model: nn.Module) -> list[int]:
+    """Conventional hint points: the last sub-block of each stage (1-based)."""
+    last: dict[int, int] = {}
+    for p in hint_points(model):
+        last[p.stage] = p.index
+    return [last[s] for s in sorted(last)]
+
+
+def forward_features(
+    model: nn.Module, x: torch.Tensor, indices: Sequence[int] | None = None, preact: bool = False
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """One forward pass returning the features at ``indices`` and the logits.
+
+    Args:
+        model: a zoo model, or any model with attached points.
+        x: input batch (B, 3, H, W).
+        indices: 1-based hint indices; None means every candidate.
+        preact: take features before the sub-block's last activation instead of after it.
+
+    Returns:
+        ``({index: (B, C_i, H_i, W_i)}, logits (B, num_classes))``, the dict in the order asked.
+
+    Raises:
+        ValueError: an index outside 1..L.
+    """
+    captured: dict[int, torch.Tensor] = {}
+    with feature_hooks(model, indices, captured.__setitem__, preact=preact) as chosen:
+        logits = model(x)
+    return {i: captured[i] for i in chosen}, logits
+
+
+@contextmanager
+def feature_hooks(
+    model: nn.Module, indices: Sequence[int] | None, sink: Callable[[int, torch.Tensor], None], preact: bool = False
+) -> Iterator[list[int]]:
+    """While the context is open, every forward pass calls ``sink(index, feature)`` per chosen point.
+
+    This is the one place that maps hint indices to modules; callers that only need a
+    reduction of each feature (e.g. its spatial mean) do it in ``sink`` so that the full
+    maps of all layers are never held at once.
+    """
+    points = hint_points(model)
+    chosen = check_indices(indices, len(points))
+    modules = dict(model.named_modules())
+    handles = []
+    for i in chosen:
+        point = points[i - 1]
+        take_input = preact and point.tap is not None
+        module = modules[point.name if point.tap is None else point.tap]
+        handles.append(module.register_forward_hook(_hook(sink, i, take_input)))
+    try:
+        yield chosen
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def check_indices(indices: Sequence[int] | None, num_points: int) -> list[int]:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .features import hint_points
+
 
 class KDLayer(nn.Module):
     def __init__(self, channels: int, templates: int, alpha: float = 1.0):
@@ -35,7 +37,7 @@ def attach_kd_layers(model: nn.Module, points: Sequence[int], channels: Sequence
                      alpha: float = 1.0) -> nn.Module:  # fmt: skip
     """Insert a KD layer after each of the model's hint ``points`` (1-based, the sub-block's
     output) and record the spec in ``model.model_options`` so that a saved student reloads."""
-    names = {p.index: p.name for p in model.hint_points()}
+    names = {p.index: p.name for p in hint_points(model)}
     bad = [p for p in points if p not in names]
     if bad or not points:
         raise ValueError(f"letKD points {list(points)} must be hint points 1..{len(names)} of the student")

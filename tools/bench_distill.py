@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 import torch._dynamo
 import torch.nn.functional as F
+from compressor.models import create_model
 
 from compressor.data import open_dataset
 from compressor.losses.at import attention_map
 from compressor.train import load_distill_config
 from compressor.train.engine import setup, train_step
-from models import create_model
 
 TEACHER_HINTS, STUDENT_HINTS = [5, 10, 15], [1, 2, 3]
 AT_WEIGHT, KD_T = 1000.0, 4.0

@@ -18,12 +18,12 @@ import time
 
 import numpy as np
 import torch
+from compressor.models import create_model
 from torch.utils.data import DataLoader, Subset
 
 from compressor.data import open_dataset
 from compressor.hints import cluster_layers, collect_representations
 from compressor.hints.kmeans import position_seeds, representative
-from models import create_model
 
 PAPER = {"step1": 941.0, "rcca": 336.0, "cka": 4797.0}  # 001 Table 1, resnet110, seconds
 

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from deploy.export.int8 import quantize_qdq
-from deploy.export.onnx_export import export_onnx
-from deploy.runtime.ort_runtime import OrtRuntime
-from deploy.runtime.torch_runtime import TorchRuntime
-from models import create_model
+from compressor.deploy.export.int8 import quantize_qdq
+from compressor.deploy.export.onnx_export import export_onnx
+from compressor.deploy.runtime.ort_runtime import OrtRuntime
+from compressor.deploy.runtime.torch_runtime import TorchRuntime
+from compressor.models import create_model
 
 
 def interleaved(runtimes: dict[str, object], x: np.ndarray, rounds: int, iters: int, warmup: int = 5) -> dict[str, float]:

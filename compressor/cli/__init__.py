@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from models import Registry, UnknownNameError
+from compressor.models import Registry, UnknownNameError
 
 from .. import __version__
 from ..errors import UserError

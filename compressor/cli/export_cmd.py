@@ -38,8 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploy.artifact import load_artifact
-    from deploy.export import ExportOptions, export_artifact
+    from compressor.deploy.artifact import load_artifact
+    from compressor.deploy.export import ExportOptions, export_artifact
 
     art = load_artifact(args.student, arch=args.arch, trusted=args.trust_checkpoint)
     out = Path(args.out) if args.out else Path(args.student).resolve().parent / "export"

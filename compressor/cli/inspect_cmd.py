@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from models import MODELS
+from compressor.models import MODELS
 
 from ..checkpoint import TRUST_FLAG, load_checkpoint
 from ..errors import UserError

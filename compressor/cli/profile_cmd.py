@@ -20,7 +20,7 @@ def _batches(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from deploy.profile.run import BACKENDS, ProfileOptions
+    from compressor.deploy.profile.run import BACKENDS, ProfileOptions
 
     d = ProfileOptions()
     p.add_argument("model", metavar="MODEL", help="student.pt (+ student.json), a checkpoint, or an exported .onnx (+ .json)")
@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploy.profile.report import write_reports
-    from deploy.profile.run import ProfileOptions, profile_models
+    from compressor.deploy.profile.report import write_reports
+    from compressor.deploy.profile.run import ProfileOptions, profile_models
 
     if args.iters < 1 or args.warmup < 0 or args.eval_samples < 1:
         raise UserError("--iters and --eval-samples must be >= 1 and --warmup >= 0")

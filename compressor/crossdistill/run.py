@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from models.stats import count_params
+from compressor.models.features import hint_points
+from compressor.models.stats import count_params
 
 from ..checkpoint import load_checkpoint
 from ..config import save_config
@@ -74,7 +75,7 @@ class DomainView(Dataset):
 def match_student_points(teacher: torch.nn.Module, student: torch.nn.Module, teacher_points: list[int]) -> list[int]:
     """For each teacher hint, the student point at the same relative depth of the same stage
     (the student's last stage when it has fewer); a taken point moves to the nearest free one."""
-    t_points, s_points = teacher.hint_points(), student.hint_points()
+    t_points, s_points = hint_points(teacher), hint_points(student)
     if len(teacher_points) > len(s_points):
         raise ValueError(f"{len(teacher_points)} teacher hints but the student has only {len(s_points)} candidate points; lower hints.k")
     by_stage: dict[int, list[int]] = {}

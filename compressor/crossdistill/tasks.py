@@ -7,7 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from models import Registry, create_model, model_entry
+from compressor.models import Registry, create_model, model_entry
+from compressor.models.features import classifier_name
 
 from ..detection import YOLOv3Loss, cxcywh_to_xyxy, decode, evaluate_detections, postprocess
 from .data import normalise
@@ -87,5 +88,5 @@ def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
     or everything but the classifier of a recognition network."""
     if hasattr(model, "backbone"):
         return list(model.backbone.parameters())
-    head = {id(p) for p in model.get_submodule(model.classifier_name).parameters()}
+    head = {id(p) for p in model.get_submodule(classifier_name(model)).parameters()}
     return [p for p in model.parameters() if id(p) not in head]

@@ -23,6 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from compressor.models.features import feature_hooks, forward_features
+
 from ..losses import LOSSES, DistillLoss, LossContext, Outputs
 from .config import HintSection, OptimSection
 from .data import DOMAINS, normalise
@@ -56,9 +58,9 @@ class Hints:
     def build(self, student: nn.Module, sample: torch.Tensor) -> None:
         """Size the adaptors and the loss from one dry-run forward pass of both networks."""
         with torch.no_grad():
-            t_feats, _ = self.teacher.forward_features(sample, self.teacher_points)
+            t_feats, _ = forward_features(self.teacher, sample, self.teacher_points)
             was_training = student.training
-            s_feats, _ = student.eval().forward_features(sample, self.student_points)
+            s_feats, _ = forward_features(student.eval(), sample, self.student_points)
             student.train(was_training)
         t_shapes = [tuple(f.shape[1:]) for f in t_feats.values()]
         s_shapes = [tuple(f.shape[1:]) for f in s_feats.values()]
@@ -84,7 +86,7 @@ class Hints:
 
     def teacher_feats(self, images: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
-            feats, _ = self.teacher.forward_features(normalise(images), self.teacher_points)
+            feats, _ = forward_features(self.teacher, normalise(images), self.teacher_points)
         return list(feats.values())
 
 
@@ -115,7 +117,7 @@ def fit(model: nn.Module, task, loader: DataLoader, domain: str, epochs: int, cf
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
     t_index = DOMAINS.index(hints.teacher_domain) if hints is not None else 0
     captured: dict[int, torch.Tensor] = {}
-    context = model.feature_hooks(hints.student_points, captured.__setitem__) if hints is not None else None
+    context = feature_hooks(model, hints.student_points, captured.__setitem__) if hints is not None else None
     if context is not None:
         context.__enter__()
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models import Registry
+from compressor.models import Registry
 
 from ..errors import UserError
 from .base import DatasetInfo, ImageDataset, normalise

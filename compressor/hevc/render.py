@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models import Registry
+from compressor.models import Registry
 
 from .analysis import UNIT, IntraAnalysis
 

@@ -15,6 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from compressor.models.features import feature_hooks
+
 
 def sample_indices(num_items: int, samples: int, seed: int = 0) -> np.ndarray:
     """``samples`` distinct dataset indices drawn with a fixed seed (all of them if fewer exist)."""
@@ -58,7 +60,7 @@ def collect_representations(
         buffers[index][cursor[0] : cursor[1]] = pooled.cpu()
 
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
-    with model.feature_hooks(indices, sink, preact=preact) as chosen:
+    with feature_hooks(model, indices, sink, preact=preact) as chosen:
         # disable=None: tqdm switches itself off when stderr is not a terminal
         bar = tqdm(total=n, desc="layer representations", unit="img", disable=None if progress else True, leave=False)
         for batch in loader:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compressor.models.features import baseline_hints, hint_points
+
 from .. import __version__
 from ..checkpoint import load_checkpoint
 from ..data import open_dataset
@@ -92,7 +94,7 @@ def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: H
         UserError: the clustering cannot run on these representations.
     """
     notes = list(notes or [])
-    points = model.hint_points()
+    points = hint_points(model)
     if config.k > len(points):
         raise UserError(f"k={config.k} hints asked for but {arch} has only {len(points)} candidate sub-blocks; use k <= {len(points)}")
     chosen = subset(dataset, config.samples, config.seed)
@@ -129,7 +131,7 @@ def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: H
         labels=[int(v) for v in result.labels],
         hints=[int(h) for h in result.hints],
         hint_names=[points[h - 1].name for h in result.hints],
-        baseline_hints=model.baseline_hints(),
+        baseline_hints=baseline_hints(model),
         seeds=result.seeds,
         iterations=result.iterations,
         timings={"step1_representations_s": round(step1, 3), "step2_clustering_s": round(result.seconds, 3)},

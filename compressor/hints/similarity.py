@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models import Registry
+from compressor.models import Registry
 
 # Eigenvalues of X^T X below this fraction of the largest are treated as zero (rank deficiency:
 # dead ReLU channels, duplicated channels). In singular values that is a ratio of 1e-5.

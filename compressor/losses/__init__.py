@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import Registry
+from compressor.models import Registry
 
 from .ab import AB
 from .afd import AFD

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from models.letkd import attach_kd_layers
+from compressor.models.features import forward_features, hint_points
+from compressor.models.letkd import attach_kd_layers
 
 from .base import DistillLoss, LossContext, Outputs
 
@@ -86,7 +87,7 @@ class LetKD(DistillLoss):
             raise ValueError(f"letKD variant must be 1 (penultimate layer) or 2 (also an intermediate one), not {variant}")
 
         def points(model: nn.Module, who: str) -> list[int]:
-            pts = model.hint_points()
+            pts = hint_points(model)
             first_of_last = next(p.index for p in pts if p.stage == pts[-1].stage)
             if variant == 2 and first_of_last == pts[-1].index:
                 raise ValueError(f"letKD-2 places a layer after the first block of the last stage, but the {who}'s last stage "
@@ -114,7 +115,7 @@ class LetKD(DistillLoss):
         pixel_labels: dict[int, list[np.ndarray]] = {p: [] for p in t_points}
         teacher = teacher.eval().to(device)
         for images, labels, _ in DataLoader(chosen, batch_size=128):
-            out, _ = teacher.forward_features(images.to(device), t_points)
+            out, _ = forward_features(teacher, images.to(device), t_points)
             for p, f in out.items():
                 feats[p].append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]).cpu().numpy())
                 pixel_labels[p].append(np.repeat(labels.numpy(), f.shape[2] * f.shape[3]))
@@ -165,7 +166,7 @@ class LetKD(DistillLoss):
             else:
                 widths.append(s["conv"].out_channels)
         sample = torch.stack([dataset[i][0] for i in range(2)]).to(next(student.parameters()).device)
-        s_feats, _ = student.eval().forward_features(sample, s_points)
+        s_feats, _ = forward_features(student.eval(), sample, s_points)
         attach_kd_layers(student, s_points, [f.shape[1] for f in s_feats.values()], widths, float(params.get("alpha", 1.0)))
         student.train()
         return {"layers": list(student.kd_layers), "fitted": supervision}
@@ -198,7 +199,7 @@ class LetKD(DistillLoss):
 
 
 def _last_3x3(teacher: nn.Module, point: int) -> nn.Conv2d:
-    block = teacher.get_submodule(teacher.hint_points()[point - 1].name)
+    block = teacher.get_submodule(hint_points(teacher)[point - 1].name)
     convs = [m for m in block.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
     if not convs:
         raise ValueError("the teacher's final block has no 3x3 convolution; use supervision: kmeans")

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from models import MODELS
+from compressor.models import MODELS
 
 from ..config import Strict, parse_overrides, read_yaml, resolve_paths, set_dotted, validate
 from ..data import DATASETS, parse_spec
@@ -119,7 +119,7 @@ def check_names(c: PipelineConfig) -> None:
         if name not in LOSSES:
             problems.append(f"  distill.loss.method: {LOSSES.unknown_message(name)}")
     try:
-        from deploy.profile.run import BACKENDS
+        from compressor.deploy.profile.run import BACKENDS
 
         problems += [f"  profile.backends: {BACKENDS.unknown_message(b)}" for b in c.profile.backends if b not in BACKENDS]
     except ImportError:  # pragma: no cover - deploy is part of the same distribution

@@ -132,8 +132,8 @@ def stage_distill(ctx: Context) -> None:
 
 
 def stage_export(ctx: Context) -> None:
-    from deploy.artifact import load_artifact
-    from deploy.export import ExportOptions, export_artifact
+    from compressor.deploy.artifact import load_artifact
+    from compressor.deploy.export import ExportOptions, export_artifact
 
     e, c = ctx.config.export, ctx.config
     out = ctx.run / "export"
@@ -154,8 +154,8 @@ def stage_export(ctx: Context) -> None:
 
 
 def stage_profile(ctx: Context) -> None:
-    from deploy.profile.report import write_reports
-    from deploy.profile.run import ProfileOptions, profile_models
+    from compressor.deploy.profile.report import write_reports
+    from compressor.deploy.profile.run import ProfileOptions, profile_models
 
     p, c = ctx.config.profile, ctx.config
     out = ctx.run / "profile"

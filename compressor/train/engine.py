@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models import create_model
-from models.stats import count_params
+from compressor.models import create_model
+from compressor.models.stats import count_params
 
 from .. import __version__
 from ..checkpoint import LoadedCheckpoint, load_checkpoint

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from models import check_indices
+from compressor.models import check_indices
+from compressor.models.features import baseline_hints, hint_points
 
 from ..errors import UserError
 from ..hints import HintPlan
@@ -44,20 +45,20 @@ def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teach
     elif method_default is not None and cfg.teacher != "baseline":
         t_idx, source = list(method_default[0]), "the method's placement"
     else:
-        t_idx, source = teacher.baseline_hints(), "baseline (stage ends)"
+        t_idx, source = baseline_hints(teacher), "baseline (stage ends)"
     if cfg.student:
         s_idx = list(cfg.student)
     else:
-        s_idx = list(method_default[1]) if method_default is not None and source == "the method's placement" else student.baseline_hints()
+        s_idx = list(method_default[1]) if method_default is not None and source == "the method's placement" else baseline_hints(student)
     try:
-        check_indices(t_idx, len(teacher.hint_points()))
-        check_indices(s_idx, len(student.hint_points()))
+        check_indices(t_idx, len(hint_points(teacher)))
+        check_indices(s_idx, len(hint_points(student)))
     except ValueError as e:
         raise UserError(f"hints: {e}") from None
     if len(t_idx) != len(s_idx):
         raise UserError(
             f"hints: {len(t_idx)} teacher points {t_idx} ({source}) but {len(s_idx)} student points {s_idx}; "
-            f"set hints.student to {len(t_idx)} student indices (it has {len(student.hint_points())} candidates)"
+            f"set hints.student to {len(t_idx)} student indices (it has {len(hint_points(student))} candidates)"
         )
     preact = cfg.preact if cfg.preact is not None else (plan.preact if plan is not None else False)
     return HintPairs(t_idx, s_idx, preact, source, tuple(notes))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models import create_model
+from compressor.models import create_model
 
 from ..config import save_config
 from ..errors import UserError

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from compressor.models.features import classifier_name, feature_hooks
+
 from ..losses import Outputs
 
 
@@ -18,10 +20,10 @@ class FeatureTap:
         self.model = model
         self.indices = list(indices)
         self.store: dict[int, torch.Tensor] = {}
-        self._context = model.feature_hooks(self.indices, self.store.__setitem__, preact=preact) if self.indices else None
+        self._context = feature_hooks(model, self.indices, self.store.__setitem__, preact=preact) if self.indices else None
         if self._context is not None:
             self._context.__enter__()
-        classifier = model.get_submodule(model.classifier_name)
+        classifier = model.get_submodule(classifier_name(model))
         self._embed_handle = classifier.register_forward_pre_hook(self._keep_embedding)
         self.embedding: torch.Tensor | None = None
 

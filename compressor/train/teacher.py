@@ -73,8 +73,8 @@ class Int8Graph:
     def __init__(self, graph: TeacherGraph, calibration: list[torch.Tensor]):
         import onnxruntime as ort
 
-        from deploy.export.int8 import quantize_qdq
-        from deploy.export.onnx_export import torch_to_onnx
+        from compressor.deploy.export.int8 import quantize_qdq
+        from compressor.deploy.export.onnx_export import torch_to_onnx
 
         names = ("logits", *(f"feat{i}" for i in range(len(graph.tap.indices))), "embedding")
         with tempfile.TemporaryDirectory() as tmp:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from compressor.models import model_entry
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -23,7 +24,6 @@ from compressor import __version__
 from compressor.data import open_dataset
 from compressor.errors import UserError
 from compressor.io import atomic_write, atomic_write_json, file_digest
-from models import model_entry
 
 from ..artifact import ModelArtifact
 from ..profile.accuracy import accuracy, agreement, predict

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compressor.models import MODELS, Registry
+from compressor.models.stats import count_macs, count_params
 from tqdm import tqdm
 
 from compressor.data import open_dataset
 from compressor.errors import UserError
-from models import MODELS, Registry
-from models.stats import count_macs, count_params
 
 from ..artifact import ModelArtifact, load_artifact
 from ..errors import BackendUnavailable

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from compressor.models import create_model, list_models
 
 from compressor.checkpoint import arch_from_repdistiller_path, load_checkpoint
 from compressor.cli import main
 from compressor.errors import UserError
-from models import create_model, list_models
 
 CIFAR = list_models("cifar")
 

@@ -4,10 +4,10 @@ import sys
 
 import pytest
 import torch
+from compressor.models import create_model
 
 from compressor import __version__
 from compressor.cli import main
-from models import create_model
 
 
 def test_version(capsys):

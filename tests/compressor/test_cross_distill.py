@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from compressor.models import create_model
 
 from compressor.checkpoint import load_checkpoint
 from compressor.cli import main
@@ -10,7 +11,6 @@ from compressor.crossdistill.data import DOMAINS, PairedSet, collate
 from compressor.crossdistill.tasks import TASKS
 from compressor.data.scenes import generate_plates
 from compressor.hevc.encoder import _candidates
-from models import create_model
 
 needs_encoder = pytest.mark.skipif(not _candidates("auto"), reason="no HEVC encoder: neither x265 nor imageio-ffmpeg is installed")
 

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from compressor.models import create_model
 
 from compressor.checkpoint import load_checkpoint
 from compressor.detection import (
@@ -15,7 +16,6 @@ from compressor.detection import (
     nms,
     postprocess,
 )
-from models import create_model
 
 
 def test_box_iou_golden():

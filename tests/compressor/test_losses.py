@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from compressor.models import UnknownNameError
 from torch import nn
 
 from compressor.losses import LOSSES, LossContext, Outputs, build_objective, parse_method
 from compressor.losses.crd import nce_loss
-from models import UnknownNameError
 
 B, K = 6, 5
 
@@ -509,8 +509,8 @@ def test_letkd_soft_labels_golden():
 
 
 def test_kd_layer_is_residual_and_rebuilds_from_its_spec():
-    from models import create_model
-    from models.letkd import KDLayer, attach_kd_layers
+    from compressor.models import create_model
+    from compressor.models.letkd import KDLayer, attach_kd_layers
 
     layer = KDLayer(4, 3, alpha=0.5).eval()
     x = torch.randn(2, 4, 3, 3)

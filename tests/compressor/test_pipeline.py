@@ -117,7 +117,7 @@ def _distill_cmd(out: Path, epochs: int, teacher: Path) -> list[str]:
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     teacher = tmp_path / "t.pt"
     torch.manual_seed(0)
-    from models import create_model
+    from compressor.models import create_model
 
     torch.save(create_model("resnet14", num_classes=4).state_dict(), teacher)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -137,7 +137,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_kill_during_export_or_profiling_leaves_no_half_written_artifact(tmp_path):
-    from models import create_model
+    from compressor.models import create_model
 
     model = tmp_path / "m.pt"
     torch.save(create_model("resnet32x4", num_classes=4).state_dict(), model)

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from compressor.deploy.artifact import load_artifact
+from compressor.deploy.export.onnx_export import export_onnx
+from compressor.models import create_model
 
 from compressor.cli import main
 from compressor.losses import LOSSES, online_method
 from compressor.losses.online import ONENetwork, ensemble_logits
-from deploy.artifact import load_artifact
-from deploy.export.onnx_export import export_onnx
-from models import create_model
 
 
 def softmax(z):

@@ -2,10 +2,10 @@ import json
 
 import pytest
 import torch
+from compressor.models import create_model
 
 from compressor.cli import main
 from compressor.hints import HintConfig, HintPlan, select_hints
-from models import create_model
 
 
 @pytest.fixture

@@ -5,16 +5,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from compressor.deploy.artifact import load_artifact
+from compressor.deploy.errors import ParityError
+from compressor.deploy.export import ExportOptions, export_artifact
+from compressor.deploy.export.onnx_export import export_onnx
+from compressor.deploy.profile.accuracy import predict
+from compressor.deploy.runtime.ort_runtime import OrtRuntime
+from compressor.deploy.runtime.torch_runtime import TorchRuntime
+from compressor.models import create_model, list_classifiers, model_entry
 
 from compressor.cli import main
-from deploy.artifact import load_artifact
-from deploy.errors import ParityError
-from deploy.export import ExportOptions, export_artifact
-from deploy.export.onnx_export import export_onnx
-from deploy.profile.accuracy import predict
-from deploy.runtime.ort_runtime import OrtRuntime
-from deploy.runtime.torch_runtime import TorchRuntime
-from models import create_model, list_classifiers, model_entry
 
 DATA = "synthetic:classes=4,train=512,test=256"
 
@@ -31,7 +31,7 @@ def test_every_zoo_classifier_exports_with_parity(tmp_path, name):
 
 
 def test_parity_failure_is_loud(tmp_path, monkeypatch):
-    import deploy.export.onnx_export as mod
+    import compressor.deploy.export.onnx_export as mod
 
     model = create_model("resnet8", num_classes=3).eval()
     real_export = mod.torch_to_onnx
@@ -80,7 +80,7 @@ def activation_zero_points(path):
 
 
 def test_int8_for_tensorrt_is_symmetric_signed(tmp_path, student):
-    from deploy.export import export_int8
+    from compressor.deploy.export import export_int8
 
     art = load_artifact(student)
     export_onnx(art.model, tmp_path / "s.onnx", (32, 32))

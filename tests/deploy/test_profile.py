@@ -2,14 +2,14 @@ import json
 
 import pytest
 import torch
+from compressor.deploy.profile.latency import measure_latency, summarize
+from compressor.deploy.profile.memory import PeakMemory, current_rss
+from compressor.deploy.profile.report import validate_report
+from compressor.deploy.profile.run import compression_table
+from compressor.deploy.runtime.base import Runtime
+from compressor.models import create_model
 
 from compressor.cli import main
-from deploy.profile.latency import measure_latency, summarize
-from deploy.profile.memory import PeakMemory, current_rss
-from deploy.profile.report import validate_report
-from deploy.profile.run import compression_table
-from deploy.runtime.base import Runtime
-from models import create_model
 
 DATA = "synthetic:classes=4,train=64,test=48"
 

@@ -1,6 +1,5 @@
 import pytest
-
-from deploy.profile.tegrastats import energy_mj, parse_line
+from compressor.deploy.profile.tegrastats import energy_mj, parse_line
 
 R32 = ("RAM 1504/3956MB (lfb 331x4MB) IRAM 0/252kB(lfb 252kB) CPU [19%@1479,27%@1479,23%@1479,19%@1479] EMC_FREQ 9%@1600 "
        "GR3D_FREQ 99%@921 NVDEC 716 VIC_FREQ 0%@140 APE 25 PLL@39.5C CPU@43.5C PMIC@100C GPU@43C AO@48C thermal@43C "

@@ -5,8 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-
-from deploy.tensorrt.build import engine_name
+from compressor.deploy.tensorrt.build import engine_name
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 HAS_GPU = torch.cuda.is_available()
@@ -22,11 +21,11 @@ def test_engine_cache_key():
 
 @needs_trt
 def test_build_and_run_engine_matches_onnx_runtime(tmp_path):
-    from deploy.export.onnx_export import export_onnx
-    from deploy.runtime.ort_runtime import OrtRuntime
-    from deploy.runtime.trt_runtime import TensorRTRuntime
-    from deploy.tensorrt.build import build_engine
-    from models import create_model
+    from compressor.deploy.export.onnx_export import export_onnx
+    from compressor.deploy.runtime.ort_runtime import OrtRuntime
+    from compressor.deploy.runtime.trt_runtime import TensorRTRuntime
+    from compressor.deploy.tensorrt.build import build_engine
+    from compressor.models import create_model
 
     model = create_model("resnet8", num_classes=10).eval()
     export_onnx(model, tmp_path / "m.onnx", (32, 32))

@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from models import create_model
+from compressor.models import create_model
 
 
 def shapes(name: str) -> dict[str, tuple[int, ...]]:

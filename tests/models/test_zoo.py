@@ -1,11 +1,10 @@
+import compressor.models as models
 import pytest
 import torch
 import torch.nn.functional as F
-
-import models
-from models import create_model, list_classifiers, model_entry
-from models.layers import channel_shuffle
-from models.stats import count_macs, count_params
+from compressor.models import create_model, list_classifiers, model_entry
+from compressor.models.layers import channel_shuffle
+from compressor.models.stats import count_macs, count_params
 
 ALL = list_classifiers()
 

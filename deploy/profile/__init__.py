@@ -1,0 +1,1 @@
+"""Profiling: latency, memory, power, accuracy and the report."""

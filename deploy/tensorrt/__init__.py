@@ -1,0 +1,1 @@
+"""TensorRT engine building (TRT 8.5 to 11)."""

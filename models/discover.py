@@ -1,0 +1,256 @@
+"""Hint points of any ``nn.Module`` classifier, found from one traced forward pass.
+
+The zoo declares its candidates (``point_specs``); any other model gets them here, by the rules
+the zoo's declarations follow (PURSUhInT, Keser et al., §3.1: a candidate is a sub-block):
+
+- a *sub-block* is a module inside whose ``forward`` a skip connection joins (a residual add or
+  a channel concat of 4-D maps), together with every other module of the same class (so the
+  stride-2 inverted residuals of a MobileNetV2, which have no skip, are blocks as their
+  siblings are). When one sub-block holds another, the inner one is kept.
+- a model with no skip connection at all is a plain chain (VGG): each conv followed by an
+  optional normalisation and an activation module is a unit, named by its conv.
+- stages are runs of equal spatial resolution of the points' outputs, in forward order.
+- a point's tap (pre-/post-activation, PURSUhInT §4.2) is the activation module that produces
+  the sub-block's output, when that module runs once per forward pass; otherwise pre and post
+  are both the sub-block's output.
+
+The forward pass runs on a zero image in eval mode with forward hooks on every module and a
+``TorchFunctionMode`` that sees each join, so Python control flow in ``forward`` (e.g. a branch
+on the input size) is no obstacle, unlike symbolic tracing. Nothing is kept after the call.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .features import POINTS_ATTR, PointSpec
+
+ACTIVATIONS = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+    nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Softplus,
+)  # fmt: skip
+NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.SyncBatchNorm)
+_JOINS = {"add", "add_", "__add__", "__iadd__", "__radd__", "cat", "concat", "concatenate"}
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What one traced forward pass tells about a model.
+
+    Attributes:
+        points: candidate sub-blocks in forward order.
+        classifier: module path of the last linear layer (the logits' rows), None when there is none.
+        output_shape: shape of the model's output for one image, None when it is not one tensor.
+        notes: what was left out and why (shared activations, modules called twice, ...).
+    """
+
+    points: list[PointSpec]
+    classifier: str | None
+    output_shape: tuple[int, ...] | None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Call:
+    path: str
+    module: nn.Module
+    inputs: tuple[int, ...]
+    output: int | None
+    shape: tuple[int, ...] | None
+    order: int
+
+
+class _Tracer(TorchFunctionMode):
+    """Records module calls (through hooks) and the scope of every join (through the mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = [""]
+        self.calls: list[_Call] = []
+        self.join_scopes: list[str] = []
+        self.keep: list[torch.Tensor] = []  # holds every seen tensor so that id() stays unique
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if getattr(func, "__name__", "") in _JOINS and _is_join(args, out):
+            self.join_scopes.append(self.stack[-1])
+        return out
+
+    def hooks(self, path: str):
+        def pre(module, inputs):
+            self.stack.append(path)
+
+        def post(module, inputs, output):
+            self.stack.pop()
+            tensors = [t for t in _flat(inputs) if isinstance(t, torch.Tensor)]
+            self.keep += tensors
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+            if isinstance(output, torch.Tensor):
+                self.keep.append(output)
+            out_id = id(output) if isinstance(output, torch.Tensor) else None
+            self.calls.append(_Call(path, module, tuple(id(t) for t in tensors), out_id, shape, len(self.calls)))
+
+        return pre, post
+
+
+def discover_points(
+    model: nn.Module, input_size: Sequence[int], within: str | None = None, patterns: Sequence[str] | None = None
+) -> Discovery:
+    """Find the candidate hint points of ``model`` from one forward pass.
+
+    Args:
+        model: any module taking a (1, 3, H, W) image.
+        input_size: (H, W) of the traced image; stages depend on it.
+        within: only points inside this submodule (e.g. ``backbone`` of a detector).
+        patterns: module-name globs (``layer*.?``) that name the candidates instead of the rules above.
+
+    Raises:
+        ValueError: the model cannot run on a (1, 3, H, W) image, or no candidate was found.
+    """
+    tracer = _Tracer()
+    handles = []
+    for path, module in model.named_modules():
+        if path:
+            pre, post = tracer.hooks(path)
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    was_training = model.training
+    x = torch.zeros(1, 3, *input_size, device=_device(model))
+    try:
+        with torch.no_grad(), tracer:
+            out = model.eval()(x)
+    except Exception as e:
+        raise ValueError(f"cannot trace a forward pass on a (1, 3, {input_size[0]}, {input_size[1]}) image: {e}") from e
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    calls, notes = tracer.calls, []
+    scope = [c for c in calls if within is None or c.path == within or c.path.startswith(within + ".")]
+    if patterns:
+        units = _matching(scope, patterns)
+    else:
+        units = _sub_blocks(scope, tracer.join_scopes) or _plain_chain(scope, notes)
+    points = _specs(units, calls, notes)
+    if not points:
+        where = f" inside '{within}'" if within else ""
+        raise ValueError(
+            f"no candidate hint points found{where}: no residual/concat sub-block and no conv-norm-activation unit "
+            "produces a 4-D map; name the candidates with module-name globs (--points 'stage*.block*')"
+        )
+    output_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+    linears = [c.path for c in calls if isinstance(c.module, nn.Linear)]
+    return Discovery(points, linears[-1] if linears else None, output_shape, notes)
+
+
+def _sub_blocks(calls: list[_Call], join_scopes: list[str]) -> list[_Call]:
+    scopes = {s for s in join_scopes if s}
+    modules = {c.path: c.module for c in calls}
+    kinds = {type(modules[s]) for s in scopes if s in modules}
+    found = {c.path: c for c in calls if type(c.module) in kinds and _is_map(c)}
+    inner = [c for p, c in found.items() if not any(q != p and q.startswith(p + ".") for q in found)]
+    return sorted(inner, key=lambda c: c.order)
+
+
+def _plain_chain(calls: list[_Call], notes: list[str]) -> list[_Call]:
+    """Conv (-> norm) -> activation units; returned as the conv's call with the activation as its output."""
+    by_input: dict[int, list[_Call]] = {}
+    for c in calls:
+        for i in c.inputs[:1]:
+            by_input.setdefault(i, []).append(c)
+    units = []
+    for conv in (c for c in calls if isinstance(c.module, nn.Conv2d)):
+        nxt = _next(by_input, conv, NORMS)
+        act = _next(by_input, nxt or conv, ACTIVATIONS)
+        last = act or nxt
+        if last is None:
+            continue
+        if act is None:
+            notes.append(f"{conv.path}: no activation module follows; its point gives the normalised map")
+        units.append(_Call(conv.path, conv.module, conv.inputs, last.output, last.shape, last.order))
+    return units
+
+
+def _next(by_input: dict[int, list[_Call]], call: _Call, kinds: tuple[type, ...]) -> _Call | None:
+    users = [c for c in by_input.get(call.output, []) if c.order > call.order and isinstance(c.module, kinds)]
+    return users[0] if users else None
+
+
+def _matching(calls: list[_Call], patterns: Sequence[str]) -> list[_Call]:
+    hit = {c.path: c for c in calls if any(fnmatch.fnmatchcase(c.path, p) for p in patterns) and _is_map(c)}
+    outer = [c for p, c in hit.items() if not any(p.startswith(q + ".") for q in hit)]
+    return sorted(outer, key=lambda c: c.order)
+
+
+def _specs(units: list[_Call], calls: list[_Call], notes: list[str]) -> list[PointSpec]:
+    counts: dict[str, int] = {}
+    for c in calls:
+        counts[c.path] = counts.get(c.path, 0) + 1
+    specs, stage, size = [], 0, None
+    for unit in units:
+        if counts[unit.path] > 1 and not isinstance(unit.module, nn.Conv2d):
+            notes.append(f"{unit.path}: runs {counts[unit.path]} times per forward pass (shared weights); left out")
+            continue
+        if unit.shape[-2:] != size:
+            stage, size = stage + 1, unit.shape[-2:]
+        specs.append(PointSpec(unit.path, stage, _tap(unit, calls, counts, notes)))
+    return specs
+
+
+def _tap(unit: _Call, calls: list[_Call], counts: dict[str, int], notes: list[str]) -> str | None:
+    if isinstance(unit.module, nn.Conv2d):  # a plain-chain unit: its output is its activation's
+        acts = [c for c in calls if c.output == unit.output and c.order == unit.order and isinstance(c.module, ACTIVATIONS)]
+    else:
+        inside = [c for c in calls if c.path.startswith(unit.path + ".") and c.order < unit.order]
+        acts = [c for c in inside if c.output == unit.output and isinstance(c.module, ACTIVATIONS)]
+    if not acts:
+        return None
+    act = acts[-1]
+    if counts[act.path] > 1:
+        notes.append(f"{unit.path}: its final activation {act.path} also runs elsewhere; pre-activation features are not available")
+        return None
+    return act.path
+
+
+def _is_map(call: _Call) -> bool:
+    return call.shape is not None and len(call.shape) == 4
+
+
+def _is_join(args: tuple, out) -> bool:
+    tensors = [t for t in _flat(args) if isinstance(t, torch.Tensor)]
+    if len(tensors) < 2 or not isinstance(out, torch.Tensor) or out.dim() != 4:
+        return False
+    return all(t.dim() == 4 and t.shape[0] == out.shape[0] and t.shape[-2:] == out.shape[-2:] for t in tensors)
+
+
+def _flat(items) -> list:
+    out = []
+    for item in items:
+        out += _flat(item) if isinstance(item, list | tuple) else [item]
+    return out
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def attach_points(
+    model: nn.Module, input_size: Sequence[int], patterns: Sequence[str] | None = None, within: str | None = None
+) -> Discovery:
+    """Discover (or take from ``patterns``) the model's hint points and store them on the instance.
+
+    Afterwards ``hint_points(model)``, ``forward_features(model, ...)`` and every stage that reads
+    the feature contract work on ``model``; attached points take precedence over a zoo model's
+    declared ones. The model's class, forward and weights are untouched.
+    """
+    found = discover_points(model, input_size, within=within, patterns=patterns)
+    setattr(model, POINTS_ATTR, found.points)
+    if getattr(model, "classifier_name", None) is None:
+        model.classifier_name = found.classifier
+    return found
