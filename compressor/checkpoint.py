@@ -11,6 +11,7 @@ unless the caller opts in for a trusted file.
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 import re
 import zipfile
@@ -29,6 +30,7 @@ from .errors import UserError
 from .io import file_digest
 
 TRUST_FLAG = "--trust-checkpoint"
+STUDENT_SCHEMA = "edge-compressor/student"
 _WRAPPER_KEYS = ("model", "state_dict", "network", "net", "student", "model_state_dict")
 _PREFIXES = ("module.", "_orig_mod.", "architecture.", "model.")
 _META_KEYS = ("epoch", "accuracy", "best_acc", "acc", "arch")
@@ -80,6 +82,12 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
     path = Path(path)
     state, layout, meta = read_state_dict(path, trusted=trusted)
     notes: list[str] = []
+    side = sidecar_of(path) or {}
+    if arch is None and side.get("schema") == STUDENT_SCHEMA and isinstance(side.get("arch"), str):
+        # a student artifact says what it is: a factory model is rebuilt without being named again
+        arch, kwargs, points = side["arch"], kwargs or side.get("arch_kwargs"), points or side.get("points")
+        options = options or side.get("model_options")
+        input_size = input_size or tuple(side.get("input_size", ())) or None
     if arch is not None and is_factory(arch):
         model = _load_factory(path, arch, num_classes, state, kwargs, points, input_size)
         return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes)
@@ -130,6 +138,31 @@ def _load_strict(model: nn.Module, path: Path, arch: str, num_classes: int | Non
         raise UserError(_mismatch_message(path, arch, num_classes, problems, state))
     model.load_state_dict(_fill_batch_counters(state, model), strict=True)
     model.eval()
+
+
+def sidecar_of(path: Path) -> dict[str, Any] | None:
+    """``student.pt`` -> ``student.json`` (also ``x.onnx`` -> ``x.json``), if present and ours."""
+    side = path.with_suffix(".json")
+    if not side.exists():
+        return None
+    try:
+        meta = json.loads(side.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{side} is not valid JSON ({e}); re-create it or remove it") from None
+    return meta if isinstance(meta, dict) else None
+
+
+def in_memory(model: nn.Module) -> LoadedCheckpoint:
+    """A model object handed to the Python API, in the shape of a loaded checkpoint.
+
+    Its architecture is ``model.arch`` when a factory built it, else ``module:Class`` of its class
+    (a reference that rebuilds it where the class takes no required arguments)."""
+    return LoadedCheckpoint(model.eval(), object_reference(model), model_classes(model), "in memory", "")
+
+
+def object_reference(model: nn.Module) -> str:
+    """``model.arch`` when a reference built it, else ``module:Class`` of its class."""
+    return getattr(model, "arch", None) or f"{type(model).__module__}:{type(model).__qualname__}"
 
 
 def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
@@ -261,9 +294,12 @@ def model_classes(model: nn.Module) -> int:
     if isinstance(getattr(model, "num_classes", None), int):
         return int(model.num_classes)
     name = classifier_name(model)
-    if name is None:
+    if name is not None:
+        return int(model.get_submodule(name).weight.shape[0])
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]  # before its points are found: the last one defined
+    if not linears:
         raise UserError(f"{type(model).__name__} has no linear classifier to read its class count from; pass --num-classes")
-    return int(model.get_submodule(name).weight.shape[0])
+    return int(linears[-1].out_features)
 
 
 @cache

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from compressor.models import canonical_reference
+
 from .errors import UserError
 from .io import atomic_write_text
 
@@ -85,6 +87,17 @@ def resolve_paths(tree: dict[str, Any], keys: Iterable[str], base: Path) -> None
             node[parts[-1]] = str(p if p.is_absolute() else (base / p).resolve())
 
 
+def resolve_references(tree: dict[str, Any], keys: Iterable[str], base: Path) -> None:
+    """Make the file part of the model references at ``keys`` (``nets/small.py:build``) absolute against ``base``."""
+    for key in keys:
+        node: Any = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(parts[-1]), str):
+            node[parts[-1]] = canonical_reference(node[parts[-1]], base)
+
+
 def validate(model: type[M], tree: dict[str, Any], source: str = "config") -> M:
     """Build ``model`` from ``tree``; a ValidationError becomes one UserError listing every problem."""
     try:
@@ -100,19 +113,22 @@ def validate(model: type[M], tree: dict[str, Any], source: str = "config") -> M:
 
 
 def load_config(model: type[M], path: str | Path | None, flags: dict[str, Any] | None, overrides: Iterable[str],
-                path_keys: Iterable[str], what: str) -> M:  # fmt: skip
+                path_keys: Iterable[str], what: str, ref_keys: Iterable[str] = ()) -> M:  # fmt: skip
     """YAML file (optional) <- flags (dotted keys, None = not given) <- ``--set`` overrides; relative
-    paths in the file resolve against its folder, those from flags against the working directory."""
+    paths (and model files in ``ref_keys``) in the file resolve against its folder, those from flags
+    against the working directory."""
     tree: dict[str, Any] = {}
     if path is not None:
         tree = read_yaml(path)
         resolve_paths(tree, path_keys, Path(path).resolve().parent)
+        resolve_references(tree, ref_keys, Path(path).resolve().parent)
     for key, value in (flags or {}).items():
         if value is not None:
             set_dotted(tree, key, value)
     for key, value in parse_overrides(overrides):
         set_dotted(tree, key, value)
     resolve_paths(tree, path_keys, Path.cwd())
+    resolve_references(tree, ref_keys, Path.cwd())
     return validate(model, tree, f"{what}{f' {path}' if path else ''}")
 
 

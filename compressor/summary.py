@@ -5,34 +5,39 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
-from compressor.models import create_model, model_entry
+from compressor.models import MODELS, build_model
 from compressor.models.features import baseline_hints, classifier_name, forward_features, hint_points
+from compressor.models.resolve import DEFAULT_INPUT_SIZE
 from compressor.models.stats import count_macs, count_params
 
 
-def describe_model(arch: str, num_classes: int | None = None, input_size: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Parameters, MACs and candidate hint points of a zoo architecture.
+def describe_model(arch: str | nn.Module, num_classes: int | None = None, input_size: tuple[int, int] | None = None,
+                   kwargs: dict[str, Any] | None = None, points: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Parameters, MACs and candidate hint points of a zoo architecture, a factory reference or a model.
 
-    Everything is computed on the meta device (shapes only), so even ImageNet models at
-    224x224 take well under a second and no weights are needed.
+    A zoo model is built on the meta device (shapes only), so even ImageNet models at 224x224
+    take well under a second and no weights are needed; the user's models are built on the CPU.
 
     Returns:
         ``{'arch', 'num_classes', 'params', 'macs', 'input_size', 'candidates', 'baseline_hints'}``;
         each candidate is ``{'index', 'name', 'stage', 'shape'}`` with the (C, H, W) of its output.
     """
-    entry = model_entry(arch)
-    size = tuple(input_size or entry.input_size)
+    zoo = isinstance(arch, str) and arch in MODELS
+    size = tuple(input_size or (MODELS.get(arch).input_size if zoo else DEFAULT_INPUT_SIZE))
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"input size must be two positive integers (H W), got {size}")
-    with torch.device("meta"):
-        model = create_model(arch, num_classes=num_classes)
+    with torch.device("meta" if zoo and not points else "cpu"):
+        model = arch if isinstance(arch, nn.Module) else build_model(arch, num_classes, kwargs, size, points)
         model.eval()
-        feats, _ = forward_features(model, torch.zeros(1, 3, *size))
+        with torch.no_grad():
+            feats, _ = forward_features(model, torch.zeros(1, 3, *size))
     points = hint_points(model)
+    head = classifier_name(model)
     return {
-        "arch": arch,
-        "num_classes": int(model.get_submodule(classifier_name(model)).out_features),
+        "arch": getattr(model, "arch", type(model).__name__),
+        "num_classes": int(model.get_submodule(head).weight.shape[0]) if head else None,
         "params": count_params(model),
         "macs": count_macs(model, size),
         "input_size": list(size),

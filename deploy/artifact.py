@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compressor.models import model_entry
+import numpy as np
+import onnx
+from compressor.models import MODELS, short_name
+from compressor.models.resolve import DEFAULT_INPUT_SIZE
 from torch import nn
 
-from compressor.checkpoint import load_checkpoint
+from compressor.checkpoint import STUDENT_SCHEMA, load_checkpoint, sidecar_of
 from compressor.data.base import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from compressor.errors import UserError
 
-STUDENT_SCHEMA = "edge-compressor/student"
+NO_MEAN, NO_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # no normalisation
 
 
 @dataclass
@@ -33,45 +35,102 @@ class ModelArtifact:
 
     @property
     def name(self) -> str:
-        return self.arch or self.path.stem
+        return short_name(self.arch) if self.arch else self.path.stem
 
 
-def sidecar_of(path: Path) -> dict[str, Any] | None:
-    """``student.pt`` -> ``student.json`` (also ``x.onnx`` -> ``x.json``), if present and ours."""
-    side = path.with_suffix(".json")
-    if not side.exists():
-        return None
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{side} is not valid JSON ({e}); re-create it or remove it") from None
-    return meta if isinstance(meta, dict) else None
-
-
-def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = False) -> ModelArtifact:
+def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = False, kwargs: dict[str, Any] | None = None,
+                  input_size: tuple[int, int] | None = None, mean: tuple[float, ...] | None = None,
+                  std: tuple[float, ...] | None = None) -> ModelArtifact:  # fmt: skip
     """Load a student artifact (``student.pt`` + ``student.json``), any supported checkpoint
-    (architecture given or inferred), or an exported ``.onnx`` file with its sidecar."""
+    (zoo architecture or factory reference, given or recorded in the sidecar), or any ``.onnx``
+    file (ours with its sidecar, or a foreign one read from its graph).
+
+    ``input_size``, ``mean`` and ``std`` override the sidecar's (and are needed where a foreign
+    file leaves them open)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"model {path} does not exist")
     meta = sidecar_of(path) or {}
     if path.suffix == ".onnx":
-        if not meta:
-            raise UserError(f"{path} has no sidecar {path.with_suffix('.json').name}: export it with 'compressor export'")
-        return ModelArtifact(path, meta.get("arch"), meta["num_classes"], tuple(meta["input_size"]), tuple(meta["mean"]),
-                             tuple(meta["std"]), meta.get("class_names", []), None, meta)  # fmt: skip
+        return onnx_artifact(path, meta, input_size, mean, std)
     loaded = load_checkpoint(path, arch=arch or meta.get("arch"), num_classes=meta.get("num_classes"), trusted=trusted,
-                             options=meta.get("model_options"))  # fmt: skip
-    entry = model_entry(loaded.arch)
-    default_mean, default_std = (CIFAR100_MEAN, CIFAR100_STD) if entry.family == "cifar" else (IMAGENET_MEAN, IMAGENET_STD)
+                             options=meta.get("model_options"), kwargs=kwargs or meta.get("arch_kwargs"),
+                             points=meta.get("points"), input_size=input_size or meta.get("input_size"))  # fmt: skip
+    size, default_mean, default_std = _defaults(loaded.arch)
     return ModelArtifact(
         path,
         loaded.arch,
         loaded.num_classes,
-        tuple(meta.get("input_size", entry.input_size)),
-        tuple(meta.get("mean", default_mean)),
-        tuple(meta.get("std", default_std)),
+        tuple(input_size or meta.get("input_size", size)),
+        tuple(mean or meta.get("mean", default_mean)),
+        tuple(std or meta.get("std", default_std)),
         list(meta.get("class_names", [])),
         loaded.model.eval(),
         {**meta, "digest": loaded.digest} if meta.get("schema") == STUDENT_SCHEMA else {"digest": loaded.digest},
     )
+
+
+def _defaults(arch: str) -> tuple[tuple[int, int], tuple[float, ...], tuple[float, ...]]:
+    """Input size and normalisation a model gets when nothing says otherwise."""
+    if arch not in MODELS:  # the user's own model: nothing to assume
+        return DEFAULT_INPUT_SIZE, NO_MEAN, NO_STD
+    entry = MODELS.get(arch)
+    cifar = entry.family == "cifar"
+    return entry.input_size, CIFAR100_MEAN if cifar else IMAGENET_MEAN, CIFAR100_STD if cifar else IMAGENET_STD
+
+
+def onnx_artifact(path: Path, meta: dict[str, Any], input_size: tuple[int, int] | None = None,
+                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> ModelArtifact:  # fmt: skip
+    """An ``.onnx`` file as a model: input shape from the graph, normalisation from the sidecar or the caller.
+
+    Raises:
+        UserError: not a readable ONNX file, an input that is not one (N, C, H, W) image batch, or a
+            dynamic spatial size without ``input_size``.
+    """
+    graph = read_onnx_io(path)
+    dims = graph["input_shape"]
+    static_hw = tuple(d for d in dims[2:] if isinstance(d, int))
+    size = input_size or meta.get("input_size") or (static_hw if len(static_hw) == 2 else None)
+    if size is None:
+        raise UserError(f"{path}: input {graph['input_name']!r} has a dynamic spatial size {dims}; pass --input-size H W")
+    if len(static_hw) == 2 and tuple(size) != static_hw:
+        raise UserError(f"{path}: the graph fixes the input at {static_hw[0]}x{static_hw[1]} but {tuple(size)} was asked for")
+    info = {**meta, "input": graph}
+    if not meta:
+        info["normalisation"] = "from --mean/--std" if mean else "none (no sidecar and no --mean/--std: inputs are [0, 1] images)"
+    num_classes = meta.get("num_classes") or graph["output_classes"]
+    if isinstance(dims[0], int):
+        info["static_batch"] = dims[0]
+    return ModelArtifact(path, meta.get("arch"), int(num_classes or 0), tuple(size), tuple(mean or meta.get("mean", NO_MEAN)),
+                         tuple(std or meta.get("std", NO_STD)), meta.get("class_names", []), None, info)  # fmt: skip
+
+
+def read_onnx_io(path: Path) -> dict[str, Any]:
+    """Name, shape (ints, or names for dynamic axes) and element type of the first image input."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError, ValueError, OSError ... for damaged files
+        raise UserError(
+            f"{path} is not a readable ONNX file ({type(e).__name__}: {e}); export it again or point at the right file"
+        ) from None
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs) or "none"
+        raise UserError(f"{path} has {len(inputs)} graph inputs ({names}); profiling takes models with one image input")
+    shape = [_dim(d) for d in inputs[0].type.tensor_type.shape.dim]
+    if len(shape) != 4 or shape[1] not in (3, "?") and isinstance(shape[1], int):
+        raise UserError(f"{path}: input {inputs[0].name!r} has shape {shape}; profiling takes (N, 3, H, W) image batches")
+    outputs = [[_dim(d) for d in o.type.tensor_type.shape.dim] for o in model.graph.output]
+    classes = outputs[0][-1] if outputs and len(outputs[0]) == 2 and isinstance(outputs[0][-1], int) else None
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type).name
+    params = sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type in _FLOAT_TYPES)
+    return {"input_name": inputs[0].name, "params": params, "input_shape": shape, "input_dtype": dtype, "output_classes": classes,
+            "outputs": [o.name for o in model.graph.output]}  # fmt: skip
+
+
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+
+
+def _dim(d) -> int | str:
+    return d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")

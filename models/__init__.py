@@ -6,7 +6,7 @@ Knows nothing about distillation. Every model provides the feature contract of
 points): zoo models by declaration, any other ``nn.Module`` through ``attach_points``.
 """
 
-from .discover import Discovery, attach_points, discover_points
+from .discover import Discovery, attach_points, discover_points, ensure_points
 from .features import (
     FeatureContract,
     HintPoint,
@@ -20,13 +20,14 @@ from .features import (
     point_specs,
 )
 from .registry import Registry, UnknownNameError
-from .resolve import ModelReferenceError, build_model, check_reference, is_factory, load_factory
+from .resolve import ModelReferenceError, build_model, canonical_reference, check_reference, family, is_factory, load_factory, short_name
 from .zoo import MODELS, ModelEntry, create_model, list_classifiers, list_models, model_entry
 
 __all__ = [
     "Discovery",
     "attach_points",
     "discover_points",
+    "ensure_points",
     "baseline_hints",
     "classifier_name",
     "feature_hooks",
@@ -35,7 +36,10 @@ __all__ = [
     "point_specs",
     "ModelReferenceError",
     "build_model",
+    "canonical_reference",
     "check_reference",
+    "family",
+    "short_name",
     "is_factory",
     "load_factory",
     "FeatureContract",

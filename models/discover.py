@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .features import POINTS_ATTR, PointSpec
+from .features import POINTS_ATTR, FeatureContract, PointSpec
 
 ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
@@ -254,3 +254,9 @@ def attach_points(
     if getattr(model, "classifier_name", None) is None:
         model.classifier_name = found.classifier
     return found
+
+
+def ensure_points(model: nn.Module, input_size: Sequence[int], patterns: Sequence[str] | None = None) -> None:
+    """Attach points to a model that has none yet (declared or attached), or the ones ``patterns`` name."""
+    if patterns or (getattr(model, POINTS_ATTR, None) is None and not isinstance(model, FeatureContract)):
+        attach_points(model, input_size, patterns=patterns)

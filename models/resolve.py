@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,20 @@ class ModelReferenceError(ValueError):
 def is_factory(ref: str) -> bool:
     """True for ``file.py:function`` / ``package.module:function``, False for zoo names."""
     return ref not in MODELS and ":" in ref
+
+
+def short_name(ref: str) -> str:
+    """A file-name-safe label: ``resnet8``; ``/home/u/nets.py:small_cnn`` -> ``nets.small_cnn``."""
+    if ref in MODELS or ":" not in ref:
+        return re.sub(r"[^\w.-]", "_", ref)
+    target, _, name = ref.rpartition(":")
+    module = Path(target).stem if target.endswith(".py") or "/" in target else target.rsplit(".", 1)[-1]
+    return re.sub(r"[^\w.-]", "_", f"{module}.{name}")
+
+
+def family(ref: str | None) -> str:
+    """The zoo family of a reference (``cifar``, ``imagenet``, ``detection``), ``custom`` for the user's models."""
+    return MODELS.get(ref).family if ref in MODELS else "custom"
 
 
 def check_reference(ref: str) -> None:
@@ -100,9 +115,19 @@ def build_model(
         model = _call_factory(ref, num_classes, kw)
         _attach(model, ref, input_size or DEFAULT_INPUT_SIZE, points, within)
         _check_classes(model, ref, num_classes)
-    model.arch = ref
+    model.arch = canonical_reference(ref)
     model.arch_kwargs = kw
     return model
+
+
+def canonical_reference(ref: str, base: str | Path | None = None) -> str:
+    """A file reference with an absolute path (relative ones start at ``base``, default the working
+    directory), so that a sidecar read from another folder still finds it; others as given."""
+    target, _, name = ref.rpartition(":")
+    if ref in MODELS or not (target.endswith(".py") or "/" in target):
+        return ref
+    path = Path(target).expanduser()
+    return f"{(path if path.is_absolute() else Path(base or Path.cwd()) / path).resolve()}:{name}"
 
 
 def _call_factory(ref: str, num_classes: int | None, kw: dict[str, Any]) -> nn.Module:

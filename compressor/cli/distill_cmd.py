@@ -7,6 +7,7 @@ import json
 
 from ..checkpoint import TRUST_FLAG
 from ..train import distill, load_distill_config
+from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, parse_globs, parse_kwargs
 
 NAME = "distill"
 HELP = "distill a student from a teacher (KD, AT, FitNet, CRD, ... and combinations)"
@@ -15,7 +16,11 @@ HELP = "distill a student from a teacher (KD, AT, FitNet, CRD, ... and combinati
 FLAGS = {
     "teacher": "teacher.checkpoint",
     "arch": "teacher.arch",
+    "arch_kwargs": "teacher.kwargs",
+    "teacher_points": "teacher.points",
     "student": "student.arch",
+    "student_kwargs": "student.kwargs",
+    "student_points": "student.points",
     "student_checkpoint": "student.checkpoint",
     "data": "data.train",
     "eval_data": "data.eval",
@@ -37,8 +42,12 @@ FLAGS = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (see compressor/train/distill.example.yaml); flags and --set override it")
     p.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint")
-    p.add_argument("--arch", help="teacher architecture (inferred when left out)")
-    p.add_argument("--student", metavar="ARCH", help="student zoo architecture")
+    p.add_argument("--arch", help=f"teacher architecture (inferred when left out): {REF_HELP}")
+    p.add_argument("--arch-kwargs", type=parse_kwargs, metavar="K=V,...", help=f"teacher: {KWARGS_HELP}")
+    p.add_argument("--teacher-points", type=parse_globs, metavar="GLOB,...", help=f"teacher: {POINTS_HELP}")
+    p.add_argument("--student", metavar="ARCH", help=f"student architecture: {REF_HELP}")
+    p.add_argument("--student-kwargs", type=parse_kwargs, metavar="K=V,...", help=f"student: {KWARGS_HELP}")
+    p.add_argument("--student-points", type=parse_globs, metavar="GLOB,...", help=f"student: {POINTS_HELP}")
     p.add_argument("--student-checkpoint", metavar="CKPT", help="start the student from these weights")
     p.add_argument("--data", metavar="SPEC", help="training data: synthetic | cifar10:PATH | cifar100:PATH | imagefolder:PATH")
     p.add_argument("--eval-data", metavar="SPEC", help="evaluation data (default: the training spec's test split)")

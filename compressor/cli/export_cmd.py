@@ -6,14 +6,18 @@ import argparse
 from pathlib import Path
 
 from ..checkpoint import TRUST_FLAG
+from ..errors import UserError
+from .refs import KWARGS_HELP, REF_HELP, parse_kwargs
 
 NAME = "export"
 HELP = "export a student to ONNX (+ INT8 Q/DQ, FP16, TensorRT), checked against PyTorch"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("student", metavar="STUDENT", help="student.pt (with its student.json) or any supported checkpoint")
-    p.add_argument("--arch", help="architecture, when the checkpoint has no sidecar and it cannot be inferred")
+    p.add_argument("student", metavar="STUDENT", help="student.pt (with its student.json), any supported checkpoint, or an .onnx file")
+    p.add_argument("--arch", help=f"architecture, when the checkpoint has no sidecar and it cannot be inferred: {REF_HELP}")
+    p.add_argument("--arch-kwargs", type=parse_kwargs, metavar="K=V,...", help=KWARGS_HELP)
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input size (an ONNX file with dynamic H, W needs it)")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="the base format (ONNX; TensorRT is built from it)")
     p.add_argument("--opset", type=int, default=17, help="17 through the stable exporter; >= 18 with --dynamo")
     p.add_argument("--dynamo", action="store_true", help="use the torch.export-based exporter (opset >= 18)")
@@ -41,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from compressor.deploy.artifact import load_artifact
     from compressor.deploy.export import ExportOptions, export_artifact
 
-    art = load_artifact(args.student, arch=args.arch, trusted=args.trust_checkpoint)
+    if args.input_size is not None and min(args.input_size) < 1:
+        raise UserError(f"--input-size must be two positive integers, got {args.input_size}")
+    size = tuple(args.input_size) if args.input_size else None
+    art = load_artifact(args.student, arch=args.arch, trusted=args.trust_checkpoint, kwargs=args.arch_kwargs, input_size=size)
     out = Path(args.out) if args.out else Path(args.student).resolve().parent / "export"
     options = ExportOptions(opset=args.opset, dynamic_batch=args.dynamic_batch, dynamo=args.dynamo, int8=args.int8, calib=args.calib,
                             calib_samples=args.calib_samples, fp16=args.fp16, trt=args.trt, trt_precision=args.trt_precision,
@@ -49,11 +56,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = export_artifact(art, out, options, stem=Path(args.student).stem if art.meta.get("schema") else "model")
     except ValueError as e:
-        from ..errors import UserError
-
         raise UserError(str(e)) from None
     p = result.info["parity"]
-    print(f"{art.name}: ONNX parity OK on {p['shapes']} (max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e})")
+    if p is not None:
+        print(f"{art.name}: ONNX parity OK on {p['shapes']} (max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e})")
     if "int8" in result.info:
         q = result.info["int8"]
         print(f"INT8: top-1 {q['fp32_top1']:.2f}% -> {q['int8_top1']:.2f}% ({q['top1_change']:+.2f}), "

@@ -6,19 +6,22 @@ import argparse
 import json
 from pathlib import Path
 
-from compressor.models import MODELS
+from compressor.models import MODELS, ModelReferenceError, is_factory
 
 from ..checkpoint import TRUST_FLAG, load_checkpoint
 from ..errors import UserError
 from ..summary import describe_model, format_summary
+from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, parse_globs, parse_kwargs
 
 NAME = "inspect"
 HELP = "show parameters, MACs and candidate hint points of a zoo model or checkpoint"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", metavar="ARCH_OR_CHECKPOINT", help="zoo model name or checkpoint file")
-    p.add_argument("--arch", help="architecture of the checkpoint (inferred when left out)")
+    p.add_argument("target", metavar="ARCH_OR_CHECKPOINT", help=f"checkpoint file, or a model: {REF_HELP}")
+    p.add_argument("--arch", help=f"architecture of the checkpoint (inferred when left out): {REF_HELP}")
+    p.add_argument("--arch-kwargs", type=parse_kwargs, metavar="K=V,...", help=KWARGS_HELP)
+    p.add_argument("--points", type=parse_globs, metavar="GLOB,...", help=POINTS_HELP)
     p.add_argument("--num-classes", type=int, help="classifier outputs (default: the checkpoint's, or 100/1000)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input height and width")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -31,15 +34,23 @@ def run(args: argparse.Namespace) -> int:
     if args.input_size is not None and min(args.input_size) < 1:
         raise UserError(f"--input-size must be two positive integers, got {args.input_size}")
     extra = {}
-    if args.target in MODELS and not Path(args.target).is_file():
-        arch, num_classes = args.target, args.num_classes
-    elif Path(args.target).exists() or _looks_like_path(args.target):
-        loaded = load_checkpoint(args.target, arch=args.arch, num_classes=args.num_classes, trusted=args.trust_checkpoint)
-        arch, num_classes = loaded.arch, loaded.num_classes
+    size = tuple(args.input_size) if args.input_size else None
+    if Path(args.target).is_file():
+        loaded = load_checkpoint(args.target, arch=args.arch, num_classes=args.num_classes, trusted=args.trust_checkpoint,
+                                 kwargs=args.arch_kwargs, points=args.points, input_size=size)  # fmt: skip
+        target = loaded.model if is_factory(loaded.arch) or args.points else loaded.arch
+        arch, num_classes = target, loaded.num_classes
         extra = {"checkpoint": str(args.target), "layout": loaded.layout, "digest": loaded.digest, "meta": loaded.meta}
+    elif args.target in MODELS or is_factory(args.target):
+        arch, num_classes = args.target, args.num_classes
+    elif _looks_like_path(args.target):
+        raise UserError(f"checkpoint {args.target} does not exist (relative paths start at {Path.cwd()})")
     else:
-        raise UserError(f"{args.target!r} is neither a checkpoint file nor a zoo model; " + MODELS.unknown_message(args.target))
-    info = describe_model(arch, num_classes, tuple(args.input_size) if args.input_size else None)
+        raise UserError(f"{args.target!r} is neither a checkpoint file nor a model; " + MODELS.unknown_message(args.target))
+    try:
+        info = describe_model(arch, num_classes, size, args.arch_kwargs, args.points)
+    except ModelReferenceError as e:
+        raise UserError(str(e)) from None
     if args.json:
         print(json.dumps({**info, **extra}))
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..checkpoint import TRUST_FLAG
 from ..errors import UserError
+from .refs import KWARGS_HELP, REF_HELP, parse_kwargs
 
 NAME = "profile"
 HELP = "profile a model (and optionally its teacher) on every backend: latency, memory, power, accuracy"
@@ -19,12 +20,26 @@ def _batches(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--batch takes comma-separated integers, got {text!r}") from None
 
 
+def _floats(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"give three comma-separated numbers (one per channel), got {text!r}")
+    return values
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from compressor.deploy.profile.run import BACKENDS, ProfileOptions
 
     d = ProfileOptions()
-    p.add_argument("model", metavar="MODEL", help="student.pt (+ student.json), a checkpoint, or an exported .onnx (+ .json)")
-    p.add_argument("--arch", help="architecture of MODEL when it cannot be inferred")
+    p.add_argument("model", metavar="MODEL", help="student.pt (+ student.json), a checkpoint, or any .onnx file")
+    p.add_argument("--arch", help=f"architecture of MODEL when no sidecar says it: {REF_HELP}")
+    p.add_argument("--arch-kwargs", type=parse_kwargs, metavar="K=V,...", help=KWARGS_HELP)
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input size (needed by an ONNX file with dynamic H, W)")
+    p.add_argument("--mean", type=_floats, help="per-channel mean of the input normalisation, e.g. 0.485,0.456,0.406 (default: sidecar's)")
+    p.add_argument("--std", type=_floats, help="per-channel std of the input normalisation (default: sidecar's)")
     p.add_argument("--backend", default=",".join(d.backends), help=f"comma-separated: {', '.join(BACKENDS.names())}")
     p.add_argument("--batch", type=_batches, default=d.batches, help="batch sizes, e.g. 1,8,32")
     p.add_argument("--data", metavar="EVAL", help="evaluation data spec (test split); also calibrates INT8 (train split)")
@@ -47,8 +62,18 @@ def run(args: argparse.Namespace) -> int:
     options = ProfileOptions(backends=[b.strip() for b in args.backend.split(",") if b.strip()], batches=args.batch, data=args.data,
                              eval_samples=args.eval_samples, warmup=args.warmup, iters=args.iters, progress=not args.quiet)  # fmt: skip
     out = Path(args.out) if args.out else Path(args.model).resolve().parent / "profile"
+    if args.input_size is not None and min(args.input_size) < 1:
+        raise UserError(f"--input-size must be two positive integers, got {args.input_size}")
+    if args.std is not None and min(args.std) <= 0:
+        raise UserError(f"--std must be positive, got {args.std}")
+    source = {
+        "kwargs": args.arch_kwargs,
+        "input_size": tuple(args.input_size) if args.input_size else None,
+        "mean": args.mean,
+        "std": args.std,
+    }
     report = profile_models(args.model, out, options, compare=args.compare, arch=args.arch, compare_arch=args.compare_arch,
-                            trusted=args.trust_checkpoint)  # fmt: skip
+                            trusted=args.trust_checkpoint, source=source)  # fmt: skip
     files = write_reports(report, out)
     for m in report["models"]:
         for b in m["backends"]:

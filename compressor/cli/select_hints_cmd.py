@@ -8,6 +8,7 @@ from ..checkpoint import TRUST_FLAG
 from ..device import default_device
 from ..hints import METRICS, HintConfig, select_hints
 from ..hints.kmeans import POSITIONS
+from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, parse_globs, parse_kwargs
 
 NAME = "select-hints"
 HELP = "select hint layers of a teacher by clustering its sub-blocks (PURSUhInT)"
@@ -16,7 +17,9 @@ HELP = "select hint layers of a teacher by clustering its sub-blocks (PURSUhInT)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = HintConfig()
     p.add_argument("--teacher", required=True, metavar="CKPT", help="teacher checkpoint")
-    p.add_argument("--arch", help="teacher architecture (inferred when left out)")
+    p.add_argument("--arch", help=f"teacher architecture (inferred when left out): {REF_HELP}")
+    p.add_argument("--arch-kwargs", type=parse_kwargs, metavar="K=V,...", help=KWARGS_HELP)
+    p.add_argument("--points", type=parse_globs, metavar="GLOB,...", help=POINTS_HELP)
     p.add_argument(
         "--data", required=True, metavar="SPEC", help="synthetic | cifar10:PATH | cifar100:PATH | imagefolder:PATH | images:PATH"
     )
@@ -59,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         config,
         arch=args.arch,
+        kwargs=args.arch_kwargs,
+        points=args.points,
         trusted=args.trust_checkpoint,
         device=args.device or default_device(),
         progress=not args.quiet,

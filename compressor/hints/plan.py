@@ -41,6 +41,7 @@ class HintPlan:
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
     tool_version: str = ""
+    teacher_kwargs: dict[str, Any] = field(default_factory=dict)  # a factory teacher's keyword arguments
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "version": VERSION, **asdict(self)}

@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from compressor.models import ensure_points
 from compressor.models.features import baseline_hints, hint_points
 
 from .. import __version__
-from ..checkpoint import load_checkpoint
+from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
 from ..data import open_dataset
 from ..errors import UserError
 from .cluster import cluster_layers
@@ -54,7 +57,7 @@ class HintConfig:
 
 
 def select_hints(
-    teacher: str | Path,
+    teacher: str | Path | nn.Module,
     data: str,
     out: str | Path,
     config: HintConfig | None = None,
@@ -62,8 +65,22 @@ def select_hints(
     trusted: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    kwargs: dict[str, Any] | None = None,
+    points: list[str] | None = None,
 ) -> HintPlan:
     """Run hint selection and write ``out/plan.json`` and ``out/similarity.png``.
+
+    Args:
+        teacher: checkpoint file, or an ``nn.Module`` (its points are found if it declares none).
+        data: dataset spec (its train split).
+        out: output folder.
+        config: the selection settings.
+        arch: the checkpoint's architecture: zoo name or factory reference (inferred when None).
+        trusted: allow full unpickling of a checkpoint you trust.
+        device: where the teacher runs.
+        progress: show a progress bar.
+        kwargs: keyword arguments of ``arch``.
+        points: module-name globs naming the candidates instead of the declared or found ones.
 
     Raises:
         UserError: bad settings, checkpoint or data; k larger than the candidates; an output
@@ -71,18 +88,32 @@ def select_hints(
     """
     config = config or HintConfig()
     config.validate()
-    out = _writable_dir(out)
-    loaded = load_checkpoint(teacher, arch=arch, trusted=trusted)
-    model = loaded.model
     dataset = open_dataset(data, split="train")
+    size = tuple(dataset.info.input_size)
+    if isinstance(teacher, nn.Module):
+        loaded = _in_memory(teacher, size, points)
+        checkpoint = None
+    else:
+        loaded = load_checkpoint(teacher, arch=arch, trusted=trusted, kwargs=kwargs, points=points, input_size=size)
+        checkpoint = str(Path(teacher).resolve())
+    out = _writable_dir(out)
     notes = list(loaded.notes)
     if dataset.info.num_classes != loaded.num_classes:
         notes.append(f"the data has {dataset.info.num_classes} classes but the teacher {loaded.num_classes}: is this its training data?")
-    plan = build_plan(model, loaded.arch, loaded.num_classes, dataset, data, config, notes, device, progress,
-                      checkpoint=str(Path(teacher).resolve()), digest=loaded.digest)  # fmt: skip
+    plan = build_plan(loaded.model, loaded.arch, loaded.num_classes, dataset, data, config, notes, device, progress,
+                      checkpoint=checkpoint, digest=loaded.digest)  # fmt: skip
+    plan.teacher_kwargs = dict(getattr(loaded.model, "arch_kwargs", None) or {})
     plan.save(out / "plan.json")
     plot_similarity(plan, out / "similarity.png")
     return plan
+
+
+def _in_memory(model: nn.Module, input_size: tuple[int, int], points: list[str] | None) -> LoadedCheckpoint:
+    try:
+        ensure_points(model, input_size, patterns=points)
+    except ValueError as e:
+        raise UserError(f"teacher {type(model).__name__}: {e}") from None
+    return in_memory(model)
 
 
 def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: HintConfig, notes: list[str] | None = None,

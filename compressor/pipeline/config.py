@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from compressor.models import MODELS
+from compressor.models import ModelReferenceError, check_reference
 
-from ..config import Strict, parse_overrides, read_yaml, resolve_paths, set_dotted, validate
+from ..config import Strict, parse_overrides, read_yaml, resolve_paths, resolve_references, set_dotted, validate
 from ..data import DATASETS, parse_spec
 from ..errors import UserError
 from ..train.config import LossConfig
@@ -35,7 +35,9 @@ class Recipe(Strict):
 
 class TeacherSpec(Strict):
     checkpoint: str | None = None  # an existing teacher; when null, ``arch`` is trained from scratch with ``recipe``
-    arch: str | None = None
+    arch: str | None = None  # zoo name or factory reference (path/to/file.py:function, runs that code)
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of arch
+    points: list[str] | None = None  # module-name globs naming the hint candidates (default: declared or found)
     trusted: bool = False
     recipe: Recipe = Field(default_factory=Recipe)
 
@@ -57,7 +59,9 @@ class HintsSpec(Strict):
 
 
 class DistillSpec(Strict):
-    student: str
+    student: str  # zoo name or factory reference (path/to/file.py:function, runs that code)
+    student_kwargs: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of student
+    student_points: list[str] | None = None  # module-name globs naming the student's hint candidates
     recipe: Recipe = Field(default_factory=Recipe)
     loss: LossConfig = Field(default_factory=lambda: LossConfig(method="at+kd"))
     init_epochs: int = Field(0, ge=0)
@@ -111,8 +115,11 @@ def check_names(c: PipelineConfig) -> None:
     if c.teacher.checkpoint is not None and not Path(c.teacher.checkpoint).is_file():
         problems.append(f"  teacher.checkpoint: {c.teacher.checkpoint} does not exist (relative paths start at the YAML's folder)")
     for key, arch in (("teacher.arch", c.teacher.arch), ("distill.student", c.distill.student)):
-        if arch is not None and arch not in MODELS:
-            problems.append(f"  {key}: {MODELS.unknown_message(arch)}")
+        try:
+            if arch is not None:
+                check_reference(arch)
+        except ModelReferenceError as e:
+            problems.append(f"  {key}: {e}")
     if c.hints.metric not in METRICS:
         problems.append(f"  hints.metric: {METRICS.unknown_message(c.hints.metric)}")
     for name in [m.strip() for m in c.distill.loss.method.split("+") if m.strip() and m.strip() != "ce"]:
@@ -136,17 +143,20 @@ def check_names(c: PipelineConfig) -> None:
 
 
 PATH_KEYS = ("teacher.checkpoint", "out")
+REF_KEYS = ("teacher.arch", "distill.student")  # model references: a factory's file resolves like a path
 
 
 def load_pipeline_config(path: str | Path | None, overrides: list[str] = (), extra: dict[str, Any] | None = None) -> PipelineConfig:
     tree: dict[str, Any] = read_yaml(path) if path is not None else {}
     if path is not None:
         resolve_paths(tree, PATH_KEYS, Path(path).resolve().parent)
+        resolve_references(tree, REF_KEYS, Path(path).resolve().parent)
     for key, value in (extra or {}).items():
         set_dotted(tree, key, value)
     for key, value in parse_overrides(overrides):
         set_dotted(tree, key, value)
     resolve_paths(tree, PATH_KEYS, Path.cwd())
+    resolve_references(tree, REF_KEYS, Path.cwd())
     config = validate(PipelineConfig, tree, f"pipeline config{f' {path}' if path else ''}")
     check_names(config)
     return config

@@ -99,7 +99,8 @@ def stage_teacher(ctx: Context) -> None:
     out = ctx.run / "teacher"
     weights = out / "teacher.pt"
     inputs = _digest(t.model_dump(), ctx.config.data.model_dump(), ctx.config.seed)
-    work = lambda: _train(ctx, out, "teacher", {"student.arch": t.arch, "loss.method": "ce"}, t.recipe)  # noqa: E731
+    flags = {"student.arch": t.arch, "student.kwargs": t.kwargs, "student.points": t.points, "loss.method": "ce"}
+    work = lambda: _train(ctx, out, "teacher", flags, t.recipe)  # noqa: E731
     _stage(ctx, "teacher", inputs, [weights], work)
     ctx.paths["teacher"], ctx.digests["teacher"] = weights, file_digest(weights)
 
@@ -114,7 +115,8 @@ def stage_hints(ctx: Context) -> None:
     config = HintConfig(samples=h.samples, k=h.k, metric=h.metric, normalize=h.normalize, position=h.position, preact=h.preact, seed=c.seed)
     arch = c.teacher.arch if c.teacher.checkpoint is None or c.teacher.arch else None
     work = lambda: select_hints(ctx.paths["teacher"], c.data.train, plan.parent, config, arch=arch,  # noqa: E731
-                                trusted=c.teacher.trusted, progress=ctx.progress)  # fmt: skip
+                                trusted=c.teacher.trusted, progress=ctx.progress, kwargs=c.teacher.kwargs or None,
+                                points=c.teacher.points)  # fmt: skip
     _stage(ctx, "hints", inputs, [plan, plan.parent / "similarity.png"], work)
     ctx.paths["plan"], ctx.digests["plan"] = plan, file_digest(plan)
 
@@ -125,7 +127,9 @@ def stage_distill(ctx: Context) -> None:
     weights = out / "student.pt"
     inputs = _digest(d.model_dump(), c.data.model_dump(), c.seed, ctx.digests["teacher"], ctx.digests.get("plan"))
     flags = {"teacher.checkpoint": str(ctx.paths["teacher"]), "teacher.arch": c.teacher.arch, "teacher.trusted": c.teacher.trusted,
-             "student.arch": d.student, "hints.plan": str(ctx.paths["plan"]) if "plan" in ctx.paths else None,
+             "teacher.kwargs": c.teacher.kwargs, "teacher.points": c.teacher.points, "student.arch": d.student,
+             "student.kwargs": d.student_kwargs, "student.points": d.student_points,
+             "hints.plan": str(ctx.paths["plan"]) if "plan" in ctx.paths else None,
              "loss": d.loss.model_dump(), "train.init_epochs": d.init_epochs}  # fmt: skip
     _stage(ctx, "distill", inputs, [weights, out / "student.json"], lambda: _train(ctx, out, "student", flags, d.recipe))
     ctx.paths["student"], ctx.digests["student"] = weights, file_digest(weights)

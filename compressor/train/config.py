@@ -12,13 +12,17 @@ from ..config import Strict, load_config
 
 class TeacherConfig(Strict):
     checkpoint: str  # teacher checkpoint file
-    arch: str | None = None  # inferred from the checkpoint when None
+    arch: str | None = None  # zoo name or factory reference (file.py:function); inferred from the checkpoint when None
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of a factory (or zoo model)
+    points: list[str] | None = None  # module-name globs naming the hint candidates (default: declared or found)
     trusted: bool = False  # allow full unpickling (only for files you trust)
     ensemble: list[str] = Field(default_factory=list)  # more teacher checkpoints: logits averaged with the teacher's
 
 
 class StudentConfig(Strict):
-    arch: str  # any zoo architecture
+    arch: str  # zoo name, or factory reference path/to/file.py:function | package.module:function (runs that code)
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the factory (or zoo model)
+    points: list[str] | None = None  # module-name globs naming the hint candidates (default: declared or found)
     checkpoint: str | None = None  # start from these weights instead of from scratch
 
 
@@ -104,9 +108,10 @@ class DistillConfig(Strict):
         return self
 
 
+REF_KEYS = ("teacher.arch", "student.arch")  # model references: a factory's file resolves like a path
 PATH_KEYS = ("teacher.checkpoint", "loss.params.ekd.heads", "student.checkpoint", "hints.plan", "out")
 
 
 def load_distill_config(path: str | Path | None = None, flags: dict[str, Any] | None = None, overrides: list[str] = ()) -> DistillConfig:
     """YAML file (optional) <- flags (dotted keys, None = not given) <- ``--set`` overrides."""
-    return load_config(DistillConfig, path, flags, overrides, PATH_KEYS, "distillation config")
+    return load_config(DistillConfig, path, flags, overrides, PATH_KEYS, "distillation config", REF_KEYS)

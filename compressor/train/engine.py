@@ -14,6 +14,7 @@ import hashlib
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from compressor.models import create_model
+from compressor.models import ModelReferenceError, attach_points, build_model, canonical_reference, ensure_points, is_factory
 from compressor.models.stats import count_params
 
 from .. import __version__
-from ..checkpoint import LoadedCheckpoint, load_checkpoint
+from ..checkpoint import STUDENT_SCHEMA, LoadedCheckpoint, in_memory, load_checkpoint
 from ..config import save_config
 from ..data import ImageDataset, open_dataset
 from ..device import default_device
@@ -126,7 +127,8 @@ def _datasets(config: DistillConfig, num_classes: int | None) -> tuple[ImageData
 
 def _teacher(config: DistillConfig) -> LoadedCheckpoint | None:
     if config.teacher is not None:
-        return load_checkpoint(config.teacher.checkpoint, arch=config.teacher.arch, trusted=config.teacher.trusted)
+        t = config.teacher
+        return load_checkpoint(t.checkpoint, arch=t.arch, trusted=t.trusted, kwargs=t.kwargs, points=t.points)
     if parse_method(config.loss.method):
         raise UserError(f"loss.method {config.loss.method!r} distils from a teacher: give teacher.checkpoint (--teacher)")
     return None
@@ -139,11 +141,24 @@ def _ensemble_member(path: str, config: DistillConfig, num_classes: int) -> nn.M
     return loaded.model
 
 
-def _student(config: DistillConfig, num_classes: int) -> nn.Module:
-    if config.student.checkpoint:
-        loaded = load_checkpoint(config.student.checkpoint, arch=config.student.arch, num_classes=num_classes)
+def _points_at(attach: Callable[..., Any], model: nn.Module, input_size: tuple[int, int], patterns: list[str] | None) -> None:
+    try:
+        attach(model, input_size, patterns=patterns)
+    except ValueError as e:
+        raise UserError(f"{type(model).__name__}: {e}") from None
+
+
+def _student(config: DistillConfig, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
+    c = config.student
+    if c.checkpoint:
+        loaded = load_checkpoint(
+            c.checkpoint, arch=c.arch, num_classes=num_classes, kwargs=c.kwargs, points=c.points, input_size=input_size
+        )
         return loaded.model.train()
-    return create_model(config.student.arch, num_classes=num_classes)
+    try:
+        return build_model(c.arch, num_classes, c.kwargs, input_size, c.points)
+    except ModelReferenceError as e:
+        raise UserError(f"student.arch: {e}") from None
 
 
 def _prepare_terms(config: DistillConfig, names: list[str], loaded: LoadedCheckpoint | None, student: nn.Module, train_set: ImageDataset,
@@ -208,7 +223,7 @@ def learning_rate(config: DistillConfig, epoch: int) -> float:
     return o.lr
 
 
-def setup(config: DistillConfig) -> Setup:
+def setup(config: DistillConfig, teacher: nn.Module | None = None, student: nn.Module | None = None) -> Setup:
     """Check and build everything; raises UserError before any file is written."""
     cuda = config.train.device.startswith("cuda") or (config.train.device == "auto" and torch.cuda.is_available())
     world = init_world(use_cuda=cuda)
@@ -219,10 +234,18 @@ def setup(config: DistillConfig) -> Setup:
         uses_hints = needs_hints(config.loss.method)
     except ValueError as e:
         raise UserError(f"loss.method: {e}") from None
-    loaded = _teacher(config)
+    loaded = in_memory(teacher) if teacher is not None else _teacher(config)
     train_set, eval_set = _datasets(config, loaded.num_classes if loaded else None)
-    num_classes = train_set.info.num_classes
-    student = _student(config, num_classes)
+    num_classes, size = train_set.info.num_classes, train_set.info.input_size
+    patterns = config.teacher.points if config.teacher else None
+    if teacher is not None:
+        _points_at(ensure_points, teacher, size, patterns)
+    elif loaded is not None and is_factory(loaded.arch):  # its points depend on the input size, known only now
+        _points_at(attach_points, loaded.model, size, patterns)
+    if student is not None:
+        _points_at(ensure_points, student, size, config.student.points)
+    else:
+        student = _student(config, num_classes, size)
     hints = HintPairs([], [], False, "none")
     names = parse_method(config.loss.method)
     try:
@@ -235,7 +258,8 @@ def setup(config: DistillConfig) -> Setup:
     prepared = _prepare_terms(config, names, loaded, student, train_set, hints, device)
     teacher = None
     if loaded is not None:
-        ensemble = [_ensemble_member(path, config, loaded.num_classes).to(device) for path in config.teacher.ensemble]
+        members = config.teacher.ensemble if config.teacher else []
+        ensemble = [_ensemble_member(path, config, loaded.num_classes).to(device) for path in members]
         teacher = Teacher(loaded.model.to(device), hints.teacher, hints.preact, t.channels_last, t.compile_teacher, ensemble)
         if t.teacher_int8:
             _quantize_teacher(config, teacher, train_set, eval_set, device)
@@ -376,9 +400,11 @@ def state_fingerprint(config: DistillConfig) -> str:
 def student_sidecar(config: DistillConfig, info, made_by: dict[str, Any], metrics: dict[str, Any], arch: str | None = None) -> dict:
     """The JSON beside a saved student: what it is, how to feed it, how it was made."""
     return {
-        "schema": "edge-compressor/student",
+        "schema": STUDENT_SCHEMA,
         "version": 1,
-        "arch": arch or config.student.arch,
+        "arch": arch or canonical_reference(config.student.arch),
+        "arch_kwargs": dict(config.student.kwargs),
+        "points": config.student.points,
         "num_classes": info.num_classes,
         "input_size": list(info.input_size),
         "mean": list(info.mean),
@@ -412,8 +438,12 @@ def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dic
     return meta
 
 
-def distill(config: DistillConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def distill(config: DistillConfig, resume: bool = False, progress: bool = True, teacher: nn.Module | None = None,
+            student: nn.Module | None = None) -> dict[str, Any]:  # fmt: skip
     """Train the student; returns a summary with the final and best accuracy and the artifact paths.
+
+    ``teacher`` / ``student`` are model objects that replace ``config.teacher`` / ``config.student``
+    (the Python API); a model without declared points gets them found at the data's input size.
 
     Raises:
         UserError: bad config, checkpoints or data (before anything is written), or a diverged loss.
@@ -423,10 +453,12 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True) 
     except ValueError as e:
         raise UserError(f"loss.method: {e}") from None
     if online is not None:
+        if teacher is not None or student is not None:
+            raise UserError(f"{config.loss.method} builds its own cohort: give student.arch as a reference, not a model object")
         from .online import train_online
 
         return train_online(config, online, resume=resume, progress=progress)
-    s = setup(config)
+    s = setup(config, teacher, student)
     try:
         return _run(s, resume, progress)
     finally:

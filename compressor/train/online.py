@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from compressor.models import create_model
+from compressor.models import build_model
 
 from ..config import save_config
 from ..errors import UserError
@@ -61,8 +61,9 @@ def _train(config: DistillConfig, method: str, world, resume: bool, progress: bo
     n = train_set.info.num_classes
     try:
         loss = LOSSES.get(method)(**c.loss.params.get(method, {}))
-        student = _student(c, n)
-        net = loss.build_network(student, lambda arch: create_model(arch or c.student.arch, num_classes=n))
+        size = train_set.info.input_size
+        student = _student(c, n, size)
+        net = loss.build_network(student, lambda arch: build_model(arch or c.student.arch, n, None if arch else c.student.kwargs, size))
     except (TypeError, ValueError) as e:
         raise UserError(f"loss.params.{method}: {e}") from None
     if hasattr(net, "build_gate"):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from compressor.models import model_entry
+from compressor.models import family
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -29,7 +29,7 @@ from ..artifact import ModelArtifact
 from ..profile.accuracy import accuracy, agreement, predict
 from ..runtime.ort_runtime import OrtRuntime
 from .detection import DetectorExport
-from .int8 import quantize_qdq
+from .int8 import is_qdq, quantize_qdq
 from .onnx_export import export_onnx, torch_to_onnx
 
 
@@ -59,13 +59,14 @@ class ExportResult:
 
 def export_artifact(art: ModelArtifact, out: str | Path, options: ExportOptions, stem: str = "student") -> ExportResult:
     """Write ``out/<stem>.onnx`` (+ .int8.onnx for CPU runtimes, .int8-trt.onnx and a plan for
-    TensorRT, .fp16.onnx) with sidecars."""
-    if art.model is None:
-        raise UserError(f"{art.path} is already an exported file; export takes a student artifact or a checkpoint")
+    TensorRT, .fp16.onnx) with sidecars. An ``.onnx`` artifact (any ONNX file) is the fp32 model
+    itself: its INT8 forms and TensorRT engine are built from it."""
     if (options.int8 or (options.trt and options.trt_precision == "int8")) and not options.calib:
         raise UserError("INT8 needs calibration data: --calib SPEC (e.g. the training set, a few hundred images)")
+    if art.model is None:
+        return _from_onnx(art, Path(out), options, stem)
     model, extra = art.model, {}
-    if model_entry(art.arch).family == "detection":
+    if family(art.arch) == "detection":
         if options.int8 or options.fp16 or options.dynamo:
             raise UserError("detectors export as fp32 ONNX through the default exporter (and TensorRT from it); "
                             "--int8, --fp16 and --dynamo are for classifiers so far")  # fmt: skip
@@ -92,6 +93,30 @@ def export_artifact(art: ModelArtifact, out: str | Path, options: ExportOptions,
         from ..tensorrt.build import build_engine
 
         source = result.files["int8-trt"] if options.trt_precision == "int8" else fp32
+        result.files["trt"] = build_engine(source, out, precision=options.trt_precision)
+    return result
+
+
+def _from_onnx(art: ModelArtifact, out: Path, options: ExportOptions, stem: str) -> ExportResult:
+    """INT8 and TensorRT from a given ONNX file; what needs the PyTorch model is refused up front."""
+    if options.fp16 or options.dynamo or options.nms:
+        raise UserError(f"{art.path.name} is an ONNX file: --fp16, --dynamo and --nms need the PyTorch model (a checkpoint)")
+    if not (options.int8 or options.trt):
+        raise UserError(f"{art.path.name} is already ONNX: add --int8 (with --calib) or --trt to build from it")
+    if is_qdq(art.path) and options.int8:
+        raise UserError(f"{art.path.name} is already INT8 (Q/DQ); give the fp32 ONNX file")
+    out.mkdir(parents=True, exist_ok=True)
+    result = ExportResult()
+    result.files["onnx"] = art.path
+    result.info["parity"] = None
+    if options.int8:
+        result.files["int8"], result.info["int8"] = export_int8(art.path, art, options, out / f"{stem}.int8.onnx", "cpu")
+    if options.trt and options.trt_precision == "int8":
+        result.files["int8-trt"], result.info["int8-trt"] = export_int8(art.path, art, options, out / f"{stem}.int8-trt.onnx", "tensorrt")
+    if options.trt:
+        from ..tensorrt.build import build_engine
+
+        source = result.files["int8-trt"] if options.trt_precision == "int8" else art.path
         result.files["trt"] = build_engine(source, out, precision=options.trt_precision)
     return result
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from compressor.models import MODELS, Registry
+from compressor.models import Registry, family
 from compressor.models.stats import count_macs, count_params
 from tqdm import tqdm
 
@@ -19,6 +19,7 @@ from ..artifact import ModelArtifact, load_artifact
 from ..errors import BackendUnavailable
 from ..export import ExportOptions, export_artifact, export_int8
 from ..export.detection import DetectorExport
+from ..export.int8 import is_qdq
 from ..runtime.base import Runtime
 from ..runtime.ort_runtime import OrtRuntime
 from ..runtime.torch_runtime import TorchRuntime
@@ -50,10 +51,8 @@ class Exports:
         self.info: dict[str, Any] = {}
 
     def get(self, kind: str) -> Path:
-        if self.art.model is None:  # an .onnx file was given: it is the only export there is
-            if kind == "onnx" or (kind == "int8" and self.art.meta.get("precision") == "int8"):
-                return self.art.path
-            raise UserError(f"{self.art.path} is an exported file; backend needing a {kind} export needs the PyTorch model")
+        if self.art.model is None:  # an .onnx file was given: the other forms are made from it where they can be
+            return self._from_onnx(kind)
         if kind not in self.files:
             if kind.startswith("int8") and is_detector(self.art):
                 raise UserError(
@@ -70,15 +69,32 @@ class Exports:
                 self.files[kind], self.info[kind] = export_int8(self.files["onnx"], self.art, opts, path, target)
         return self.files[kind]
 
+    def _from_onnx(self, kind: str) -> Path:
+        int8 = is_qdq(self.art.path)
+        if kind == "onnx" and not int8 or kind == "int8" and int8:
+            return self.art.path
+        if kind == "onnx":
+            raise BackendUnavailable(f"{self.art.path.name} is already INT8 (Q/DQ); the fp32 backends need an fp32 file")
+        if kind != "int8":
+            raise BackendUnavailable(f"a {kind} export needs the PyTorch model; {self.art.path.name} is an ONNX file")
+        if not self.options.data:
+            raise BackendUnavailable("INT8 from an ONNX file needs --data to calibrate on (its train split)")
+        if kind not in self.files:
+            opts = ExportOptions(calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
+            path = self.folder / f"{self.art.path.stem}.int8.onnx"
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.files[kind], self.info[kind] = export_int8(self.art.path, self.art, opts, path, "cpu")
+        return self.files[kind]
+
 
 def is_detector(art: ModelArtifact) -> bool:
-    return art.arch is not None and art.arch in MODELS and MODELS.get(art.arch).family == "detection"
+    return family(art.arch) == "detection"
 
 
 def _pytorch_model(art: ModelArtifact):
     """The model as the torch backends run it: a detector with its decoding (boxes, scores), as exported."""
     if art.model is None:
-        raise UserError(f"{art.path} is an exported file; the torch backends need a checkpoint or student artifact")
+        raise BackendUnavailable(f"{art.path.name} is an ONNX file; the torch backends need a checkpoint or student artifact")
     return DetectorExport(art.model, with_nms=False) if is_detector(art) else art.model
 
 
@@ -146,7 +162,7 @@ def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOpti
         "arch": art.arch,
         "num_classes": art.num_classes,
         "input_size": list(art.input_size),
-        "params": count_params(art.model) if art.model is not None else art.meta.get("params"),
+        "params": count_params(art.model) if art.model is not None else art.meta.get("params", art.meta.get("input", {}).get("params")),
         "macs": count_macs(art.model, art.input_size) if art.model is not None else art.meta.get("macs"),
         "file_size_bytes": {"source": art.path.stat().st_size},
         "backends": [],
@@ -194,7 +210,7 @@ def compression_table(student: dict[str, Any], teacher: dict[str, Any]) -> list[
 
 
 def profile_models(
-    model: str | Path,
+    model: str | Path | ModelArtifact,
     out: str | Path,
     options: ProfileOptions,
     compare: str | Path | None = None,
@@ -202,17 +218,22 @@ def profile_models(
     compare_arch: str | None = None,
     trusted: bool = False,
     student_exports: dict[str, Path] | None = None,
+    source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Profile a model (and optionally a teacher to compare with) and return the report dict.
-    ``student_exports`` ({'onnx': path, 'int8': path}) reuses exports made before."""
+    ``student_exports`` ({'onnx': path, 'int8': path}) reuses exports made before; ``source`` holds
+    ``load_artifact``'s overrides for the model (``kwargs``, ``input_size``, ``mean``, ``std``)."""
     for name in options.backends:
         if name not in BACKENDS:
             raise UserError(BACKENDS.unknown_message(name))
     if not options.batches or min(options.batches) < 1:
         raise UserError(f"--batch must list positive batch sizes, got {options.batches}")
     out = Path(out)
-    student = load_artifact(model, arch=arch, trusted=trusted)
+    student = model if isinstance(model, ModelArtifact) else load_artifact(model, arch=arch, trusted=trusted, **(source or {}))
     teacher = load_artifact(compare, arch=compare_arch, trusted=trusted) if compare else None
+    static = {a.meta["static_batch"] for a in (student, teacher) if a is not None and "static_batch" in a.meta}
+    if static:  # a graph with a fixed batch dimension runs at that batch size only
+        options = replace(options, batches=sorted(static))
     eval_data = None
     detectors = [a.name for a in (student, teacher) if a is not None and is_detector(a)]
     if options.data and detectors:
@@ -220,12 +241,16 @@ def profile_models(
                         "compressor cross-distill report. Profile detectors without --data")  # fmt: skip
     if options.data:
         eval_data = open_dataset(options.data, "test")
-        if eval_data.info.num_classes != student.num_classes:
+        if student.num_classes and eval_data.info.num_classes != student.num_classes:
             raise UserError(f"--data {options.data} has {eval_data.info.num_classes} classes but the model {student.num_classes}")
     start = time.time()
     models = [profile_model(student, "student", out, options, eval_data, student_exports)]
     if teacher is not None:
         models.append(profile_model(teacher, "teacher", out, options, eval_data))
+    measured = [b for m in models for b in m["backends"] if b.get("status") == "ok"]
+    if not measured:
+        reasons = "; ".join(f"{b['backend']}: {b['reason']}" for m in models for b in m["backends"])
+        raise UserError(f"no backend could run {student.path.name} ({reasons}); choose others with --backend")
     return {
         "schema": "edge-compressor/profile-report",
         "version": 1,

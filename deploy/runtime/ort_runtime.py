@@ -41,7 +41,11 @@ class OrtRuntime(Runtime):
                 trt_options["trt_engine_cache_path"] = str(cache_dir)
             providers = [(PROVIDERS[provider], trt_options), "CUDAExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        # a foreign graph may take float16 or float64 images; ours take float32
+        self.input_dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(first.type, np.float32)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)})[0]
+        return out.astype(np.float32, copy=False)

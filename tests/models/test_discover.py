@@ -4,8 +4,6 @@ import time
 
 import pytest
 import torch
-from torch import nn
-
 from compressor.models import (
     ModelReferenceError,
     PointSpec,
@@ -19,6 +17,7 @@ from compressor.models import (
     list_models,
     model_entry,
 )
+from torch import nn
 
 # Where discovery and a declaration differ on purpose, and why.
 KNOWN = {

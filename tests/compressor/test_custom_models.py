@@ -1,0 +1,163 @@
+"""Bring your own model: a user's residual CNN through every stage of the CLI, by factory reference,
+and foreign ONNX files through ``profile``."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from compressor.models import create_model
+
+from compressor.cli import main
+
+CUSTOM = f"{Path(__file__).resolve().parents[1] / 'custom_cnn.py'}:build"
+DATA = "synthetic:classes=4,train=96,test=48,size=16"
+FAST = ["--epochs", "1", "--batch-size", "32", "--quiet"]
+
+
+def _json_out(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def custom_teacher(tmp_path_factory):
+    """The user's model trained from scratch (``--method ce``) by factory reference."""
+    out = tmp_path_factory.mktemp("teacher")
+    assert (
+        main(["distill", "--method", "ce", "--student", CUSTOM, "--student-kwargs", "width=8", "--data", DATA, "--out", str(out), *FAST])
+        == 0
+    )
+    return out / "student.pt"
+
+
+def test_inspect_factory_reference(capsys):
+    assert main(["inspect", CUSTOM, "--arch-kwargs", "width=4,blocks=2", "--num-classes", "3", "--json"]) == 0
+    info = _json_out(capsys)
+    assert info["arch"] == CUSTOM and info["num_classes"] == 3
+    assert [c["name"] for c in info["candidates"]] == [f"body.{i}" for i in range(6)]
+    assert info["baseline_hints"] == [2, 4, 6] and info["candidates"][-1]["shape"] == [16, 8, 8]
+
+
+def test_sidecar_records_the_reference(custom_teacher, capsys):
+    side = json.loads(custom_teacher.with_suffix(".json").read_text())
+    assert side["arch"] == CUSTOM and side["arch_kwargs"] == {"width": 8}
+    assert main(["inspect", str(custom_teacher), "--json"]) == 0  # rebuilt from the sidecar, not told again
+    info = _json_out(capsys)
+    assert info["arch"] == CUSTOM and info["num_classes"] == 4 and info["params"] > 0
+
+
+def test_custom_chain_hints_distill_export_profile(custom_teacher, tmp_path, capsys):
+    hints = tmp_path / "hints"
+    assert (
+        main(
+            [
+                "select-hints",
+                "--teacher",
+                str(custom_teacher),
+                "--data",
+                DATA,
+                "--samples",
+                "48",
+                "--k",
+                "3",
+                "--out",
+                str(hints),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    plan = json.loads((hints / "plan.json").read_text())
+    assert plan["teacher_arch"] == CUSTOM and plan["candidates"] == ["body.0", "body.1", "body.2"] and len(plan["hints"]) == 3
+
+    # custom teacher -> zoo student, hints from the plan
+    s1 = tmp_path / "s1"
+    assert main(["distill", "--teacher", str(custom_teacher), "--student", "resnet8", "--method", "at+kd", "--hints",
+                 str(hints / "plan.json"), "--data", DATA, "--out", str(s1), *FAST]) == 0  # fmt: skip
+    assert json.loads((s1 / "student.json").read_text())["made_by"]["teacher_arch"] == CUSTOM
+
+    # zoo teacher -> custom student (a raw state_dict: the architecture comes from its keys)
+    zoo_teacher = tmp_path / "resnet8_teacher.pth"
+    torch.save(create_model("resnet8", num_classes=4).state_dict(), zoo_teacher)
+    s2 = tmp_path / "s2"
+    assert main(["distill", "--teacher", str(zoo_teacher), "--student", CUSTOM, "--student-kwargs", "width=4", "--method", "fitnet+kd",
+                 "--data", DATA, "--out", str(s2), *FAST]) == 0  # fmt: skip
+    capsys.readouterr()
+
+    export = tmp_path / "export"
+    assert main(["export", str(s2 / "student.pt"), "--int8", "--calib", DATA, "--out", str(export)]) == 0
+    onnx_side = json.loads((export / "student.json").read_text())
+    assert onnx_side["arch"] == CUSTOM and (export / "student.int8.onnx").is_file()
+
+    profile = tmp_path / "profile"
+    assert main(["profile", str(s2 / "student.pt"), "--data", DATA, "--batch", "1", "--iters", "3", "--warmup", "1", "--out", str(profile),
+                 "--quiet"]) == 0  # fmt: skip
+    report = json.loads((profile / "report.json").read_text())
+    (model,) = report["models"]
+    assert model["name"] == "custom_cnn.build" and all(b["status"] == "ok" for b in model["backends"])
+    assert not list(Path(CUSTOM.rpartition(":")[0]).parent.glob("*.onnx"))  # nothing written beside the user's code
+
+
+def test_factory_checkpoint_mismatch_is_listed(custom_teacher, capsys):
+    assert main(["inspect", str(custom_teacher), "--arch", CUSTOM, "--arch-kwargs", "width=16"]) == 2
+    err = capsys.readouterr().err
+    assert "shape mismatches" in err and "stem.0.weight checkpoint (8, 3, 3, 3) vs model (16, 3, 3, 3)" in err
+
+
+@pytest.mark.parametrize(
+    "ref, message",
+    [
+        ("tests/nowhere.py:build", "does not exist"),
+        (CUSTOM.replace(":build", ":missing"), "has no attribute 'missing'"),
+        (CUSTOM.replace(":build", ":not_a_model"), "not a torch.nn.Module"),
+        (CUSTOM.replace(":build", ":broken"), "raised RuntimeError"),
+        ("not_a_real_package_abc:build", "cannot be imported"),
+    ],
+)
+def test_bad_factories_exit_2(ref, message, capsys, tmp_path):
+    assert main(["inspect", ref]) == 2
+    assert message in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["distill", "--method", "ce", "--student", ref, "--data", DATA, "--out", str(out), *FAST]) == 2
+    assert message in capsys.readouterr().err and not (out / "student.pt").exists()
+
+
+def _foreign_onnx(path: Path, dynamic_hw: bool) -> Path:
+    """An ONNX file exported by someone else's tooling: no sidecar, its own input name."""
+    model = create_model("resnet8", num_classes=4).eval()
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
+    torch.onnx.export(model, torch.zeros(1, 3, 16, 16), str(path), input_names=["pixels"], output_names=["scores"],
+                      dynamic_axes={"pixels": axes}, dynamo=False)  # fmt: skip
+    return path
+
+
+def test_profile_foreign_onnx_with_default_backends(tmp_path, capsys):
+    path = _foreign_onnx(tmp_path / "someone_elses.onnx", dynamic_hw=False)
+    assert main(["profile", str(path), "--batch", "1,2", "--iters", "3", "--warmup", "1", "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "torch: skipped" in out and "ort-cpu-int8: skipped" in out and "--data" in out
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    (model,) = report["models"]
+    status = {b["backend"]: b["status"] for b in model["backends"]}
+    assert status == {"torch": "skipped", "ort-cpu": "ok", "ort-cpu-int8": "skipped"}
+    assert model["input_size"] == [16, 16] and model["num_classes"] == 4
+    assert model["params"] > 70_000  # from the graph's initializers (BN folded into the convolutions by the exporter)
+
+
+def test_profile_foreign_onnx_needs_input_size_when_dynamic(tmp_path, capsys):
+    path = _foreign_onnx(tmp_path / "dyn.onnx", dynamic_hw=True)
+    out = tmp_path / "p"
+    assert main(["profile", str(path), "--out", str(out)]) == 2
+    assert "--input-size" in capsys.readouterr().err and not out.exists()
+    assert main(["profile", str(path), "--input-size", "16", "16", "--data", DATA, "--batch", "1", "--iters", "3", "--warmup", "1",
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    backends = {b["backend"]: b for b in report["models"][0]["backends"]}
+    assert backends["ort-cpu-int8"]["status"] == "ok" and backends["ort-cpu"]["accuracy"]["samples"] == 48
+
+
+def test_profile_refuses_a_damaged_onnx(tmp_path, capsys):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07garbage")
+    assert main(["profile", str(bad), "--out", str(tmp_path / "p")]) == 2
+    assert "not a readable ONNX file" in capsys.readouterr().err
