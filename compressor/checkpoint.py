@@ -174,6 +174,8 @@ def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
         raise UserError(f"checkpoint {path} is not a file")
     if _is_torchscript(path):
         return _read_torchscript(path), "torchscript", {}
+    if _is_exported_program(path):
+        return _read_exported_program(path), "torch.export program", {}
     obj = _torch_load(path, trusted)
     state, layout, meta = _unwrap(obj, path)
     state, stripped = strip_prefixes(state)
@@ -226,6 +228,31 @@ def _read_torchscript(path: Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, OSError) as e:
         raise _corrupt(path, e) from None
     return {k: v for k, v in module.state_dict().items()}
+
+
+def _is_exported_program(path: Path) -> bool:
+    """A ``torch.export.save`` archive (``.pt2``): a zip with an ``archive_format`` record."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/archive_format") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _read_exported_program(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of a ``.pt2`` program, under the original module's state_dict keys.
+
+    The program itself is a flattened graph without the module tree, so forward hooks (hint
+    points) cannot attach to it: its weights load into the zoo model or the factory that
+    ``--arch`` names, which provides the tree.
+    """
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:  # torch.export.load raises RuntimeError, KeyError, ... on damaged or foreign archives
+        raise _corrupt(path, e) from None
+    return {k: v.detach() for k, v in program.state_dict.items() if torch.is_tensor(v)}
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -388,8 +415,9 @@ def _choose_arch(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any
         raise UserError(f"checkpoint {path} fits several zoo architectures ({names}); pass --arch to choose one")
     raise UserError(
         f"could not tell the architecture of checkpoint {path}: its folder name does not follow RepDistiller's "
-        f"'<arch>_vanilla' naming and its {len(state)} keys fit no zoo model exactly. Pass --arch "
-        f"(known: {', '.join(list_models())})"
+        f"'<arch>_vanilla' naming and its {len(state)} keys fit no zoo model exactly. Pass --arch: a zoo model "
+        f"({', '.join(list_models())}), or your own as --arch path/to/file.py:function (a function that builds the model; "
+        f"TorchScript and torch.export archives hold no module tree that hint points can attach to)"
     )
 
 

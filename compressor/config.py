@@ -8,7 +8,7 @@ Relative paths in a YAML file are resolved against the file's folder.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,25 +77,28 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[str, Any]]:
 
 def resolve_paths(tree: dict[str, Any], keys: Iterable[str], base: Path) -> None:
     """Make the dotted ``keys`` that hold relative paths absolute against ``base``."""
+
+    def absolute(value: str) -> str:
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else (base / p).resolve())
+
+    _rewrite(tree, keys, absolute)
+
+
+def resolve_references(tree: dict[str, Any], keys: Iterable[str], base: Path) -> None:
+    """Make the file part of the model references at ``keys`` (``nets/small.py:build``) absolute against ``base``."""
+    _rewrite(tree, keys, lambda ref: canonical_reference(ref, base))
+
+
+def _rewrite(tree: dict[str, Any], keys: Iterable[str], fn: Callable[[str], str]) -> None:
+    """Replace each non-empty string at the dotted ``keys`` by ``fn(value)``."""
     for key in keys:
         node: Any = tree
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(parts[-1]), str) and node[parts[-1]]:
-            p = Path(node[parts[-1]]).expanduser()
-            node[parts[-1]] = str(p if p.is_absolute() else (base / p).resolve())
-
-
-def resolve_references(tree: dict[str, Any], keys: Iterable[str], base: Path) -> None:
-    """Make the file part of the model references at ``keys`` (``nets/small.py:build``) absolute against ``base``."""
-    for key in keys:
-        node: Any = tree
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(parts[-1]), str):
-            node[parts[-1]] = canonical_reference(node[parts[-1]], base)
+            node[parts[-1]] = fn(node[parts[-1]])
 
 
 def validate(model: type[M], tree: dict[str, Any], source: str = "config") -> M:

@@ -161,3 +161,52 @@ def test_profile_refuses_a_damaged_onnx(tmp_path, capsys):
     bad.write_bytes(b"\x08\x07garbage")
     assert main(["profile", str(bad), "--out", str(tmp_path / "p")]) == 2
     assert "not a readable ONNX file" in capsys.readouterr().err
+
+
+def test_export_int8_from_a_foreign_onnx(tmp_path, capsys):
+    path = _foreign_onnx(tmp_path / "theirs.onnx", dynamic_hw=False)
+    out = tmp_path / "export"
+    assert main(["export", str(path), "--int8", "--calib", DATA, "--calib-samples", "32", "--out", str(out)]) == 0
+    assert "INT8: top-1" in capsys.readouterr().out and (out / "model.int8.onnx").is_file()
+    assert main(["export", str(path), "--fp16", "--out", str(tmp_path / "fp16")]) == 2
+    assert "need the PyTorch model" in capsys.readouterr().err
+
+
+def test_export_program_and_torchscript_archives(tmp_path, capsys):
+    model = create_model("resnet8", num_classes=4).eval()
+    program = tmp_path / "model.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 16, 16),)), str(program))
+    assert main(["inspect", str(program), "--json"]) == 0  # weights found under the zoo's keys
+    info = _json_out(capsys)
+    assert info["arch"] == "resnet8" and info["layout"] == "torch.export program"
+
+    custom = torch.jit.trace(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 2)), torch.zeros(1, 3, 8, 8)
+    )
+    scripted = tmp_path / "custom.ts"
+    custom.save(str(scripted))
+    assert main(["inspect", str(scripted)]) == 2
+    assert "path/to/file.py:function" in capsys.readouterr().err
+
+
+def test_points_globs_from_the_command_line(capsys):
+    assert main(["inspect", CUSTOM, "--arch-kwargs", "blocks=2", "--points", "body.?.conv_a,stem", "--json"]) == 0
+    info = _json_out(capsys)
+    assert [c["name"] for c in info["candidates"]] == ["stem", *(f"body.{i}.conv_a" for i in range(6))]
+    assert [c["stage"] for c in info["candidates"]] == [1, 1, 1, 2, 2, 3, 3]
+
+
+def test_pipeline_config_takes_references_relative_to_the_yaml(tmp_path):
+    from compressor.pipeline.config import load_pipeline_config
+
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "mine.py").write_text(Path(CUSTOM.rpartition(":")[0]).read_text())
+    config_file = tmp_path / "pipe.yaml"
+    config_file.write_text(
+        "name: mine\ndata: {train: 'synthetic:classes=4'}\n"
+        "teacher: {arch: 'nets/mine.py:build', kwargs: {width: 8}}\n"
+        "distill: {student: 'nets/mine.py:build', student_kwargs: {width: 4}, student_points: ['body.*']}\n"
+    )
+    config = load_pipeline_config(config_file)
+    assert config.teacher.arch == f"{tmp_path / 'nets' / 'mine.py'}:build" and config.teacher.kwargs == {"width": 8}
+    assert config.distill.student == config.teacher.arch and config.distill.student_points == ["body.*"]
