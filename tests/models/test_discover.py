@@ -76,9 +76,7 @@ def test_discovery_is_fast_and_leaves_no_trace():
 
 def test_custom_residual_model():
     model = build_model("tests/custom_cnn.py:build", num_classes=5, kwargs={"blocks": 2})
-    assert [(p.name, p.stage, p.tap) for p in hint_points(model)] == [
-        (f"body.{i}", i // 2 + 1, f"body.{i}.out_act") for i in range(6)
-    ]
+    assert [(p.name, p.stage, p.tap) for p in hint_points(model)] == [(f"body.{i}", i // 2 + 1, f"body.{i}.out_act") for i in range(6)]
     assert baseline_hints(model) == [2, 4, 6] and model.classifier_name == "head"
     feats, logits = forward_features(model, torch.randn(2, 3, 32, 32), indices=[1, 6], preact=True)
     assert logits.shape == (2, 5) and feats[1].shape == (2, 8, 32, 32) and feats[6].shape == (2, 32, 8, 8)
