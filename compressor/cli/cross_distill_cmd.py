@@ -14,6 +14,7 @@ from pathlib import Path
 NAME = "cross-distill"
 HELP = "cross distillation: HEVC compressed-domain teacher -> pixel student (YOLOv3 detection or recognition)"
 PATH_KEYS = ("data.root", "teacher.checkpoint", "out")
+REF_KEYS = ("teacher.arch", "student.arch")  # model references: a factory's file resolves like a path
 EXAMPLES = Path(__file__).resolve().parent.parent / "crossdistill"
 
 
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.config) == bool(args.example):
         raise UserError("give exactly one of --config FILE or --example detection|recognition")
     path = args.config or EXAMPLES / f"{args.example}.example.yaml"
-    config = load_config(CrossConfig, path, {"out": args.out}, args.set, PATH_KEYS, "cross-distillation config")
+    config = load_config(CrossConfig, path, {"out": args.out}, args.set, PATH_KEYS, "cross-distillation config", REF_KEYS)
     report = run_cross_distill(config, progress=not args.quiet)
     metric = report["metric"]
     for name, row in report["results"].items():

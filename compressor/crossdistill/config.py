@@ -23,7 +23,9 @@ class DataSection(Strict):
 
 
 class NetSection(Strict):
-    arch: str
+    arch: str  # zoo name, or (recognition) a factory reference path/to/file.py:function, which runs that code
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of arch
+    points: list[str] | None = None  # module-name globs naming the hint candidates (default: declared or found)
     domain: Literal["pixel", "hevc"]
     checkpoint: str | None = None  # a trained network to use instead of training one (teacher)
     epochs: int = Field(30, ge=0)

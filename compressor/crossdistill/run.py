@@ -104,7 +104,7 @@ def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
         try:
             task.check(net.arch)
         except ValueError as e:
-            raise UserError(str(e)) from None
+            raise UserError(f"{'teacher' if net is config.teacher else 'student'}.arch: {e}") from None
     root = prepare_data(config, out, progress)
     size = tuple(config.data.image_size)
     labels = root / "labels" if config.task == "detection" else None
@@ -140,10 +140,13 @@ def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
     # 2. teacher
     start = time.perf_counter()
     if config.teacher.checkpoint:
-        teacher = load_checkpoint(config.teacher.checkpoint, arch=config.teacher.arch, num_classes=train.classes).model
+        t = config.teacher
+        teacher = load_checkpoint(
+            t.checkpoint, arch=t.arch, num_classes=train.classes, kwargs=t.kwargs, points=t.points, input_size=size
+        ).model
     else:
         torch.manual_seed(config.seed)
-        teacher = task.build(config.teacher.arch, train.classes, size)
+        teacher = task.build(config.teacher.arch, train.classes, size, config.teacher.kwargs, config.teacher.points)
         fit(teacher, task, loader, config.teacher.domain, config.teacher.epochs, o, size, desc="teacher", log=log)
     teacher.eval().requires_grad_(False)
     teacher_scores = score(teacher, config.teacher.domain)
@@ -169,7 +172,7 @@ def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
 
     # 4. students from the same initial weights
     torch.manual_seed(config.seed + 1)
-    template = task.build(config.student.arch, train.classes, size)
+    template = task.build(config.student.arch, train.classes, size, config.student.kwargs, config.student.points)
     initial = template.state_dict()
     try:
         student_points = list(h.student_points) if h.student_points else match_student_points(teacher, template, teacher_points)
@@ -181,7 +184,7 @@ def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
     runs = (["vanilla"] if config.vanilla else []) + ["cross"]
     for kind in runs:
         start = time.perf_counter()
-        student = task.build(config.student.arch, train.classes, size)
+        student = task.build(config.student.arch, train.classes, size, config.student.kwargs, config.student.points)
         student.load_state_dict(initial)
         hints = None
         if kind == "cross":

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from compressor.models import Registry, create_model, model_entry
+from compressor.models import Registry, build_model, check_reference, family
 from compressor.models.features import classifier_name
 
 from ..detection import YOLOv3Loss, cxcywh_to_xyxy, decode, evaluate_detections, postprocess
@@ -20,12 +20,14 @@ class DetectionTask:
     metric = "AP50"
 
     def check(self, arch: str) -> None:
-        if model_entry(arch).family != "detection":
-            raise ValueError(f"{arch} is not a detector; detection needs a yolov3_* architecture")
+        if family(arch) != "detection":
+            raise ValueError(f"{arch} is not a zoo detector; detection needs a yolov3_* architecture (its loss reads the anchors)")
 
-    def build(self, arch: str, num_classes: int, size: tuple[int, int]) -> nn.Module:
+    def build(
+        self, arch: str, num_classes: int, size: tuple[int, int], kwargs: dict | None = None, points: list[str] | None = None
+    ) -> nn.Module:
         self.check(arch)
-        return create_model(arch, num_classes=num_classes, input_size=tuple(size))
+        return build_model(arch, num_classes, {**(kwargs or {}), "input_size": tuple(size)}, size, points, within="backbone")
 
     def criterion(self, model: nn.Module) -> nn.Module:
         return YOLOv3Loss(model.anchors, model.strides, model.num_classes)
@@ -49,17 +51,20 @@ class DetectionTask:
 
 
 class RecognitionTask:
-    """A zoo classifier with cross-entropy; scored by top-1 accuracy."""
+    """A classifier (zoo or factory reference) with cross-entropy; scored by top-1 accuracy."""
 
     metric = "top1"
 
     def check(self, arch: str) -> None:
-        if not model_entry(arch).is_classifier:
+        check_reference(arch)
+        if family(arch) == "detection":
             raise ValueError(f"{arch} is a detector; recognition needs a classifier such as resnet18")
 
-    def build(self, arch: str, num_classes: int, size: tuple[int, int]) -> nn.Module:
+    def build(
+        self, arch: str, num_classes: int, size: tuple[int, int], kwargs: dict | None = None, points: list[str] | None = None
+    ) -> nn.Module:
         self.check(arch)
-        return create_model(arch, num_classes=num_classes)
+        return build_model(arch, num_classes, kwargs, size, points)
 
     def criterion(self, model: nn.Module) -> nn.Module:
         return nn.CrossEntropyLoss()
