@@ -82,8 +82,8 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
     path = Path(path)
     state, layout, meta = read_state_dict(path, trusted=trusted)
     notes: list[str] = []
-    side = sidecar_of(path) or {}
-    if arch is None and side.get("schema") == STUDENT_SCHEMA and isinstance(side.get("arch"), str):
+    side = _student_sidecar(path) if arch is None else {}
+    if side.get("schema") == STUDENT_SCHEMA and isinstance(side.get("arch"), str):
         # a student artifact says what it is: a factory model is rebuilt without being named again
         arch, kwargs, points = side["arch"], kwargs or side.get("arch_kwargs"), points or side.get("points")
         options = options or side.get("model_options")
@@ -138,6 +138,14 @@ def _load_strict(model: nn.Module, path: Path, arch: str, num_classes: int | Non
         raise UserError(_mismatch_message(path, arch, num_classes, problems, state))
     model.load_state_dict(_fill_batch_counters(state, model), strict=True)
     model.eval()
+
+
+def _student_sidecar(path: Path) -> dict[str, Any]:
+    """The student sidecar beside a checkpoint; an unrelated or unreadable JSON file there is not ours to judge."""
+    try:
+        return sidecar_of(path) or {}
+    except UserError:
+        return {}
 
 
 def sidecar_of(path: Path) -> dict[str, Any] | None:

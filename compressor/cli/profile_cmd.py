@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="EVAL", help="evaluation data spec (test split); also calibrates INT8 (train split)")
     p.add_argument("--eval-samples", type=int, default=d.eval_samples)
     p.add_argument("--compare", metavar="TEACHER", help="teacher checkpoint: adds the papers' compression table")
-    p.add_argument("--compare-arch", help="architecture of the teacher when it cannot be inferred")
+    p.add_argument("--compare-arch", help=f"architecture of the teacher when no sidecar says it: {REF_HELP}")
+    p.add_argument("--compare-kwargs", type=parse_kwargs, metavar="K=V,...", help=f"teacher: {KWARGS_HELP}")
     p.add_argument("--iters", type=int, default=d.iters, help="timed calls per batch size")
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--out", help="report folder (default: a 'profile' folder beside MODEL)")
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "std": args.std,
     }
     report = profile_models(args.model, out, options, compare=args.compare, arch=args.arch, compare_arch=args.compare_arch,
-                            trusted=args.trust_checkpoint, source=source)  # fmt: skip
+                            trusted=args.trust_checkpoint, source=source, compare_kwargs=args.compare_kwargs)  # fmt: skip
     files = write_reports(report, out)
     for m in report["models"]:
         for b in m["backends"]:

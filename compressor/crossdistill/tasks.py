@@ -20,6 +20,7 @@ class DetectionTask:
     metric = "AP50"
 
     def check(self, arch: str) -> None:
+        check_reference(arch)
         if family(arch) != "detection":
             raise ValueError(f"{arch} is not a zoo detector; detection needs a yolov3_* architecture (its loss reads the anchors)")
 

@@ -223,7 +223,7 @@ def learning_rate(config: DistillConfig, epoch: int) -> float:
     return o.lr
 
 
-def setup(config: DistillConfig, teacher: nn.Module | None = None, student: nn.Module | None = None) -> Setup:
+def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student_model: nn.Module | None = None) -> Setup:
     """Check and build everything; raises UserError before any file is written."""
     cuda = config.train.device.startswith("cuda") or (config.train.device == "auto" and torch.cuda.is_available())
     world = init_world(use_cuda=cuda)
@@ -234,18 +234,17 @@ def setup(config: DistillConfig, teacher: nn.Module | None = None, student: nn.M
         uses_hints = needs_hints(config.loss.method)
     except ValueError as e:
         raise UserError(f"loss.method: {e}") from None
-    loaded = in_memory(teacher) if teacher is not None else _teacher(config)
+    loaded = in_memory(teacher_model) if teacher_model is not None else _teacher(config)
     train_set, eval_set = _datasets(config, loaded.num_classes if loaded else None)
     num_classes, size = train_set.info.num_classes, train_set.info.input_size
     patterns = config.teacher.points if config.teacher else None
-    if teacher is not None:
-        _points_at(ensure_points, teacher, size, patterns)
+    if teacher_model is not None:
+        _points_at(ensure_points, teacher_model, size, patterns)
     elif loaded is not None and is_factory(loaded.arch):  # its points depend on the input size, known only now
         _points_at(attach_points, loaded.model, size, patterns)
-    if student is not None:
-        _points_at(ensure_points, student, size, config.student.points)
-    else:
-        student = _student(config, num_classes, size)
+    if student_model is not None:
+        _points_at(ensure_points, student_model, size, config.student.points)
+    student = student_model if student_model is not None else _student(config, num_classes, size)
     hints = HintPairs([], [], False, "none")
     names = parse_method(config.loss.method)
     try:

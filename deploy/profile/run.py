@@ -219,6 +219,7 @@ def profile_models(
     trusted: bool = False,
     student_exports: dict[str, Path] | None = None,
     source: dict[str, Any] | None = None,
+    compare_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Profile a model (and optionally a teacher to compare with) and return the report dict.
     ``student_exports`` ({'onnx': path, 'int8': path}) reuses exports made before; ``source`` holds
@@ -230,7 +231,7 @@ def profile_models(
         raise UserError(f"--batch must list positive batch sizes, got {options.batches}")
     out = Path(out)
     student = model if isinstance(model, ModelArtifact) else load_artifact(model, arch=arch, trusted=trusted, **(source or {}))
-    teacher = load_artifact(compare, arch=compare_arch, trusted=trusted) if compare else None
+    teacher = load_artifact(compare, arch=compare_arch, trusted=trusted, kwargs=compare_kwargs) if compare else None
     static = {a.meta["static_batch"] for a in (student, teacher) if a is not None and "static_batch" in a.meta}
     if static:  # a graph with a fixed batch dimension runs at that batch size only
         options = replace(options, batches=sorted(static))

@@ -210,3 +210,30 @@ def test_pipeline_config_takes_references_relative_to_the_yaml(tmp_path):
     config = load_pipeline_config(config_file)
     assert config.teacher.arch == f"{tmp_path / 'nets' / 'mine.py'}:build" and config.teacher.kwargs == {"width": 8}
     assert config.distill.student == config.teacher.arch and config.distill.student_points == ["body.*"]
+
+
+def test_pipeline_with_the_users_teacher_and_student(tmp_path, capsys):
+    """``compressor run``: a factory teacher trained from scratch, its points found, a factory student distilled."""
+    import yaml
+
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "mine.py").write_text(Path(CUSTOM.rpartition(":")[0]).read_text())
+    config = {
+        "name": "mine",
+        "out": "runs",
+        "data": {"train": "synthetic:classes=4,train=96,test=48,size=16"},
+        "teacher": {"arch": "nets/mine.py:build", "kwargs": {"width": 8}, "recipe": {"epochs": 1, "batch_size": 32}},
+        "hints": {"samples": 48, "k": 3},
+        "distill": {"student": "nets/mine.py:build", "student_kwargs": {"width": 4}, "recipe": {"epochs": 1, "batch_size": 32}},
+        "export": {"calib_samples": 32},
+        "profile": {"backends": ["torch", "ort-cpu"], "batches": [1], "eval_samples": 32, "iters": 3},
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", str(tmp_path / "p.yaml"), "--quiet"]) == 0
+    run = tmp_path / "runs" / "mine"
+    plan = json.loads((run / "hints" / "plan.json").read_text())
+    assert plan["candidates"] == ["body.0", "body.1", "body.2"] and plan["teacher_kwargs"] == {"width": 8, "num_classes": 4}
+    student = json.loads((run / "distill" / "student.json").read_text())
+    assert student["arch"] == f"{tmp_path / 'nets' / 'mine.py'}:build" and student["arch_kwargs"] == {"width": 4}
+    report = json.loads((run / "profile" / "report.json").read_text())
+    assert [m["role"] for m in report["models"]] == ["student", "teacher"] and report["comparison"]
