@@ -14,6 +14,7 @@ import copy
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,13 +25,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from compressor.models import MODELS, ModelReferenceError, build_model, classifier_name, create_model, is_factory, list_models
+from compressor.models import (
+    MODELS,
+    ModelReferenceError,
+    attach_points,
+    build_model,
+    classifier_name,
+    create_model,
+    is_factory,
+    list_models,
+    program_module,
+)
 
 from .errors import UserError
 from .io import file_digest
 
 TRUST_FLAG = "--trust-checkpoint"
 STUDENT_SCHEMA = "edge-compressor/student"
+PROGRAM = "torch.export program"
 _WRAPPER_KEYS = ("model", "state_dict", "network", "net", "student", "model_state_dict")
 _PREFIXES = ("module.", "_orig_mod.", "architecture.", "model.")
 _META_KEYS = ("epoch", "accuracy", "best_acc", "acc", "arch")
@@ -48,6 +60,7 @@ class LoadedCheckpoint:
         digest: ``sha256:<hex>`` of the file.
         meta: scalar entries found beside the weights (epoch, accuracy, ...).
         notes: things the loader decided that a user may want to know.
+        input_size: the (H, W) the file records, if any.
     """
 
     model: nn.Module
@@ -57,6 +70,7 @@ class LoadedCheckpoint:
     digest: str
     meta: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    input_size: tuple[int, int] | None = None  # the size the file records (a sidecar's, a program's example input)
 
 
 def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int | None = None, trusted: bool = False,
@@ -88,9 +102,12 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
         arch, kwargs, points = side["arch"], kwargs or side.get("arch_kwargs"), points or side.get("points")
         options = options or side.get("model_options")
         input_size = input_size or tuple(side.get("input_size", ())) or None
+    if arch is None and layout == PROGRAM and not matching_archs(state):
+        model, size = _load_program(path, input_size, points)
+        return LoadedCheckpoint(model, model.arch, model_classes(model), layout, file_digest(path), meta, notes, size)
     if arch is not None and is_factory(arch):
         model = _load_factory(path, arch, num_classes, state, kwargs, points, input_size)
-        return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes)
+        return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes, input_size)
     if arch is None:
         arch = _choose_arch(path, state, meta, notes)
     elif arch not in MODELS:
@@ -107,7 +124,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
     except ModelReferenceError as e:
         raise UserError(str(e)) from None
     _load_strict(model, path, arch, n, state)
-    return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes)
+    return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes, input_size)
 
 
 def _load_factory(path: Path, ref: str, num_classes: int | None, state: dict[str, torch.Tensor], kwargs: dict[str, Any] | None,
@@ -183,7 +200,7 @@ def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
     if _is_torchscript(path):
         return _read_torchscript(path), "torchscript", {}
     if _is_exported_program(path):
-        return _read_exported_program(path), "torch.export program", {}
+        return _read_exported_program(path), PROGRAM, {}
     obj = _torch_load(path, trusted)
     state, layout, meta = _unwrap(obj, path)
     state, stripped = strip_prefixes(state)
@@ -250,17 +267,42 @@ def _is_exported_program(path: Path) -> bool:
 
 
 def _read_exported_program(path: Path) -> dict[str, torch.Tensor]:
-    """The weights of a ``.pt2`` program, under the original module's state_dict keys.
+    """The weights of a ``.pt2`` program, under the original module's state_dict keys (they load
+    into a zoo model or the factory ``--arch`` names; ``_load_program`` runs the program itself)."""
+    return {k: v.detach() for k, v in _program(path).state_dict.items() if torch.is_tensor(v)}
 
-    The program itself is a flattened graph without the module tree, so forward hooks (hint
-    points) cannot attach to it: its weights load into the zoo model or the factory that
-    ``--arch`` names, which provides the tree.
-    """
+
+def _program(path: Path) -> torch.export.ExportedProgram:
     try:
-        program = torch.export.load(str(path))
+        with warnings.catch_warnings():  # torch's own deprecation notices from its pytree code, not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.export.load(str(path))
     except Exception as e:  # torch.export.load raises RuntimeError, KeyError, ... on damaged or foreign archives
         raise _corrupt(path, e) from None
-    return {k: v.detach() for k, v in program.state_dict.items() if torch.is_tensor(v)}
+
+
+def _load_program(path: Path, input_size: tuple[int, int] | None, points: list[str] | None) -> tuple[nn.Module, tuple[int, int]]:
+    """A self-contained ``torch.export`` program as a frozen model (a teacher): its module tree
+    restored, its hint points found. It runs only at shapes the program allows."""
+    program = _program(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model, kinds = program_module(program)
+    example = next((t for t in program.example_inputs[0] if torch.is_tensor(t) and t.dim() == 4), None)
+    size = tuple(input_size or (tuple(example.shape[-2:]) if example is not None else ()))
+    if len(size) != 2:
+        raise UserError(f"{path}: the program records no (N, 3, H, W) example input; give the input size (--input-size H W)")
+    try:
+        attach_points(model, size, patterns=points, kinds=kinds)
+        model(torch.zeros(2, 3, *size))
+    except Exception as e:  # torch.export's guards raise RuntimeError / AssertionError on a shape it was not exported for
+        raise UserError(
+            f"{path}: the exported program cannot serve as a model here ({type(e).__name__}: {str(e).splitlines()[0]}). Export it "
+            "with a dynamic batch (dynamic_shapes={'x': {0: torch.export.Dim('batch')}}) at the data's image size, or pass "
+            "--arch path/to/file.py:function (the function that builds it) to load its weights into the module"
+        ) from None
+    model.arch = f"{path.name} (torch.export program)"
+    return model.eval(), size
 
 
 def _is_state_dict(obj: Any) -> bool:

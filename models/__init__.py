@@ -6,7 +6,7 @@ Knows nothing about distillation. Every model provides the feature contract of
 points): zoo models by declaration, any other ``nn.Module`` through ``attach_points``.
 """
 
-from .discover import Discovery, attach_points, discover_points, ensure_points
+from .discover import Discovery, attach_points, discover_points, ensure_points, program_module
 from .features import (
     FeatureContract,
     HintPoint,
@@ -28,6 +28,7 @@ __all__ = [
     "attach_points",
     "discover_points",
     "ensure_points",
+    "program_module",
     "baseline_hints",
     "classifier_name",
     "feature_hooks",

@@ -22,7 +22,7 @@ on the input size) is no obstacle, unlike symbolic tracing. Nothing is kept afte
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -59,18 +59,26 @@ class Discovery:
 @dataclass
 class _Call:
     path: str
-    module: nn.Module
+    kind: str  # qualified class name of the module (its original one for an unflattened torch.export program)
     inputs: tuple[int, ...]
     output: int | None
     shape: tuple[int, ...] | None
     order: int
 
+    def is_a(self, classes: tuple[type, ...]) -> bool:
+        return self.kind in {qualified(c) for c in classes}
+
+
+def qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
 
 class _Tracer(TorchFunctionMode):
     """Records module calls (through hooks) and the scope of every join (through the mode)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: Mapping[str, str]) -> None:
         super().__init__()
+        self.kinds = kinds
         self.stack: list[str] = [""]
         self.calls: list[_Call] = []
         self.join_scopes: list[str] = []
@@ -78,7 +86,8 @@ class _Tracer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if getattr(func, "__name__", "") in _JOINS and _is_join(args, out):
+        # ATen overloads (add.Tensor, cat.default) are what an exported program's interpreter calls
+        if getattr(func, "__name__", "").split(".")[0] in _JOINS and _is_join(args, out):
             self.join_scopes.append(self.stack[-1])
         return out
 
@@ -94,13 +103,18 @@ class _Tracer(TorchFunctionMode):
             if isinstance(output, torch.Tensor):
                 self.keep.append(output)
             out_id = id(output) if isinstance(output, torch.Tensor) else None
-            self.calls.append(_Call(path, module, tuple(id(t) for t in tensors), out_id, shape, len(self.calls)))
+            kind = self.kinds.get(path) or qualified(type(module))
+            self.calls.append(_Call(path, kind, tuple(id(t) for t in tensors), out_id, shape, len(self.calls)))
 
         return pre, post
 
 
 def discover_points(
-    model: nn.Module, input_size: Sequence[int], within: str | None = None, patterns: Sequence[str] | None = None
+    model: nn.Module,
+    input_size: Sequence[int],
+    within: str | None = None,
+    patterns: Sequence[str] | None = None,
+    kinds: Mapping[str, str] | None = None,
 ) -> Discovery:
     """Find the candidate hint points of ``model`` from one forward pass.
 
@@ -109,11 +123,13 @@ def discover_points(
         input_size: (H, W) of the traced image; stages depend on it.
         within: only points inside this submodule (e.g. ``backbone`` of a detector).
         patterns: module-name globs (``layer*.?``) that name the candidates instead of the rules above.
+        kinds: module path -> qualified class name, where a module's Python class is not its
+            original one (``torch.export.unflatten`` makes every module an ``InterpreterModule``).
 
     Raises:
         ValueError: the model cannot run on a (1, 3, H, W) image, or no candidate was found.
     """
-    tracer = _Tracer()
+    tracer = _Tracer(kinds or {})
     handles = []
     for path, module in model.named_modules():
         if path:
@@ -144,15 +160,15 @@ def discover_points(
             "produces a 4-D map; name the candidates with module-name globs (--points 'stage*.block*')"
         )
     output_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
-    linears = [c.path for c in calls if isinstance(c.module, nn.Linear)]
+    linears = [c.path for c in calls if c.is_a((nn.Linear,))]
     return Discovery(points, linears[-1] if linears else None, output_shape, notes)
 
 
 def _sub_blocks(calls: list[_Call], join_scopes: list[str]) -> list[_Call]:
     scopes = {s for s in join_scopes if s}
-    modules = {c.path: c.module for c in calls}
-    kinds = {type(modules[s]) for s in scopes if s in modules}
-    found = {c.path: c for c in calls if type(c.module) in kinds and _is_map(c)}
+    kind_of = {c.path: c.kind for c in calls}
+    kinds = {kind_of[s] for s in scopes if s in kind_of}
+    found = {c.path: c for c in calls if c.kind in kinds and _is_map(c)}
     inner = [c for p, c in found.items() if not any(q != p and q.startswith(p + ".") for q in found)]
     return sorted(inner, key=lambda c: c.order)
 
@@ -164,7 +180,7 @@ def _plain_chain(calls: list[_Call], notes: list[str]) -> list[_Call]:
         for i in c.inputs[:1]:
             by_input.setdefault(i, []).append(c)
     units = []
-    for conv in (c for c in calls if isinstance(c.module, nn.Conv2d)):
+    for conv in (c for c in calls if c.is_a((nn.Conv2d,))):
         nxt = _next(by_input, conv, NORMS)
         act = _next(by_input, nxt or conv, ACTIVATIONS)
         last = act or nxt
@@ -172,12 +188,12 @@ def _plain_chain(calls: list[_Call], notes: list[str]) -> list[_Call]:
             continue
         if act is None:
             notes.append(f"{conv.path}: no activation module follows; its point gives the normalised map")
-        units.append(_Call(conv.path, conv.module, conv.inputs, last.output, last.shape, last.order))
+        units.append(_Call(conv.path, conv.kind, conv.inputs, last.output, last.shape, last.order))
     return units
 
 
 def _next(by_input: dict[int, list[_Call]], call: _Call, kinds: tuple[type, ...]) -> _Call | None:
-    users = [c for c in by_input.get(call.output, []) if c.order > call.order and isinstance(c.module, kinds)]
+    users = [c for c in by_input.get(call.output, []) if c.order > call.order and c.is_a(kinds)]
     return users[0] if users else None
 
 
@@ -193,7 +209,7 @@ def _specs(units: list[_Call], calls: list[_Call], notes: list[str]) -> list[Poi
         counts[c.path] = counts.get(c.path, 0) + 1
     specs, stage, size = [], 0, None
     for unit in units:
-        if counts[unit.path] > 1 and not isinstance(unit.module, nn.Conv2d):
+        if counts[unit.path] > 1 and not unit.is_a((nn.Conv2d,)):
             notes.append(f"{unit.path}: runs {counts[unit.path]} times per forward pass (shared weights); left out")
             continue
         if unit.shape[-2:] != size:
@@ -203,11 +219,11 @@ def _specs(units: list[_Call], calls: list[_Call], notes: list[str]) -> list[Poi
 
 
 def _tap(unit: _Call, calls: list[_Call], counts: dict[str, int], notes: list[str]) -> str | None:
-    if isinstance(unit.module, nn.Conv2d):  # a plain-chain unit: its output is its activation's
-        acts = [c for c in calls if c.output == unit.output and c.order == unit.order and isinstance(c.module, ACTIVATIONS)]
+    if unit.is_a((nn.Conv2d,)):  # a plain-chain unit: its output is its activation's
+        acts = [c for c in calls if c.output == unit.output and c.order == unit.order and c.is_a(ACTIVATIONS)]
     else:
         inside = [c for c in calls if c.path.startswith(unit.path + ".") and c.order < unit.order]
-        acts = [c for c in inside if c.output == unit.output and isinstance(c.module, ACTIVATIONS)]
+        acts = [c for c in inside if c.output == unit.output and c.is_a(ACTIVATIONS)]
     if not acts:
         return None
     act = acts[-1]
@@ -241,7 +257,11 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def attach_points(
-    model: nn.Module, input_size: Sequence[int], patterns: Sequence[str] | None = None, within: str | None = None
+    model: nn.Module,
+    input_size: Sequence[int],
+    patterns: Sequence[str] | None = None,
+    within: str | None = None,
+    kinds: Mapping[str, str] | None = None,
 ) -> Discovery:
     """Discover (or take from ``patterns``) the model's hint points and store them on the instance.
 
@@ -249,7 +269,7 @@ def attach_points(
     the feature contract work on ``model``; attached points take precedence over a zoo model's
     declared ones. The model's class, forward and weights are untouched.
     """
-    found = discover_points(model, input_size, within=within, patterns=patterns)
+    found = discover_points(model, input_size, within=within, patterns=patterns, kinds=kinds)
     setattr(model, POINTS_ATTR, found.points)
     if getattr(model, "classifier_name", None) is None:
         model.classifier_name = found.classifier
@@ -260,3 +280,19 @@ def ensure_points(model: nn.Module, input_size: Sequence[int], patterns: Sequenc
     """Attach points to a model that has none yet (declared or attached), or the ones ``patterns`` name."""
     if patterns or (getattr(model, POINTS_ATTR, None) is None and not isinstance(model, FeatureContract)):
         attach_points(model, input_size, patterns=patterns)
+
+
+def program_module(program: torch.export.ExportedProgram) -> tuple[nn.Module, dict[str, str]]:
+    """A ``torch.export`` program as a module tree that hooks (hint points) attach to.
+
+    ``torch.export.unflatten`` restores the original module paths, each as an ``InterpreterModule``;
+    the original classes come from the graph's ``nn_module_stack`` records, for ``kinds`` of
+    ``discover_points``. The program keeps the shapes it was exported with: a static batch size
+    stays static.
+    """
+    module = torch.export.unflatten(program)
+    kinds: dict[str, str] = {}
+    for node in program.graph.nodes:
+        for path, cls in (node.meta.get("nn_module_stack") or {}).values():
+            kinds.setdefault(path, cls if isinstance(cls, str) else qualified(cls))
+    return module, kinds

@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.target).is_file():
         loaded = load_checkpoint(args.target, arch=args.arch, num_classes=args.num_classes, trusted=args.trust_checkpoint,
                                  kwargs=args.arch_kwargs, points=args.points, input_size=size)  # fmt: skip
-        target = loaded.model if is_factory(loaded.arch) or args.points else loaded.arch
-        arch, num_classes = target, loaded.num_classes
+        target = loaded.arch if loaded.arch in MODELS and not args.points else loaded.model
+        arch, num_classes, size = target, loaded.num_classes, size or loaded.input_size
         extra = {"checkpoint": str(args.target), "layout": loaded.layout, "digest": loaded.digest, "meta": loaded.meta}
     elif args.target in MODELS or is_factory(args.target):
         arch, num_classes = args.target, args.num_classes

@@ -189,6 +189,36 @@ def test_export_program_and_torchscript_archives(tmp_path, capsys):
     assert "path/to/file.py:function" in capsys.readouterr().err
 
 
+def test_export_program_as_a_frozen_teacher(tmp_path, capsys):
+    """A .pt2 of the user's model, no factory: the module tree comes back from the program, its points are found."""
+    from compressor.models import build_model, hint_points
+
+    from compressor.checkpoint import load_checkpoint
+
+    model = build_model(CUSTOM, num_classes=4).eval()
+    batch = torch.export.Dim("batch", min=1, max=512)
+    dynamic = tmp_path / "dynamic.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 3, 16, 16),), dynamic_shapes={"x": {0: batch}}), str(dynamic))
+    loaded = load_checkpoint(dynamic)
+    assert loaded.layout == "torch.export program" and loaded.input_size == (16, 16) and loaded.num_classes == 4
+    assert hint_points(loaded.model) == hint_points(build_model(CUSTOM, num_classes=4, input_size=(16, 16)))  # taps included
+    x = torch.randn(3, 3, 16, 16)
+    torch.testing.assert_close(loaded.model(x), model(x))
+
+    out = tmp_path / "run"
+    assert (
+        main(["distill", "--teacher", str(dynamic), "--student", "resnet8", "--method", "at+kd", "--data", DATA, "--out", str(out), *FAST])
+        == 0
+    )
+    assert json.loads((out / "student.json").read_text())["made_by"]["teacher_arch"] == "dynamic.pt2 (torch.export program)"
+
+    static = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 16, 16),)), str(static))
+    assert main(["inspect", str(static)]) == 2
+    err = capsys.readouterr().err
+    assert "dynamic batch" in err and "path/to/file.py:function" in err
+
+
 def test_points_globs_from_the_command_line(capsys):
     assert main(["inspect", CUSTOM, "--arch-kwargs", "blocks=2", "--points", "body.?.conv_a,stem", "--json"]) == 0
     info = _json_out(capsys)
