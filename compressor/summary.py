@@ -12,6 +12,8 @@ from compressor.models.features import baseline_hints, classifier_name, forward_
 from compressor.models.resolve import DEFAULT_INPUT_SIZE
 from compressor.models.stats import count_macs, count_params
 
+from .checkpoint import model_classes
+
 
 def describe_model(arch: str | nn.Module, num_classes: int | None = None, input_size: tuple[int, int] | None = None,
                    kwargs: dict[str, Any] | None = None, points: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
@@ -37,7 +39,7 @@ def describe_model(arch: str | nn.Module, num_classes: int | None = None, input_
     head = classifier_name(model)
     return {
         "arch": getattr(model, "arch", type(model).__name__),
-        "num_classes": int(model.get_submodule(head).weight.shape[0]) if head else None,
+        "num_classes": model_classes(model) if head or hasattr(model, "num_classes") else None,
         "params": count_params(model),
         "macs": count_macs(model, size),
         "input_size": list(size),

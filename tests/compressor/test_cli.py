@@ -63,3 +63,11 @@ def test_console_script_runs():
     assert json.loads(out)["baseline_hints"] == [1, 2, 3]
     bad = subprocess.run([sys.executable, "-m", "compressor.cli", "inspect", "nonsense"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown model 'nonsense'" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["yolov3_darknet53_s", "yolov3_mobilenetv2_s"])
+def test_inspect_detectors(name, capsys):
+    """A detector's classifier is a conv of A * (5 + C) filters; inspect reports C, not a traceback."""
+    assert main(["inspect", name, "--input-size", "64", "64", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_classes"] == 80 and info["candidates"]
