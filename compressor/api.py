@@ -9,7 +9,8 @@
     report = api.profile(files["onnx"], "runs/profile", data="cifar100:...")
 
 A model object without declared hint points gets them found from its graph at the data's input
-size (``compressor.models.attach_points``). These functions are what the CLI commands call.
+size (``compressor.models.attach_points``). An output folder that already holds this kind of
+run is refused unless ``overwrite=True`` (``resume=True`` continues a distillation).
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ from .errors import UserError
 from .hints.plan import HintPlan
 from .hints.select import HintConfig
 from .hints.select import select_hints as _select_hints
+from .outdir import claim
+
+# what profile writes into its folder (an earlier report there is refused unless overwrite)
+REPORT_FILES = ["report.json", "report.md", "report.html", "*.png", "exports/*"]
 
 
 def select_hints(
     teacher: str | Path | nn.Module, data: str, out: str | Path, *, arch: str | None = None, kwargs: dict[str, Any] | None = None,
-    points: list[str] | None = None, trusted: bool = False, device: str = "cpu", progress: bool = False, **settings: Any,
+    points: list[str] | None = None, trusted: bool = False, device: str = "cpu", progress: bool = False, overwrite: bool = False,
+    **settings: Any,
 ) -> HintPlan:  # fmt: skip
     """Cluster the teacher's sub-blocks and write ``out/plan.json`` + ``out/similarity.png``.
 
@@ -45,13 +51,14 @@ def select_hints(
     except TypeError as e:
         raise UserError(f"select_hints: {e}") from None
     return _select_hints(teacher, data, out, config, arch=arch, trusted=trusted, device=device, progress=progress,
-                         kwargs=kwargs, points=points)  # fmt: skip
+                         kwargs=kwargs, points=points, overwrite=overwrite)  # fmt: skip
 
 
 def distill(
     *, student: str | nn.Module, data: str, out: str | Path, teacher: str | Path | nn.Module | None = None, method: str = "at+kd",
     hints: str | Path | None = None, epochs: int | None = None, teacher_arch: str | None = None,
     student_kwargs: dict[str, Any] | None = None, settings: dict[str, Any] | None = None, resume: bool = False, progress: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Train ``student`` against ``teacher``; returns the run summary (``weights``, ``sidecar``, ``final``, ...).
 
@@ -85,12 +92,12 @@ def distill(
         flags.update({"teacher.checkpoint": str(teacher), "teacher.arch": teacher_arch})
     flags.update(settings or {})
     config = load_distill_config(None, flags)
-    return _distill(config, resume=resume, progress=progress, teacher=teacher_obj, student=student_obj)
+    return _distill(config, resume=resume, progress=progress, teacher=teacher_obj, student=student_obj, overwrite=overwrite)
 
 
 def export(
     model: str | Path | nn.Module, out: str | Path, *, input_size: tuple[int, int] | None = None, mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None, stem: str = "model", **options: Any,
+    std: tuple[float, ...] | None = None, stem: str = "model", overwrite: bool = False, **options: Any,
 ) -> dict[str, Path]:  # fmt: skip
     """Export to ONNX (checked against PyTorch) and, with ``int8=True, calib=SPEC``, INT8 Q/DQ.
 
@@ -108,9 +115,11 @@ def export(
 
     art = _artifact(model, out, input_size, mean, std) if isinstance(model, nn.Module) else load_artifact(model, input_size=input_size)
     try:
-        return export_artifact(art, out, ExportOptions(**options), stem=stem).files
+        opts = ExportOptions(**options)
     except TypeError as e:
         raise UserError(f"export: {e}") from None
+    with claim(out, [f"{stem}.onnx", f"{stem}.*.onnx", f"{stem}.json", "*.plan"], "export", overwrite=overwrite):
+        return export_artifact(art, out, opts, stem=stem).files
 
 
 def profile(
@@ -121,6 +130,7 @@ def profile(
     input_size: tuple[int, int] | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Profile every backend that applies to ``model`` and write ``report.json/.md/.html`` under ``out``.
@@ -137,15 +147,16 @@ def profile(
     from .deploy.profile.run import ProfileOptions, profile_models
 
     source = {"input_size": input_size, "mean": mean, "std": std}
-    if isinstance(model, nn.Module):  # profiled as it is in memory; its weights are saved for the file size
-        model = _artifact(model, out, input_size, mean, std)
-        _save_object(model, Path(out))
     try:
         opts = ProfileOptions(**{"progress": False, **options})
     except TypeError as e:
         raise UserError(f"profile: {e}") from None
-    report = profile_models(model, out, opts, compare=compare, source=source)
-    write_reports(report, Path(out))
+    with claim(out, [*REPORT_FILES, "model.pt"], "profile", overwrite=overwrite):
+        if isinstance(model, nn.Module):  # profiled as it is in memory; its weights are saved for the file size
+            model = _artifact(model, out, input_size, mean, std)
+            _save_object(model, Path(out))
+        report = profile_models(model, out, opts, compare=compare, source=source)
+        write_reports(report, Path(out))
     return report
 
 

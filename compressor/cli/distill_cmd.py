@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..checkpoint import TRUST_FLAG
+from ..errors import UserError
 from ..train import distill, load_distill_config
 from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, parse_globs, parse_kwargs
 
@@ -65,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. optim.milestones=[30,60]")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (default: refuse, nothing is changed)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a teacher checkpoint you trust")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -74,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.trust_checkpoint:
         flags["teacher.trusted"] = True
     config = load_distill_config(args.config, flags, args.set)
-    summary = distill(config, resume=args.resume, progress=not args.quiet)
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues the run in OUT and --overwrite replaces it: give one of them")
+    summary = distill(config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if "weights" in summary:
         final = summary["final"]
         print(f"student {config.student.arch}: top-1 {final['top1']:.2f}% (best {summary['best_top1']:.2f}%)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..checkpoint import TRUST_FLAG
 from ..errors import UserError
+from ..outdir import claim
 from .refs import KWARGS_HELP, REF_HELP, parse_kwargs
 
 NAME = "export"
@@ -38,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nms-score", type=float, default=0.25, help="NMS score threshold (default 0.25)")
     p.add_argument("--nms-max", type=int, default=100, help="NMS boxes kept per class and image (default 100)")
     p.add_argument("--out", help="output folder (default: an 'export' folder beside the student)")
+    p.add_argument("--overwrite", action="store_true", help="replace an export already in OUT (default: refuse, nothing is changed)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a checkpoint you trust")
 
 
@@ -53,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(opset=args.opset, dynamic_batch=args.dynamic_batch, dynamo=args.dynamo, int8=args.int8, calib=args.calib,
                             calib_samples=args.calib_samples, fp16=args.fp16, trt=args.trt, trt_precision=args.trt_precision,
                             nms=args.nms, nms_iou=args.nms_iou, nms_score=args.nms_score, nms_max=args.nms_max)  # fmt: skip
+    stem = Path(args.student).stem if art.meta.get("schema") else "model"
     try:
-        result = export_artifact(art, out, options, stem=Path(args.student).stem if art.meta.get("schema") else "model")
+        with claim(out, [f"{stem}.onnx", f"{stem}.*.onnx", f"{stem}.json", f"{stem}.*.json", "*.plan"], "export", overwrite=args.overwrite):
+            result = export_artifact(art, out, options, stem=stem)
     except ValueError as e:
         raise UserError(str(e)) from None
     p = result.info["parity"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..api import REPORT_FILES
 from ..checkpoint import TRUST_FLAG
 from ..errors import UserError
+from ..outdir import claim
 from .refs import KWARGS_HELP, REF_HELP, parse_kwargs
 
 NAME = "profile"
@@ -50,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters", type=int, default=d.iters, help="timed calls per batch size")
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--out", help="report folder (default: a 'profile' folder beside MODEL)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in OUT (default: refuse, nothing is changed)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of checkpoints you trust")
     p.add_argument("--quiet", action="store_true")
 
@@ -73,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
         "mean": args.mean,
         "std": args.std,
     }
-    report = profile_models(args.model, out, options, compare=args.compare, arch=args.arch, compare_arch=args.compare_arch,
-                            trusted=args.trust_checkpoint, source=source, compare_kwargs=args.compare_kwargs)  # fmt: skip
-    files = write_reports(report, out)
+    with claim(out, REPORT_FILES, "profile", overwrite=args.overwrite):
+        report = profile_models(args.model, out, options, compare=args.compare, arch=args.arch, compare_arch=args.compare_arch,
+                                trusted=args.trust_checkpoint, source=source, compare_kwargs=args.compare_kwargs)  # fmt: skip
+        files = write_reports(report, out)
     for m in report["models"]:
         for b in m["backends"]:
             if b["status"] != "ok":

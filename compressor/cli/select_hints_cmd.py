@@ -36,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rbf-max-samples", type=int, help="cka-rbf: cap on N (its kernels are N x N)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True, help="output folder for plan.json and similarity.png")
+    p.add_argument("--overwrite", action="store_true", help="replace a plan already in OUT (default: refuse, nothing is changed)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a checkpoint you trust")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         arch=args.arch,
         kwargs=args.arch_kwargs,
         points=args.points,
+        overwrite=args.overwrite,
         trusted=args.trust_checkpoint,
         device=args.device or default_device(),
         progress=not args.quiet,

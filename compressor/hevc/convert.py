@@ -84,6 +84,7 @@ def convert_folder(src: str | Path, dst: str | Path, encoder: Encoder, options: 
         raise UserError(f"{src} holds no images ({', '.join(sorted(EXTENSIONS))})")
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise UserError(f"destination {dst} is inside the source folder {src}; choose a folder outside it")
+    _check_unique_outputs(src, images)
     settings = _settings_record(encoder, options)
     manifest = _open_manifest(dst, settings)
     done = manifest["images"]
@@ -116,6 +117,17 @@ def convert_folder(src: str | Path, dst: str | Path, encoder: Encoder, options: 
     finally:
         atomic_write_json(dst / MANIFEST, manifest)
     return manifest
+
+
+def _check_unique_outputs(src: Path, images: list[Path]) -> None:
+    """Each image becomes ``<stem>.png``: two sources with one stem (``x.jpg``, ``x.png``) would write one file."""
+    by_output: dict[str, list[str]] = {}
+    for path in images:
+        by_output.setdefault(path.relative_to(src).with_suffix(".png").as_posix(), []).append(path.relative_to(src).as_posix())
+    clashes = [names for names in by_output.values() if len(names) > 1]
+    if clashes:
+        shown = "; ".join(" and ".join(names) for names in clashes[:5]) + (f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else "")
+        raise UserError(f"{len(clashes)} output name(s) would be written twice: {shown}; rename or remove one image of each pair")
 
 
 def _check_levels(options: ConvertOptions) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from .. import __version__
 from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
 from ..data import open_dataset
 from ..errors import UserError
+from ..outdir import claim
 from .cluster import cluster_layers
 from .collect import collect_representations, subset
 from .kmeans import POSITIONS
@@ -67,6 +67,7 @@ def select_hints(
     progress: bool = True,
     kwargs: dict[str, Any] | None = None,
     points: list[str] | None = None,
+    overwrite: bool = False,
 ) -> HintPlan:
     """Run hint selection and write ``out/plan.json`` and ``out/similarity.png``.
 
@@ -81,6 +82,7 @@ def select_hints(
         progress: show a progress bar.
         kwargs: keyword arguments of ``arch``.
         points: module-name globs naming the candidates instead of the declared or found ones.
+        overwrite: replace a plan already in ``out`` (default: refuse, nothing changed).
 
     Raises:
         UserError: bad settings, checkpoint or data; k larger than the candidates; an output
@@ -96,15 +98,15 @@ def select_hints(
     else:
         loaded = load_checkpoint(teacher, arch=arch, trusted=trusted, kwargs=kwargs, points=points, input_size=size)
         checkpoint = str(Path(teacher).resolve())
-    out = _writable_dir(out)
     notes = list(loaded.notes)
     if dataset.info.num_classes != loaded.num_classes:
         notes.append(f"the data has {dataset.info.num_classes} classes but the teacher {loaded.num_classes}: is this its training data?")
-    plan = build_plan(loaded.model, loaded.arch, loaded.num_classes, dataset, data, config, notes, device, progress,
-                      checkpoint=checkpoint, digest=loaded.digest)  # fmt: skip
-    plan.teacher_kwargs = dict(getattr(loaded.model, "arch_kwargs", None) or {})
-    plan.save(out / "plan.json")
-    plot_similarity(plan, out / "similarity.png")
+    with claim(out, ["plan.json", "similarity.png"], "select-hints", overwrite=overwrite) as folder:
+        plan = build_plan(loaded.model, loaded.arch, loaded.num_classes, dataset, data, config, notes, device, progress,
+                          checkpoint=checkpoint, digest=loaded.digest)  # fmt: skip
+        plan.teacher_kwargs = dict(getattr(loaded.model, "arch_kwargs", None) or {})
+        plan.save(folder / "plan.json")
+        plot_similarity(plan, folder / "similarity.png")
     return plan
 
 
@@ -170,14 +172,3 @@ def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: H
         tool_version=__version__,
     )
     return plan
-
-
-def _writable_dir(path: str | Path) -> Path:
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {path}: {e.strerror}; choose another --out") from None
-    if not path.is_dir() or not os.access(path, os.W_OK):
-        raise UserError(f"output folder {path} is not writable; choose another --out")
-    return path

@@ -90,7 +90,7 @@ class DataSpec(Strict):
 
 
 class PipelineConfig(Strict):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # one folder under out: no '..', no '/'
     out: str = "runs"  # the run folder is out/name
     seed: int = 0
     device: str = "auto"

@@ -20,6 +20,7 @@ from ..config import save_config
 from ..errors import UserError
 from ..hints import HintConfig, select_hints
 from ..io import atomic_write_json, file_digest
+from ..outdir import claim
 from ..train import distill, load_distill_config
 from ..train.artifacts import load_state
 from ..train.engine import state_fingerprint
@@ -86,7 +87,7 @@ def _train(ctx: Context, out: Path, name: str, flags: dict[str, Any], recipe: Re
     resume = state.exists() and load_state(state).get("fingerprint") == state_fingerprint(config)
     if resume:
         ctx.log(f"  resuming from {state}")
-    distill(config, resume=resume, progress=ctx.progress)
+    distill(config, resume=resume, progress=ctx.progress, overwrite=not resume)  # the stage's inputs changed: redo
 
 
 def stage_teacher(ctx: Context) -> None:
@@ -116,7 +117,7 @@ def stage_hints(ctx: Context) -> None:
     arch = c.teacher.arch if c.teacher.checkpoint is None or c.teacher.arch else None
     work = lambda: select_hints(ctx.paths["teacher"], c.data.train, plan.parent, config, arch=arch,  # noqa: E731
                                 trusted=c.teacher.trusted, progress=ctx.progress, kwargs=c.teacher.kwargs or None,
-                                points=c.teacher.points)  # fmt: skip
+                                points=c.teacher.points, overwrite=True)  # fmt: skip
     _stage(ctx, "hints", inputs, [plan, plan.parent / "similarity.png"], work)
     ctx.paths["plan"], ctx.digests["plan"] = plan, file_digest(plan)
 
@@ -186,12 +187,10 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, progress
     if from_stage is not None and from_stage not in STAGES:
         raise UserError(f"--from {from_stage!r}: known stages are {', '.join(STAGES)}")
     run = config.run_dir
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create run folder {run}: {e.strerror}; choose another 'out' or 'name'") from None
-    ctx = Context(config, run, STAGES.index(from_stage) if from_stage else len(STAGES), progress, log=log)
-    save_config(config, run / "config.yaml")
-    for name in STAGES:
-        RUNNERS[name](ctx)
+    # the run folder is the pipeline's own: its stages reuse what is unchanged; the lock keeps a second run out
+    with claim(run, [], "run", reuse=True):
+        ctx = Context(config, run, STAGES.index(from_stage) if from_stage else len(STAGES), progress, log=log)
+        save_config(config, run / "config.yaml")
+        for name in STAGES:
+            RUNNERS[name](ctx)
     return {k: str(v) for k, v in ctx.paths.items()}

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,9 @@ from ..config import save_config
 from ..data import ImageDataset, open_dataset
 from ..device import default_device
 from ..errors import UserError
+from ..io import file_digest
 from ..losses import LOSSES, LossContext, Objective, Outputs, build_objective, needs_hints, online_method, parse_method
+from ..outdir import claim
 from . import artifacts
 from .config import DistillConfig
 from .data import PadCropFlip, eval_loader, train_loader
@@ -438,11 +443,13 @@ def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dic
 
 
 def distill(config: DistillConfig, resume: bool = False, progress: bool = True, teacher: nn.Module | None = None,
-            student: nn.Module | None = None) -> dict[str, Any]:  # fmt: skip
+            student: nn.Module | None = None, overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
     """Train the student; returns a summary with the final and best accuracy and the artifact paths.
 
     ``teacher`` / ``student`` are model objects that replace ``config.teacher`` / ``config.student``
     (the Python API); a model without declared points gets them found at the data's input size.
+    ``config.out`` must not hold an earlier run unless ``resume`` (continue it) or ``overwrite``
+    (replace it) is given; the folder is locked while the run writes.
 
     Raises:
         UserError: bad config, checkpoints or data (before anything is written), or a diverged loss.
@@ -451,17 +458,26 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         online = online_method(config.loss.method)
     except ValueError as e:
         raise UserError(f"loss.method: {e}") from None
-    if online is not None:
-        if teacher is not None or student is not None:
-            raise UserError(f"{config.loss.method} builds its own cohort: give student.arch as a reference, not a model object")
-        from .online import train_online
+    if online is not None and (teacher is not None or student is not None):
+        raise UserError(f"{config.loss.method} builds its own cohort: give student.arch as a reference, not a model object")
+    with _claim_run(config, resume, overwrite):
+        if online is not None:
+            from .online import train_online
 
-        return train_online(config, online, resume=resume, progress=progress)
-    s = setup(config, teacher, student)
-    try:
-        return _run(s, resume, progress)
-    finally:
-        shutdown(s.world)
+            return train_online(config, online, resume=resume, progress=progress)
+        s = setup(config, teacher, student)
+        try:
+            return _run(s, resume, progress)
+        finally:
+            shutdown(s.world)
+
+
+def _claim_run(config: DistillConfig, resume: bool, overwrite: bool):
+    """The run folder, held by the main process (under torchrun the other ranks write nothing there)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return nullcontext(Path(config.out))
+    produces = [f"{config.name}.pt", f"{config.name}.json", "checkpoints/last.pt", "metrics.jsonl", "config.yaml"]
+    return claim(config.out, produces, "distill", resume=resume, overwrite=overwrite)
 
 
 def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
@@ -475,14 +491,22 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
         s.optimizer.load_state_dict(state["optimizer"])
         s.scaler.load_state_dict(state.get("scaler", {}))
         start_epoch, best = int(state["epoch"]), float(state["best_top1"])
+    total = c.train.init_epochs + c.train.epochs
+    if resume and start_epoch >= total:
+        finished = _finished_run(out, c.name)
+        if finished is not None:  # nothing left to do: the run stays as it is
+            if progress:
+                print(f"{out} holds a finished run ({total} epochs): nothing to resume", file=sys.stderr, flush=True)
+            return finished
     if s.world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(c, out / "config.yaml")
         for note in s.notes if progress else ():
             print(f"note: {note}", file=sys.stderr, flush=True)
     writer = _tensorboard(out, c.train.tensorboard and s.world.is_main)
-    total = c.train.init_epochs + c.train.epochs
     final: dict[str, float] = {}
+    if start_epoch >= total:  # killed after the last checkpoint, before the student was saved: finish that
+        final = evaluate(s.core.student, s.eval_set, c.data.eval_batch_size, c.data.workers, s.device, s.world)
     for epoch in range(start_epoch, total):
         train_stats = train_epoch(s, epoch, progress)
         broadcast_buffers(s.core, s.world)
@@ -513,6 +537,21 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     if writer is not None:
         writer.close()
     return summary
+
+
+def _finished_run(out: Path, name: str) -> dict[str, Any] | None:
+    """The summary of a run whose student artifact is complete (weights matching the sidecar's digest), else None."""
+    weights, sidecar = out / f"{name}.pt", out / f"{name}.json"
+    try:
+        meta = json.loads(sidecar.read_text())
+        final = meta["metrics"]["final"]
+        intact = weights.is_file() and meta.get("digest") == file_digest(weights)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not intact:
+        return None
+    return {"final": final, "best_top1": meta["metrics"].get("best_top1"), "epochs": meta["made_by"].get("epochs"), "weights": str(weights),
+            "sidecar": str(sidecar), "metrics": str(out / "metrics.jsonl"), "ranks_identical": True, "complete": True}  # fmt: skip
 
 
 def _teacher_eval_outputs(s: Setup):
