@@ -14,6 +14,7 @@ import copy
 import json
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -214,7 +215,13 @@ def _torch_load(path: Path, trusted: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as e:
         # Only a refused global means "valid pickle, but it needs code"; anything else is damage.
-        needed = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        needed = re.findall(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(e))
+        if needed and "is blocked" in str(e):  # a call into os / subprocess / builtins: code, not weights
+            raise UserError(
+                f"checkpoint {path} calls {', '.join(sorted(set(needed)))} when unpickled: it holds code, not only weights, and "
+                f"was not loaded. Do not use it unless you know exactly who made it; only {TRUST_FLAG} on a file you trust "
+                f"would load it (and run that code)"
+            ) from None
         if needed:
             what = f" ({', '.join(sorted(set(needed)))})"
             raise UserError(
@@ -224,7 +231,9 @@ def _torch_load(path: Path, trusted: bool) -> Any:
                 f"{TRUST_FLAG} (trusted=True in Python), or re-save just its state_dict"
             ) from None
         raise _corrupt(path, e) from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError, ImportError) as e:
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError, ImportError, KeyError, IndexError,
+            TypeError, struct.error, UnicodeDecodeError) as e:  # fmt: skip
+        # the unpickler meets bytes that are no pickle: a text file (a first byte of 'h' or 'j' reads as a memo lookup), garbage
         raise _corrupt(path, e) from None
 
 

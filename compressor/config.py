@@ -8,6 +8,7 @@ Relative paths in a YAML file are resolved against the file's folder.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,9 +33,13 @@ class Strict(BaseModel):
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a folder; give the YAML file") from None
     except OSError as e:
         raise UserError(f"config file {path} cannot be read: {e.strerror}") from None
     try:
@@ -110,9 +115,17 @@ def validate(model: type[M], tree: dict[str, Any], source: str = "config") -> M:
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             value = err.get("input")
-            shown = "" if err["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+            shown = "" if err["type"] == "missing" or isinstance(value, dict) else f" (got {_short(value)})"
             lines.append(f"  {key}: {err['msg']}{shown}")
         raise UserError(f"invalid {source}:\n" + "\n".join(lines)) from None
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """A value as a message shows it: at most ``limit`` characters (a YAML alias bomb expands to megabytes)."""
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlist, short.maxdict, short.maxlevel = limit, limit, 8, 8, 3
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def load_config(model: type[M], path: str | Path | None, flags: dict[str, Any] | None, overrides: Iterable[str],

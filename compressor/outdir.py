@@ -51,9 +51,10 @@ def claim(
         earlier = sorted({p.relative_to(out).as_posix() for pattern in produces for p in out.glob(pattern)})
         if earlier and not (resume or overwrite or reuse):
             shown = ", ".join(earlier[:5]) + (f" and {len(earlier) - 5} more" if len(earlier) > 5 else "")
+            resume_hint = "--resume to continue it, " if command == "distill" else ""
             raise UserError(
-                f"{out} already holds an earlier {command} run ({shown}); nothing was changed. Pass --resume to continue it, "
-                f"--overwrite to replace it, or choose another --out"
+                f"{out} already holds an earlier {command} run ({shown}); nothing was changed. Pass {resume_hint}--overwrite "
+                f"to replace it, or choose another --out"
             )
         _lock(out, command)
     except BaseException:

@@ -15,7 +15,9 @@ from torch import nn
 from compressor.checkpoint import STUDENT_SCHEMA, load_checkpoint, sidecar_of
 from compressor.data.base import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from compressor.errors import UserError
+from compressor.io import file_digest
 
+EXPORT_SCHEMA = "edge-compressor/exported-model"
 NO_MEAN, NO_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # no normalisation
 
 
@@ -51,6 +53,7 @@ def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = Fal
     if not path.exists():
         raise UserError(f"model {path} does not exist")
     meta = sidecar_of(path) or {}
+    check_sidecar(path, meta)
     if path.suffix == ".onnx":
         return onnx_artifact(path, meta, input_size, mean, std)
     loaded = load_checkpoint(path, arch=arch or meta.get("arch"), num_classes=meta.get("num_classes"), trusted=trusted,
@@ -68,6 +71,31 @@ def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = Fal
         loaded.model.eval(),
         {**meta, "digest": loaded.digest} if meta.get("schema") == STUDENT_SCHEMA else {"digest": loaded.digest},
     )
+
+
+def check_sidecar(path: Path, meta: dict[str, Any]) -> None:
+    """A sidecar of ours must describe this very file with usable values.
+
+    Raises:
+        UserError: its digest names other bytes (the weights were replaced after it was written), or
+            its input size / normalisation is malformed or missing.
+    """
+    if meta.get("schema") not in (STUDENT_SCHEMA, EXPORT_SCHEMA):
+        return
+    side = path.with_suffix(".json")
+    digest = meta.get("digest")
+    if digest and digest != file_digest(path):
+        raise UserError(f"{side} describes other weights than {path.name} (digest differs): the file was replaced after its sidecar "
+                        f"was written. Re-create both with the command that made them, or remove {side.name} and pass --arch")  # fmt: skip
+    size = meta.get("input_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise UserError(f"{side}: input_size must be [H, W] with positive integers, got {size!r}; fix or re-create the sidecar")
+    for key in ("mean", "std"):
+        values = meta.get(key)
+        if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, int | float) for v in values)):
+            raise UserError(f"{side}: {key} must be three numbers (one per channel), got {values!r}; fix or re-create the sidecar")
+    if any(v <= 0 for v in meta["std"]):
+        raise UserError(f"{side}: std must be positive, got {meta['std']}")
 
 
 def _defaults(arch: str) -> tuple[tuple[int, int], tuple[float, ...], tuple[float, ...]]:
@@ -113,6 +141,8 @@ def read_onnx_io(path: Path) -> dict[str, Any]:
         raise UserError(
             f"{path} is not a readable ONNX file ({type(e).__name__}: {e}); export it again or point at the right file"
         ) from None
+    if not model.graph.node:
+        raise UserError(f"{path} is not a readable ONNX file (no graph: empty or not a model); export it again or point at the right file")
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--input-size must be two positive integers, got {args.input_size}")
     extra = {}
     size = tuple(args.input_size) if args.input_size else None
+    if Path(args.target).is_dir():
+        raise UserError(f"{args.target} is a folder; give a checkpoint file inside it, or a model name")
     if Path(args.target).is_file():
         loaded = load_checkpoint(args.target, arch=args.arch, num_classes=args.num_classes, trusted=args.trust_checkpoint,
                                  kwargs=args.arch_kwargs, points=args.points, input_size=size)  # fmt: skip

@@ -61,9 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from compressor.deploy.profile.report import write_reports
     from compressor.deploy.profile.run import ProfileOptions, profile_models
 
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    if not backends:
+        raise UserError(f"--backend {args.backend!r} names no backend; give one or more of the --help list (default: all that apply)")
     if args.iters < 1 or args.warmup < 0 or args.eval_samples < 1:
         raise UserError("--iters and --eval-samples must be >= 1 and --warmup >= 0")
-    options = ProfileOptions(backends=[b.strip() for b in args.backend.split(",") if b.strip()], batches=args.batch, data=args.data,
+    options = ProfileOptions(backends=backends, batches=args.batch, data=args.data,
                              eval_samples=args.eval_samples, warmup=args.warmup, iters=args.iters, progress=not args.quiet)  # fmt: skip
     out = Path(args.out) if args.out else Path(args.model).resolve().parent / "profile"
     if args.input_size is not None and min(args.input_size) < 1:

@@ -19,8 +19,8 @@ from .synthetic import SyntheticDataset
 # name -> (needs a path, builder(path, split, options))
 DATASETS: Registry[tuple[bool, Callable[..., ImageDataset]]] = Registry("dataset")
 DATASETS.register("synthetic", (False, lambda path, split, o: SyntheticDataset(split, **o)))
-DATASETS.register("cifar10", (True, lambda path, split, o: CifarDataset("cifar10", path, split)))
-DATASETS.register("cifar100", (True, lambda path, split, o: CifarDataset("cifar100", path, split)))
+DATASETS.register("cifar10", (True, lambda path, split, o: CifarDataset("cifar10", path, split, **o)))
+DATASETS.register("cifar100", (True, lambda path, split, o: CifarDataset("cifar100", path, split, **o)))
 DATASETS.register("imagefolder", (True, lambda path, split, o: ImageFolderDataset(path, split, _size(o))))
 DATASETS.register("images", (True, lambda path, split, o: ImageFolderDataset(path, split, _size(o), labelled=False)))
 DATASETS.register("digits", (False, lambda path, split, o: DigitsDataset(split, **o)))
@@ -55,7 +55,8 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, int]]:
     name = parts[0]
     rest = parts[1:]
     options: dict[str, int] = {}
-    if rest and "=" in rest[-1]:
+    path_only = name in DATASETS and DATASETS.get(name)[0] and len(rest) == 1  # a folder may have '=' in its name
+    if rest and "=" in rest[-1] and not path_only:
         for item in rest.pop().split(","):
             key, _, value = item.partition("=")
             if key not in _INT_OPTIONS or not value.lstrip("-").isdigit():

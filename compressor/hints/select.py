@@ -15,6 +15,7 @@ from compressor.models.features import baseline_hints, hint_points
 from .. import __version__
 from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
 from ..data import open_dataset
+from ..device import check_device
 from ..errors import UserError
 from ..outdir import claim
 from .cluster import cluster_layers
@@ -52,6 +53,8 @@ class HintConfig:
             problems.append(f"position={self.position!r} (known: {', '.join(POSITIONS)})")
         if self.batch_size < 1:
             problems.append(f"batch_size={self.batch_size} (need >= 1)")
+        if self.workers < 0:
+            problems.append(f"workers={self.workers} (need >= 0; 0 loads in the main process)")
         if problems:
             raise UserError("bad hint-selection settings: " + "; ".join(problems))
 
@@ -90,6 +93,7 @@ def select_hints(
     """
     config = config or HintConfig()
     config.validate()
+    device = str(check_device(device))
     dataset = open_dataset(data, split="train")
     size = tuple(dataset.info.input_size)
     if isinstance(teacher, nn.Module):
@@ -101,6 +105,7 @@ def select_hints(
     notes = list(loaded.notes)
     if dataset.info.num_classes != loaded.num_classes:
         notes.append(f"the data has {dataset.info.num_classes} classes but the teacher {loaded.num_classes}: is this its training data?")
+    _check_k(loaded.model, loaded.arch, config.k)
     with claim(out, ["plan.json", "similarity.png"], "select-hints", overwrite=overwrite) as folder:
         plan = build_plan(loaded.model, loaded.arch, loaded.num_classes, dataset, data, config, notes, device, progress,
                           checkpoint=checkpoint, digest=loaded.digest)  # fmt: skip
@@ -118,6 +123,13 @@ def _in_memory(model: nn.Module, input_size: tuple[int, int], points: list[str] 
     return in_memory(model)
 
 
+def _check_k(model: nn.Module, arch: str, k: int) -> list:
+    points = hint_points(model)
+    if k > len(points):
+        raise UserError(f"k={k} hints asked for but {arch} has only {len(points)} candidate sub-blocks; use k <= {len(points)}")
+    return points
+
+
 def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: HintConfig, notes: list[str] | None = None,
                device: str = "cpu", progress: bool = True, checkpoint: str = "", digest: str = "") -> HintPlan:  # fmt: skip
     """Steps 1 and 2 on a model already in memory: representations of ``config.samples`` items
@@ -127,9 +139,7 @@ def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: H
         UserError: the clustering cannot run on these representations.
     """
     notes = list(notes or [])
-    points = hint_points(model)
-    if config.k > len(points):
-        raise UserError(f"k={config.k} hints asked for but {arch} has only {len(points)} candidate sub-blocks; use k <= {len(points)}")
+    points = _check_k(model, arch, config.k)
     chosen = subset(dataset, config.samples, config.seed)
     if len(chosen) < config.samples:
         notes.append(f"the data holds only {len(chosen)} samples; used them all instead of {config.samples}")

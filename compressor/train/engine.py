@@ -33,7 +33,7 @@ from .. import __version__
 from ..checkpoint import STUDENT_SCHEMA, LoadedCheckpoint, in_memory, load_checkpoint
 from ..config import save_config
 from ..data import ImageDataset, open_dataset
-from ..device import default_device
+from ..device import check_device
 from ..errors import UserError
 from ..io import file_digest
 from ..losses import LOSSES, LossContext, Objective, Outputs, build_objective, needs_hints, online_method, parse_method
@@ -93,12 +93,8 @@ class Setup:
 
 
 def resolve_device(name: str, world: World) -> torch.device:
-    if name == "auto":
-        name = default_device()
-    device = torch.device(name)
+    device = check_device(name, "train.device")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("train.device asks for CUDA but no CUDA device is available; use cpu")
         device = torch.device("cuda", world.local_rank if world.distributed else (device.index or 0))
         torch.cuda.set_device(device)
     return device
@@ -335,9 +331,11 @@ def train_step(s: Setup, images: torch.Tensor, labels: torch.Tensor, index: torc
     loss = parts["loss"]
     if not torch.isfinite(loss.detach()).item():
         shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+        last = s.out / "checkpoints" / "last.pt"
+        kept = f"The last good checkpoint is kept ({last}; --resume continues from it)" if last.exists() else "No epoch had finished"
         raise TrainingDiverged(
-            f"the loss became {float(loss.detach())} at {where} ({shown}); stopped. The last good checkpoint "
-            f"is kept in {s.out / 'checkpoints'}. Lower optim.lr or the weight of the diverging term"
+            f"the loss became {float(loss.detach())} at {where} ({shown}); stopped. {kept}. Lower optim.lr or the weight of "
+            "the diverging term"
         )
     s.optimizer.zero_grad(set_to_none=True)
     s.scaler.scale(loss).backward()

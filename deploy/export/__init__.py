@@ -18,6 +18,7 @@ import onnx
 import torch
 from compressor.models import family
 from torch import nn
+from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
 from torch.utils.data import DataLoader, Subset
 
 from compressor import __version__
@@ -25,7 +26,7 @@ from compressor.data import open_dataset
 from compressor.errors import UserError
 from compressor.io import atomic_write, atomic_write_json, file_digest
 
-from ..artifact import ModelArtifact
+from ..artifact import EXPORT_SCHEMA, ModelArtifact
 from ..profile.accuracy import accuracy, agreement, predict
 from ..runtime.ort_runtime import OrtRuntime
 from .detection import DetectorExport
@@ -50,6 +51,44 @@ class ExportOptions:
     nms_score: float = 0.25
     nms_max: int = 100  # boxes kept per class and image
 
+    def check(self, art: ModelArtifact | None = None) -> None:
+        """Every option and the inputs it names, before anything is written.
+
+        Raises:
+            UserError: an opset the exporter cannot write, NMS thresholds outside their range, INT8
+                without usable calibration data, TensorRT asked for where it cannot run.
+        """
+        low, high = (18, ONNX_MAX_OPSET) if self.dynamo else (13, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+        if not low <= self.opset <= high:
+            exporter = "the dynamo exporter (--dynamo)" if self.dynamo else "the default exporter"
+            raise UserError(f"--opset {self.opset}: {exporter} writes opsets {low} to {high} (Q/DQ INT8 needs >= 13); default 17")
+        if not 0 < self.nms_iou <= 1:
+            raise UserError(f"--nms-iou {self.nms_iou}: an IoU threshold lies in (0, 1]; default 0.45")
+        if not 0 < self.nms_score < 1:
+            raise UserError(f"--nms-score {self.nms_score}: a score threshold lies in (0, 1); default 0.25")
+        if self.nms_max < 1:
+            raise UserError(f"--nms-max {self.nms_max}: keep at least one box per class and image; default 100")
+        if self.calib_samples < 1:
+            raise UserError(f"--calib-samples {self.calib_samples}: calibrate on at least one image (a few hundred is typical)")
+        if self.trt_precision not in ("fp32", "fp16", "int8"):
+            raise UserError(f"--trt-precision {self.trt_precision!r}: one of fp32, fp16, int8")
+        int8 = self.int8 or (self.trt and self.trt_precision == "int8")
+        if int8 and not self.calib:
+            raise UserError("INT8 needs calibration data: --calib SPEC (e.g. the training set, a few hundred images)")
+        if int8 and art is not None:
+            data = open_dataset(self.calib, "train")
+            wrong_classes = bool(art.num_classes) and data.info.num_classes != art.num_classes  # 0: a foreign ONNX that does not say
+            if wrong_classes or tuple(data.info.input_size) != tuple(art.input_size):
+                raise UserError(
+                    f"calibration data {self.calib} has {data.info.num_classes} classes at {tuple(data.info.input_size)} but the model "
+                    f"expects {art.num_classes} at {tuple(art.input_size)}: calibrate on the model's own data"
+                )
+        if self.trt:
+            from ..tensorrt.build import gpu_identity, import_tensorrt
+
+            import_tensorrt()
+            gpu_identity()
+
 
 @dataclass
 class ExportResult:
@@ -61,8 +100,7 @@ def export_artifact(art: ModelArtifact, out: str | Path, options: ExportOptions,
     """Write ``out/<stem>.onnx`` (+ .int8.onnx for CPU runtimes, .int8-trt.onnx and a plan for
     TensorRT, .fp16.onnx) with sidecars. An ``.onnx`` artifact (any ONNX file) is the fp32 model
     itself: its INT8 forms and TensorRT engine are built from it."""
-    if (options.int8 or (options.trt and options.trt_precision == "int8")) and not options.calib:
-        raise UserError("INT8 needs calibration data: --calib SPEC (e.g. the training set, a few hundred images)")
+    options.check(art)
     if art.model is None:
         return _from_onnx(art, Path(out), options, stem)
     model, extra = art.model, {}
@@ -123,7 +161,7 @@ def _from_onnx(art: ModelArtifact, out: Path, options: ExportOptions, stem: str)
 
 def _sidecar(path: Path, art: ModelArtifact, options: ExportOptions, precision: str, extra: dict[str, Any] | None = None) -> None:
     meta = {
-        "schema": "edge-compressor/exported-model",
+        "schema": EXPORT_SCHEMA,
         "version": 1,
         "arch": art.arch,
         "num_classes": art.num_classes,
@@ -157,12 +195,7 @@ def calibration_batches(spec: str, samples: int, batch: int = 32, split: str = "
 def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Path, target: str) -> tuple[Path, dict[str, Any]]:
     """Quantise ``fp32`` for ``target`` (``cpu`` or ``tensorrt``), calibrated on ``options.calib``'s
     train split; returns the file and its top-1 change on the test split."""
-    data = open_dataset(options.calib, "train")
-    if data.info.num_classes != art.num_classes or tuple(data.info.input_size) != tuple(art.input_size):
-        raise UserError(
-            f"calibration data {options.calib} has {data.info.num_classes} classes at {data.info.input_size} but the model "
-            f"expects {art.num_classes} at {tuple(art.input_size)}: calibrate on the model's own data"
-        )
+    options.check(art)
     quantize_qdq(fp32, path, calibration_batches(options.calib, options.calib_samples), target=target)
     evaluation = open_dataset(options.calib, "test")
     ref_logits, labels = predict(OrtRuntime(fp32), evaluation, limit=options.eval_samples)

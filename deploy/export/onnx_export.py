@@ -40,7 +40,7 @@ def export_onnx(
 
     Args:
         opset: 17 by default through the stable (TorchScript-based) exporter; ``dynamo=True``
-            uses torch.export, which writes opset >= 18 (REFERENCE.md §2) and is refused below.
+            uses torch.export, which writes opset >= 18 (torch.onnx documentation) and is refused below.
         dynamic_batch: a symbolic batch axis (checked at batch 1 and 3); else batch 1 fixed
             (checked on two different inputs).
 

@@ -1,0 +1,135 @@
+"""Bad input battery: every command, hostile or malformed input -> exit 2, a one-paragraph message
+that says what is wrong, no traceback, and an output folder exactly as it was."""
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from compressor.models import create_model
+
+from compressor.cli import main
+
+DATA = "synthetic:classes=4,train=32,test=16,size=16"
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > PWNED",))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    torch.save(create_model("resnet8", num_classes=4).state_dict(), d / "t.pth")
+    torch.save(create_model("yolov3_darknet53_s", num_classes=2, input_size=(64, 64)).state_dict(), d / "yolo.pth")
+    (d / "h.pth").write_text("hello, this is not a checkpoint\n")
+    (d / "j.pth").write_text("just text\n")
+    (d / "empty.pth").write_bytes(b"")
+    with open(d / "evil.pth", "wb") as f:
+        pickle.dump({"model": _Evil()}, f, protocol=2)
+    (d / "bad.onnx").write_bytes(b"\x08\x07 not a protobuf")
+    (d / "empty.onnx").write_bytes(b"")
+    student = d / "student.pt"
+    torch.save(create_model("resnet8", num_classes=4).state_dict(), student)
+    side = {"schema": "edge-compressor/student", "version": 1, "arch": "resnet8", "num_classes": 4, "input_size": [0, -1],
+            "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # fmt: skip
+    (d / "student.json").write_text(json.dumps(side))
+    (d / "latin1.yaml").write_bytes("student: {arch: r\xe9snet8}\n".encode("latin-1"))
+    bomb = "a: &a ['lol','lol','lol','lol','lol','lol','lol','lol','lol']\n"
+    for i, prev in zip("bcdefghi", "abcdefgh", strict=True):
+        bomb += f"{i}: &{i} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+    (d / "bomb.yaml").write_text(bomb + "student: {arch: *i}\n")
+    (d / "pipe.yaml").write_text("data: {train: 'synthetic:classes=4'}\nteacher: {arch: resnet8}\ndistill: {student: resnet8}\n")
+    one_class = d / "oneclass" / "cat"
+    one_class.mkdir(parents=True)
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(one_class / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    return d
+
+
+def _cases(d: Path, out: Path) -> dict[str, tuple[list[str], str]]:
+    """case -> (argv, a phrase the message must contain)."""
+    o = ["--out", str(out)]
+    return {
+        "text file h": (["inspect", str(d / "h.pth")], "not a PyTorch file"),
+        "text file j": (["select-hints", "--teacher", str(d / "j.pth"), "--data", DATA, *o], "not a PyTorch file"),
+        "empty checkpoint": (["export", str(d / "empty.pth"), *o], "0 bytes"),
+        "hostile pickle": (["inspect", str(d / "evil.pth")], "holds code"),
+        "folder as checkpoint": (["inspect", str(d)], "is a folder"),
+        "opset 99": (["export", str(d / "t.pth"), "--opset", "99", *o], "--opset 99"),
+        "opset 5": (["export", str(d / "t.pth"), "--opset", "5", *o], "--opset 5"),
+        "nms iou 2": (["export", str(d / "yolo.pth"), "--nms", "--nms-iou", "2", *o], "--nms-iou"),
+        "nms score 0": (["export", str(d / "yolo.pth"), "--nms", "--nms-score", "0", *o], "--nms-score"),
+        "nms score -1": (["export", str(d / "yolo.pth"), "--nms", "--nms-score", "-1", *o], "--nms-score"),
+        "nms score 1.5": (["export", str(d / "yolo.pth"), "--nms", "--nms-score", "1.5", *o], "--nms-score"),
+        "nms max 0": (["export", str(d / "yolo.pth"), "--nms", "--nms-max", "0", *o], "--nms-max"),
+        "nms on a classifier": (["export", str(d / "t.pth"), "--nms", *o], "--nms is for detectors"),
+        "int8 without calib": (["export", str(d / "t.pth"), "--int8", *o], "--calib"),
+        "int8 bad calib": (["export", str(d / "t.pth"), "--int8", "--calib", "nosuchdata:x", *o], "unknown dataset"),
+        "int8 calib zero": (["export", str(d / "t.pth"), "--int8", "--calib", DATA, "--calib-samples", "0", *o], "--calib-samples"),
+        "trt without tensorrt": (["export", str(d / "t.pth"), "--trt", *o], "TensorRT"),
+        "damaged onnx": (["profile", str(d / "bad.onnx"), *o], "not a readable ONNX"),
+        "empty onnx": (["profile", str(d / "empty.onnx"), *o], "not a readable ONNX"),
+        "sidecar size": (["profile", str(d / "student.pt"), *o], "input_size"),
+        "no backend": (["profile", str(d / "t.pth"), "--backend", ",", *o], "names no backend"),
+        "unknown backend": (["profile", str(d / "t.pth"), "--backend", "ort-tpu", *o], "unknown"),
+        "device tpu (hints)": (["select-hints", "--teacher", str(d / "t.pth"), "--data", DATA, "--device", "tpu", *o], "not a device"),
+        "device nonsense": (["select-hints", "--teacher", str(d / "t.pth"), "--data", DATA, "--device", "gpu0", *o], "not a device"),
+        "workers -1": (["select-hints", "--teacher", str(d / "t.pth"), "--data", DATA, "--workers", "-1", *o], "workers=-1"),
+        "device tpu (distill)": (
+            ["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--device", "tpu", *o],
+            "not a device",
+        ),
+        "unknown student": (["distill", "--method", "ce", "--student", "resnet33", "--data", DATA, *o], "unknown model 'resnet33'"),
+        "config not utf-8": (["distill", "--config", str(d / "latin1.yaml"), "--data", DATA, *o], "not UTF-8"),
+        "yaml alias bomb": (["distill", "--config", str(d / "bomb.yaml"), "--data", DATA, *o], "student.arch"),
+        "one-class folder": (
+            ["distill", "--method", "ce", "--student", "resnet8", "--data", f"imagefolder:{d / 'oneclass'}:size=16", *o],
+            "at least 2",
+        ),  # fmt: skip
+        "cifar size option": (["select-hints", "--teacher", str(d / "t.pth"), "--data", f"cifar10:{d}:size=96", *o], "cifar10"),
+        "pipeline name ..": (["run", str(d / "pipe.yaml"), "--set", "name=.."], "name"),
+    }
+
+
+CASES = list(_cases(Path("d"), Path("o")))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_with_a_message_and_changes_nothing(case, files, tmp_path, capsys, monkeypatch):
+    if case == "trt without tensorrt" and torch.cuda.is_available():
+        pytest.skip("a GPU is present: TensorRT may be too")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    argv, phrase = _cases(files, out)[case]
+    before = sorted(p.name for p in files.iterdir())
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err and "\n\n" not in err.strip()
+    assert len(err) < 2000, "a message, not a dump"
+    assert phrase in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in files.iterdir()) == before
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_folder_with_equals_in_its_name_can_be_named(tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "data=v2"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        cv2.imwrite(str(root / cls / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    assert main(["inspect", "resnet8"]) == 0
+    from compressor.data import open_dataset
+
+    assert len(open_dataset(f"imagefolder:{root}")) == 2
