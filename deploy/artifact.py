@@ -87,6 +87,12 @@ def check_sidecar(path: Path, meta: dict[str, Any]) -> None:
     if digest and digest != file_digest(path):
         raise UserError(f"{side} describes other weights than {path.name} (digest differs): the file was replaced after its sidecar "
                         f"was written. Re-create both with the command that made them, or remove {side.name} and pass --arch")  # fmt: skip
+    kinds = {"arch": (str,), "arch_kwargs": (dict,), "points": (list,), "num_classes": (int,), "model_options": (dict,)}
+    for key, types in kinds.items():
+        if meta.get(key) is not None and not isinstance(meta[key], types):
+            raise UserError(f"{side}: {key} must be a {types[0].__name__}, got {meta[key]!r}; fix or re-create the sidecar")
+    if isinstance(meta.get("num_classes"), int) and meta["num_classes"] < 1:
+        raise UserError(f"{side}: num_classes must be >= 1, got {meta['num_classes']}; fix or re-create the sidecar")
     size = meta.get("input_size")
     if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise UserError(f"{side}: input_size must be [H, W] with positive integers, got {size!r}; fix or re-create the sidecar")

@@ -466,6 +466,10 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         s = setup(config, teacher, student)
         try:
             return _run(s, resume, progress)
+        except BaseException:
+            if s.world.is_main and not resume and not (s.out / "checkpoints" / "last.pt").exists():
+                (s.out / "config.yaml").unlink(missing_ok=True)  # no epoch finished: leave no half-begun run behind
+            raise
         finally:
             shutdown(s.world)
 

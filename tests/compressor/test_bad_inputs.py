@@ -49,6 +49,14 @@ def files(tmp_path_factory):
     import numpy as np
 
     cv2.imwrite(str(one_class / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    for cls in ("a", "b"):
+        (d / "broken_images" / cls).mkdir(parents=True)
+        for i in range(4):
+            cv2.imwrite(str(d / "broken_images" / cls / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
+    (d / "broken_images" / "b" / "3.png").write_bytes(b"\x89PNG truncated")
+    (d / "typed").mkdir()
+    torch.save(create_model("resnet8", num_classes=4).state_dict(), d / "typed" / "student.pt")
+    (d / "typed" / "student.json").write_text(json.dumps({**side, "input_size": [16, 16], "arch_kwargs": "x"}))
     return d
 
 
@@ -94,6 +102,24 @@ def _cases(d: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         ),  # fmt: skip
         "cifar size option": (["select-hints", "--teacher", str(d / "t.pth"), "--data", f"cifar10:{d}:size=96", *o], "cifar10"),
         "pipeline name ..": (["run", str(d / "pipe.yaml"), "--set", "name=.."], "name"),
+        "corrupt image, loader workers": (
+            [
+                "distill",
+                "--method",
+                "ce",
+                "--student",
+                "resnet8",
+                "--data",
+                f"imagefolder:{d / 'broken_images'}:size=8",
+                "--workers",
+                "1",
+                "--epochs",
+                "1",
+                *o,
+            ],
+            "could not be decoded",
+        ),  # fmt: skip
+        "sidecar field of the wrong type": (["export", str(d / "typed" / "student.pt"), *o], "arch_kwargs must be a dict"),
     }
 
 

@@ -1,0 +1,171 @@
+"""Fuzz the CLI: random mutations of valid inputs for a bounded time; report every traceback or exit code other than 0 / 2.
+
+    python tools/fuzz_cli.py [--seconds 300] [--seed 0] [--out runs/fuzz]
+
+It makes a small valid world once (a resnet8 checkpoint, a finished student run, its ONNX export,
+a distillation config, an image folder), then repeatedly picks a command and mutates one of its
+inputs: bytes of a checkpoint / ONNX file / config / image flipped, truncated or replaced; a flag value
+swapped for an out-of-range, wrong-typed or empty one; a sidecar field changed. Each case runs as
+``python -m compressor`` in a subprocess with a time limit, in a fresh output folder. A case fails
+when the process prints a Python traceback or exits with anything but 0 or 2. Failing cases are
+written to OUT/failures.jsonl (the command line and the mutated file) so they can be replayed.
+Every mutated file lives under OUT; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = "synthetic:classes=4,train=32,test=16,size=16"
+BAD_VALUES = ["-1", "0", "1e309", "nan", "", "abc", "99999999", "1.5", ",", "../..", "-0", "３"]
+
+
+def make_world(root: Path) -> dict[str, Path]:
+    """Valid inputs, made once with the CLI itself."""
+    import cv2
+    import numpy as np
+    import torch
+    from compressor.models import create_model
+
+    root.mkdir(parents=True, exist_ok=True)
+    ckpt = root / "t.pth"
+    torch.save(create_model("resnet8", num_classes=4).state_dict(), ckpt)
+    run = root / "run"
+    _cli(["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--epochs", "1", "--out", str(run), "--quiet"], 300)
+    _cli(["export", str(run / "student.pt"), "--out", str(root / "export")], 300)
+    config = root / "distill.yaml"
+    config.write_text(
+        f"student: {{arch: resnet8}}\ndata: {{train: '{DATA}', batch_size: 16}}\nloss: {{method: ce}}\ntrain: {{epochs: 1}}\n"
+    )
+    images = root / "images"
+    for cls in ("a", "b"):
+        (images / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            cv2.imwrite(str(images / cls / f"{i}.png"), np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    return {"ckpt": ckpt, "student": run / "student.pt", "sidecar": run / "student.json", "onnx": root / "export" / "student.onnx",
+            "config": config, "images": images}  # fmt: skip
+
+
+def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
+    kind = rng.choice(["flip", "truncate", "empty", "garbage", "prefix", "duplicate"])
+    if kind == "flip" and data:
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 16)):
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+        return bytes(b)
+    if kind == "truncate":
+        return data[: rng.randrange(max(1, len(data)))]
+    if kind == "empty":
+        return b""
+    if kind == "garbage":
+        return bytes(rng.randrange(256) for _ in range(rng.randint(1, 4096)))
+    if kind == "prefix":
+        return rng.choice([b"h", b"j", b"PK\x03\x04", b"\x80\x02", b"\xff\xfe"]) + data
+    return data + data
+
+
+def mutate_sidecar(meta: dict, rng: random.Random) -> dict:
+    meta = dict(meta)
+    key = rng.choice(["input_size", "mean", "std", "arch", "num_classes", "digest", "schema", "arch_kwargs"])
+    meta[key] = rng.choice([None, [0, -1], [1], "x", -3, {"a": 1}, [float("inf")] * 3, "tests/nowhere.py:f"])
+    return meta
+
+
+def cases(world: dict[str, Path], case_dir: Path, rng: random.Random) -> list[str]:
+    """One command line, with its inputs mutated into ``case_dir``."""
+    out = str(case_dir / "out")
+    kind = rng.choice(["ckpt", "onnx", "sidecar", "config", "flag", "image"])
+    if kind == "ckpt":
+        bad = case_dir / "bad.pth"
+        bad.write_bytes(mutate_bytes(world["ckpt"].read_bytes(), rng))
+        return rng.choice([
+            ["inspect", str(bad)],
+            ["export", str(bad), "--out", out],
+            ["profile", str(bad), "--backend", "ort-cpu", "--out", out],
+            ["select-hints", "--teacher", str(bad), "--data", DATA, "--samples", "8", "--out", out],
+        ])  # fmt: skip
+    if kind == "onnx":
+        bad = case_dir / "bad.onnx"
+        bad.write_bytes(mutate_bytes(world["onnx"].read_bytes(), rng))
+        return ["profile", str(bad), "--batch", "1", "--iters", "2", "--warmup", "0", "--out", out]
+    if kind == "sidecar":
+        shutil.copy(world["student"], case_dir / "student.pt")
+        meta = mutate_sidecar(json.loads(world["sidecar"].read_text()), rng)
+        (case_dir / "student.json").write_text(json.dumps(meta))
+        return rng.choice([["export", str(case_dir / "student.pt"), "--out", out], ["inspect", str(case_dir / "student.pt")]])
+    if kind == "config":
+        bad = case_dir / "bad.yaml"
+        bad.write_bytes(mutate_bytes(world["config"].read_bytes(), rng))
+        return ["distill", "--config", str(bad), "--out", out, "--quiet"]
+    if kind == "image":
+        folder = case_dir / "images"
+        shutil.copytree(world["images"], folder)
+        victim = rng.choice(sorted(folder.rglob("*.png")))
+        victim.write_bytes(mutate_bytes(victim.read_bytes(), rng))
+        return ["distill", "--method", "ce", "--student", "resnet8", "--data", f"imagefolder:{folder}:size=16", "--epochs", "1",
+                "--workers", rng.choice(["0", "1"]), "--out", out, "--quiet"]  # fmt: skip
+    flag, base = rng.choice(
+        [
+            ("--opset", ["export", str(world["ckpt"]), "--out", out]),
+            ("--calib-samples", ["export", str(world["ckpt"]), "--int8", "--calib", DATA, "--out", out]),
+            ("--batch", ["profile", str(world["ckpt"]), "--backend", "ort-cpu", "--out", out]),
+            ("--iters", ["profile", str(world["ckpt"]), "--backend", "ort-cpu", "--out", out]),
+            ("--k", ["select-hints", "--teacher", str(world["ckpt"]), "--data", DATA, "--out", out]),
+            ("--samples", ["select-hints", "--teacher", str(world["ckpt"]), "--data", DATA, "--out", out]),
+            ("--epochs", ["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--out", out, "--quiet"]),
+            ("--data", ["distill", "--method", "ce", "--student", "resnet8", "--epochs", "1", "--out", out, "--quiet"]),
+            ("--input-size", ["inspect", "resnet8"]),
+            ("--arch-kwargs", ["inspect", "resnet8"]),
+        ]
+    )
+    return [*base, flag, rng.choice(BAD_VALUES)]
+
+
+def _cli(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "compressor", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=300, help="how long to fuzz (the world is made first)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--case-timeout", type=float, default=120)
+    ap.add_argument("--out", default="runs/fuzz", help="folder for the world, the cases and failures.jsonl")
+    args = ap.parse_args()
+    root = Path(args.out)
+    world = make_world(root / "world")
+    rng = random.Random(args.seed)
+    failures, counts, start, n = [], {"0": 0, "2": 0, "other": 0}, time.time(), 0
+    while time.time() - start < args.seconds:
+        n += 1
+        case_dir = root / "cases" / f"{n:05d}"
+        shutil.rmtree(case_dir, ignore_errors=True)
+        case_dir.mkdir(parents=True)
+        argv = cases(world, case_dir, rng)
+        try:
+            done = _cli(argv, args.case_timeout)
+            code, output = done.returncode, done.stdout + done.stderr
+        except subprocess.TimeoutExpired:
+            code, output = "timeout", ""
+        bad = code not in (0, 2) or "Traceback (most recent call last)" in output
+        counts[str(code) if code in (0, 2) else "other"] += 1
+        if bad:
+            failures.append({"case": n, "argv": argv, "exit": code, "tail": output[-1500:]})
+            print(f"case {n}: exit {code}: {' '.join(argv)}", flush=True)
+        else:
+            shutil.rmtree(case_dir)  # keep only what failed
+    (root / "failures.jsonl").write_text("".join(json.dumps(f) + "\n" for f in failures))
+    print(f"{n} cases in {time.time() - start:.0f} s: exit 0 x{counts['0']}, exit 2 x{counts['2']}, other x{counts['other']}; "
+          f"{len(failures)} failures (tracebacks or other exit codes) -> {root / 'failures.jsonl'}")  # fmt: skip
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
