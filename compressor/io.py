@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import UserError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -25,10 +29,32 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if _out_of_space(e, path):
+            raise UserError(
+                f"no space left on the device writing {path}; free some space or choose another --out (nothing was replaced)"
+            ) from None
         raise
     return path
+
+
+def _out_of_space(e: BaseException, path: Path) -> bool:
+    """ENOSPC, or torch.save's 'unexpected pos' when its zip writer hit a full disk."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return True
+    if isinstance(e, RuntimeError) and "unexpected pos" in str(e):
+        return shutil.disk_usage(path.parent).free < 64 << 20
+    return False
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Temp files of ``atomic_write`` left by a killed process in ``folder`` and its sub-folders (one level:
+    checkpoints/, exports/); only call while holding the folder."""
+    stale = [p for pattern in (".*.tmp", "*/.*.tmp") for p in folder.glob(pattern) if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
+from .io import remove_stale_temps
 
 LOCK = ".compressor.lock"
 
@@ -57,6 +58,7 @@ def claim(
                 f"to replace it, or choose another --out"
             )
         _lock(out, command)
+        remove_stale_temps(out)  # a process killed mid-write left them; the lock says none is writing now
     except BaseException:
         _remove_if_empty(out, created)
         raise

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..checkpoint import TRUST_FLAG
+from ..config import read_yaml
 from ..errors import UserError
 from ..train import distill, load_distill_config
 from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, parse_globs, parse_kwargs
@@ -76,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if args.trust_checkpoint:
         flags["teacher.trusted"] = True
     config = load_distill_config(args.config, flags, args.set)
+    if args.data is None and not any(s.startswith("data.train=") for s in args.set) and not _config_names_data(args.config):
+        print("note: no --data given (nor data.train): training on the built-in synthetic data", file=sys.stderr)
     if args.resume and args.overwrite:
         raise UserError("--resume continues the run in OUT and --overwrite replaces it: give one of them")
     summary = distill(config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
@@ -86,3 +90,10 @@ def run(args: argparse.Namespace) -> int:
         if args.quiet:
             print(json.dumps({k: summary[k] for k in ("final", "best_top1", "ranks_identical")}))
     return 0
+
+
+def _config_names_data(path: str | None) -> bool:
+    if path is None:
+        return False
+    data = read_yaml(path).get("data")
+    return isinstance(data, dict) and "train" in data

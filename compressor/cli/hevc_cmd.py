@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
+from ..outdir import claim
 
 NAME = "hevc"
 HELP = "HEVC compressed-domain data: convert images with x265; check that pixel and HEVC sets pair up"
@@ -63,7 +64,8 @@ def convert(args: argparse.Namespace) -> int:
         args.variant, EncoderSettings(args.qp, args.preset, args.ctu, args.min_cu), parse_levels(args.levels), args.jobs
     )
     encoder = find_encoder(args.encoder, args.allow_unverified_encoder)
-    manifest = convert_folder(args.src, args.dst, encoder, options)
+    with claim(args.dst, [], "hevc convert", reuse=True):  # a second run into DST resumes from its manifest
+        manifest = convert_folder(args.src, args.dst, encoder, options)
     print(f"{len(manifest['images'])} HEVC {args.variant} images in {args.dst} ({encoder.kind}, x265 {encoder.version}, QP {args.qp})")
     return 0
 

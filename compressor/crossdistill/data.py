@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..data.imagefolder import read_image as decode_image
 from ..data.paired import check_pairs
 from ..errors import UserError
 
@@ -23,9 +24,7 @@ MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # both domains, images scaled t
 
 
 def read_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey PNGs come back as 3 equal channels
-    if image is None:
-        raise UserError(f"image {path} could not be decoded (corrupt or not an image); remove or replace it")
+    image = decode_image(path)  # grey PNGs come back as 3 equal channels
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if image.shape[:2] != tuple(size):
         image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)

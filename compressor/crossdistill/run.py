@@ -32,6 +32,7 @@ from ..errors import UserError
 from ..hints.plot import plot_similarity
 from ..hints.select import HintConfig, build_plan
 from ..io import atomic_write_json, atomic_write_text
+from ..outdir import claim
 from ..train.artifacts import save_student
 from .config import CrossConfig
 from .data import DOMAINS, MEAN, STD, PairedSet, collate, normalise
@@ -93,6 +94,16 @@ def match_student_points(teacher: torch.nn.Module, student: torch.nn.Module, tea
     return chosen
 
 
+def _check_hint_method(method: str) -> None:
+    """Before data is generated or encoded: the hint term must be a feature loss."""
+    from ..losses import LOSSES
+
+    if method not in LOSSES:
+        raise UserError(f"hints.method: {LOSSES.unknown_message(method)}")
+    if LOSSES.get(method).kind != "feature":
+        raise UserError(f"hints.method {method!r} is not a feature loss; use at, cc, ft or another hint method")
+
+
 def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
     """Run the scheme; returns the report. Raises UserError on bad data, names or outputs."""
     out = Path(config.out)
@@ -105,6 +116,12 @@ def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
             task.check(net.arch)
         except ValueError as e:
             raise UserError(f"{'teacher' if net is config.teacher else 'student'}.arch: {e}") from None
+    _check_hint_method(config.hints.method)
+    with claim(out, [], "cross-distill", reuse=True):  # the outputs were checked above; the lock keeps a second run out
+        return _train_and_report(config, out, task, progress)
+
+
+def _train_and_report(config: CrossConfig, out: Path, task, progress: bool) -> dict:
     root = prepare_data(config, out, progress)
     size = tuple(config.data.image_size)
     labels = root / "labels" if config.task == "detection" else None

@@ -78,7 +78,10 @@ class CifarDataset(InMemoryImages):
                 labels.extend(batch[label_key])
             except (KeyError, ValueError) as e:
                 raise UserError(f"{base / f} does not have the CIFAR layout ({e!r}); is this {name}?") from None
-        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in _read(base / meta_file)[names_key])
+        meta = _read(base / meta_file)
+        if not isinstance(meta, dict) or names_key not in meta:
+            raise UserError(f"{base / meta_file} has no {names_key.decode()} list; is this the original {name} download?")
+        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key])
         self._images = torch.from_numpy(np.concatenate(data))
         self._labels = np.asarray(labels, dtype=np.int64)
         if len(self._images) != len(self._labels):

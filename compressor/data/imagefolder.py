@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,51 @@ from ..errors import UserError
 from .base import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, ImageDataset
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_PIXELS = 1 << 26  # 64 MP (8192 x 8192): a larger image is refused before it is decoded
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An image file as a BGR array (H, W, 3).
+
+    The size in a PNG or JPEG header is checked before decoding: a 400 KB PNG can claim
+    20000 x 20000 pixels and decode to 1.2 GB.
+
+    Raises:
+        UserError: over ``MAX_PIXELS``, or not decodable.
+    """
+    size = header_size(path)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise UserError(f"image {path} is {size[1]} x {size[0]} pixels, over the {MAX_PIXELS >> 20} MP limit; downscale it first")
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as e:  # OpenCV's own size guard, among others
+        raise UserError(f"image {path} could not be read by OpenCV ({str(e).strip().splitlines()[-1]})") from None
+    if image is None:
+        raise UserError(f"image {path} could not be decoded (corrupt or not an image); remove or replace it")
+    return image
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) from a PNG IHDR or a JPEG SOF marker, None for other formats or unreadable headers."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        width, height = struct.unpack(">II", head[16:24])
+        return height, width
+    if head[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(head) and head[i] == 0xFF:
+            marker, length = head[i + 1], struct.unpack(">H", head[i + 2 : i + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height, width = struct.unpack(">HH", head[i + 5 : i + 9])
+                return height, width
+            i += 2 + length
+    return None
+
+
 _SPLIT_DIRS = {"train": ("train",), "test": ("val", "test")}
 
 
@@ -25,14 +71,38 @@ def _check_classes(base: Path, classes: list[str], samples: list[tuple[Path, int
         raise UserError(f"image folder {base}: class folder(s) {', '.join(empty[:5])} hold no images; add images or remove the folder")
 
 
-class ImageFolderDataset(ImageDataset):
-    """Images are decoded with OpenCV on access and resized to ``size`` (H, W)."""
+def _held_out(samples: list[tuple[Path, int]], classes: list[str], split: str, every: int, root: Path) -> list[tuple[Path, int]]:
+    """A folder without train/val sub-folders: the test split is every ``every``-th image of each class (in
+    name order, starting with the first), the train split the rest, so that no image is in both."""
+    per_class: dict[int, list[Path]] = {}
+    for path, label in samples:
+        per_class.setdefault(label, []).append(path)
+    small = [classes[c] for c, paths in per_class.items() if len(paths) < 2]
+    if small:
+        raise UserError(
+            f"image folder {root} has no train/val sub-folders, so 1 image in {every} per class is held out for testing, but class(es) "
+            f"{', '.join(small[:5])} have fewer than 2 images; add images, give {root}/train and {root}/val folders, or write "
+            f"imagefolder:{root}:holdout=0 to evaluate on the training images themselves"
+        )
+    test = split != "train"
+    return [(p, c) for c, paths in per_class.items() for i, p in enumerate(paths) if (i % every == 0) == test]
 
-    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] = (224, 224), labelled: bool = True):
+
+class ImageFolderDataset(ImageDataset):
+    """Images are decoded with OpenCV on access and resized to ``size`` (H, W).
+
+    Without ``train``/``val`` sub-folders, the test split holds out 1 image in ``holdout`` per
+    class (``holdout=0``: train and test are the same images, as some benchmarks want)."""
+
+    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] = (224, 224), labelled: bool = True,
+                 holdout: int = 5):  # fmt: skip
+        if holdout < 0:
+            raise ValueError(f"holdout={holdout}: hold out 1 image in N per class (N >= 2), or 0 for none")
         root = Path(root)
         if not root.is_dir():
             raise UserError(f"image folder {root} does not exist or is not a folder")
         base = next((root / d for d in _SPLIT_DIRS.get(split, ()) if (root / d).is_dir()), root)
+        split_folders = any((root / d).is_dir() for dirs in _SPLIT_DIRS.values() for d in dirs)
         classes = sorted(d.name for d in base.iterdir() if d.is_dir()) if labelled else ["(unlabelled)"]
         folders = [base / name for name in classes] if labelled else [base]
         inside = root.resolve()
@@ -46,18 +116,19 @@ class ImageFolderDataset(ImageDataset):
             raise UserError(f"image folder {base} holds no images: expected {layout} {', '.join(sorted(EXTENSIONS))} files inside")
         if labelled:
             _check_classes(base, classes, self.samples)
+        name = f"{'imagefolder' if labelled else 'images'}:{root}"
+        if labelled and not split_folders and holdout:
+            self.samples = _held_out(self.samples, classes, split, holdout, root)
+            name += f" ({split}: 1 image in {holdout} per class held out for test)"
         self.size = tuple(size)
-        name = "imagefolder" if labelled else "images"
-        self.info = DatasetInfo(f"{name}:{root}", len(classes), tuple(classes), self.size, IMAGENET_MEAN, IMAGENET_STD)
+        self.info = DatasetInfo(name, len(classes), tuple(classes), self.size, IMAGENET_MEAN, IMAGENET_STD)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def raw(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise UserError(f"image {path} could not be decoded (corrupt or not an image); remove or replace it")
+        image = read_image(path)
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         if image.shape[:2] != self.size:
             image = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)

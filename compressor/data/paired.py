@@ -83,6 +83,8 @@ def check_pairs(pixel_root: str | Path, hevc_root: str | Path, labels_root: str 
                 num_classes: int | None = None) -> PairingReport:  # fmt: skip
     """Pair the two sets by stem and validate the labels; never raises for content problems."""
     pixel_root, hevc_root = Path(pixel_root), Path(hevc_root)
+    if num_classes is not None and num_classes < 1:
+        raise UserError(f"--num-classes {num_classes}: a detector has at least one class")
     for name, root in (("pixel", pixel_root), ("HEVC", hevc_root)) + ((("labels", Path(labels_root)),) if labels_root else ()):
         if not root.is_dir():
             raise UserError(f"{name} folder {root} does not exist or is not a folder")
@@ -99,6 +101,6 @@ def check_pairs(pixel_root: str | Path, hevc_root: str | Path, labels_root: str 
                 continue
             report.labels[stem], problems = parse_yolo_labels(label, num_classes)
             report.bad_labels += problems
-    if not report.pairs and report.ok:
-        report.pixel_only.append("(no images in either folder)")
+    if not pixel and not hevc:
+        raise UserError(f"neither {pixel_root} nor {hevc_root} holds images ({', '.join(sorted(EXTENSIONS))}); point at the image folders")
     return report

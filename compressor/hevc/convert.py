@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.imagefolder import EXTENSIONS
+from ..data.imagefolder import EXTENSIONS, read_image
 from ..errors import UserError
 from ..io import atomic_write, atomic_write_json, file_digest
 from .analysis import AnalysisFormatError, parse_intra_analysis
@@ -94,9 +94,7 @@ def convert_folder(src: str | Path, dst: str | Path, encoder: Encoder, options: 
         digest = file_digest(path)
         if done.get(rel, {}).get("source_digest") == digest and (dst / rel).exists():
             return rel, done[rel]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise UserError(f"image {path} could not be decoded (corrupt or not an image); remove or replace it")
+        image = read_image(path)
         try:
             grey = hevc_image(image, encoder, options)
         except AnalysisFormatError as e:

@@ -58,7 +58,8 @@ def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teach
     if len(t_idx) != len(s_idx):
         raise UserError(
             f"hints: {len(t_idx)} teacher points {t_idx} ({source}) but {len(s_idx)} student points {s_idx}; "
-            f"set hints.student to {len(t_idx)} student indices (it has {len(hint_points(student))} candidates)"
+            f"set hints.student to {len(t_idx)} student indices (it has {len(hint_points(student))} candidates), or select "
+            f"{len(s_idx)} teacher hints (select-hints --k {len(s_idx)}; hints.k: {len(s_idx)} in a pipeline config)"
         )
     preact = cfg.preact if cfg.preact is not None else (plan.preact if plan is not None else False)
     return HintPairs(t_idx, s_idx, preact, source, tuple(notes))

@@ -100,19 +100,20 @@ def export_artifact(art: ModelArtifact, out: str | Path, options: ExportOptions,
     """Write ``out/<stem>.onnx`` (+ .int8.onnx for CPU runtimes, .int8-trt.onnx and a plan for
     TensorRT, .fp16.onnx) with sidecars. An ``.onnx`` artifact (any ONNX file) is the fp32 model
     itself: its INT8 forms and TensorRT engine are built from it."""
+    detector = family(art.arch) == "detection"
+    if detector and (options.int8 or options.fp16 or options.dynamo):
+        raise UserError("detectors export as fp32 ONNX through the default exporter (and TensorRT from it); "
+                        "--int8, --fp16 and --dynamo are for classifiers so far")  # fmt: skip
+    if options.nms and not detector:
+        raise UserError(f"--nms is for detectors; {art.arch or art.path.name} is a classifier")
     options.check(art)
     if art.model is None:
         return _from_onnx(art, Path(out), options, stem)
     model, extra = art.model, {}
-    if family(art.arch) == "detection":
-        if options.int8 or options.fp16 or options.dynamo:
-            raise UserError("detectors export as fp32 ONNX through the default exporter (and TensorRT from it); "
-                            "--int8, --fp16 and --dynamo are for classifiers so far")  # fmt: skip
+    if detector:
         model = DetectorExport(model, options.nms, options.nms_iou, options.nms_score, options.nms_max)
         extra = {"outputs": list(model.output_names), "nms": options.nms and {"iou": options.nms_iou, "score": options.nms_score,
                                                                              "max_per_class": options.nms_max}}  # fmt: skip
-    elif options.nms:
-        raise UserError(f"--nms is for detectors; {art.arch} is a classifier")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = ExportResult()

@@ -54,10 +54,35 @@ def files(tmp_path_factory):
         for i in range(4):
             cv2.imwrite(str(d / "broken_images" / cls / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
     (d / "broken_images" / "b" / "3.png").write_bytes(b"\x89PNG truncated")
+    for cls in ("a", "b"):
+        (d / "huge_images" / cls).mkdir(parents=True)
+        for i in range(2):
+            cv2.imwrite(str(d / "huge_images" / cls / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
+    (d / "huge_images" / "b" / "1.png").write_bytes(_png_header(20000, 20000))  # in the train split
+    cifar = d / "cifar-10-batches-py"
+    cifar.mkdir()
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        with open(cifar / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(cifar / "batches.meta", "wb") as f:
+        pickle.dump({b"num_cases_per_batch": 2}, f)
     (d / "typed").mkdir()
     torch.save(create_model("resnet8", num_classes=4).state_dict(), d / "typed" / "student.pt")
     (d / "typed" / "student.json").write_text(json.dumps({**side, "input_size": [16, 16], "arch_kwargs": "x"}))
     return d
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A small PNG whose header claims ``width`` x ``height`` (the decompression-bomb shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
 
 
 def _cases(d: Path, out: Path) -> dict[str, tuple[list[str], str]]:
@@ -119,6 +144,11 @@ def _cases(d: Path, out: Path) -> dict[str, tuple[list[str], str]]:
             ],
             "could not be decoded",
         ),  # fmt: skip
+        "image bomb": (
+            ["distill", "--method", "ce", "--student", "resnet8", "--data", f"imagefolder:{d / 'huge_images'}:size=8", "--epochs", "1", *o],
+            "20000 x 20000",
+        ),
+        "cifar meta without label_names": (["select-hints", "--teacher", str(d / "t.pth"), "--data", f"cifar10:{d}", *o], "label_names"),
         "sidecar field of the wrong type": (["export", str(d / "typed" / "student.pt"), *o], "arch_kwargs must be a dict"),
     }
 
@@ -154,8 +184,8 @@ def test_a_folder_with_equals_in_its_name_can_be_named(tmp_path, capsys):
     root = tmp_path / "data=v2"
     for cls in ("a", "b"):
         (root / cls).mkdir(parents=True)
-        cv2.imwrite(str(root / cls / "x.png"), np.zeros((8, 8, 3), np.uint8))
-    assert main(["inspect", "resnet8"]) == 0
+        for i in range(2):
+            cv2.imwrite(str(root / cls / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
     from compressor.data import open_dataset
 
-    assert len(open_dataset(f"imagefolder:{root}")) == 2
+    assert len(open_dataset(f"imagefolder:{root}")) == 2 and len(open_dataset(f"imagefolder:{root}", "test")) == 2

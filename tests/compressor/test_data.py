@@ -79,8 +79,22 @@ def write_imagefolder(root, classes=("cat", "dog"), per_class=3, size=(20, 24)):
 def test_imagefolder(tmp_path):
     write_imagefolder(tmp_path)
     d = open_dataset(f"imagefolder:{tmp_path}:size=16")
-    assert d.info.class_names == ("cat", "dog") and len(d) == 6 and list(d.labels()) == [0, 0, 0, 1, 1, 1]
-    assert d[4][0].shape == (3, 16, 16)
+    assert d.info.class_names == ("cat", "dog") and len(d) == 6 - 2 and list(d.labels()) == [0, 0, 1, 1]
+    assert d[3][0].shape == (3, 16, 16)
+
+
+def test_imagefolder_without_splits_holds_out_a_test_split(tmp_path):
+    write_imagefolder(tmp_path, per_class=7)
+    train, test = open_dataset(f"imagefolder:{tmp_path}:size=8", "train"), open_dataset(f"imagefolder:{tmp_path}:size=8", "test")
+    train_files, test_files = {p for p, _ in train.samples}, {p for p, _ in test.samples}
+    assert not train_files & test_files and len(train_files | test_files) == 14
+    assert sorted(p.name for p in test_files) == ["0.png", "0.png", "5.png", "5.png"]  # 1 in 5 per class, from the first
+    assert "held out" in train.info.name
+    same = open_dataset(f"imagefolder:{tmp_path}:size=8,holdout=0", "test")
+    assert len(same) == 14
+    with pytest.raises(UserError, match="fewer than 2 images"):
+        write_imagefolder(tmp_path / "lonely", classes=("a", "b"), per_class=1)
+        open_dataset(f"imagefolder:{tmp_path / 'lonely'}")
 
 
 def test_imagefolder_splits(tmp_path):
@@ -95,7 +109,7 @@ def test_corrupt_image_names_the_file(tmp_path):
     (tmp_path / "dog" / "1.png").write_bytes(b"\x89PNG broken")
     d = open_dataset(f"imagefolder:{tmp_path}:size=8")
     with pytest.raises(UserError, match=r"dog/1.png could not be decoded"):
-        d[4]
+        d[2]
 
 
 def test_empty_imagefolder(tmp_path):
