@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..data.imagefolder import EXTENSIONS, read_image
 from ..errors import UserError
 from ..io import atomic_write, atomic_write_json, file_digest
+from ..outdir import LOCK
 from .analysis import AnalysisFormatError, parse_intra_analysis
 from .encoder import Encoder, EncoderSettings
 from .render import VARIANTS
@@ -156,6 +157,6 @@ def _open_manifest(dst: Path, settings: dict) -> dict:
                 "choose another destination so they are not mixed or overwritten"
             )
         return old
-    if dst.exists() and any(dst.iterdir()):
+    if dst.exists() and any(p.name != LOCK for p in dst.iterdir()):  # the command's own lock does not count
         raise UserError(f"destination {dst} is not empty and has no {MANIFEST}; choose an empty or new folder")
     return {"version": MANIFEST_VERSION, "settings": settings, "images": {}}

@@ -79,11 +79,13 @@ def parse_method(method: str | list[str]) -> list[str]:
 class Objective(nn.Module):
     """gamma * CE(student, labels) + sum of weighted distillation terms."""
 
-    def __init__(self, terms: dict[str, DistillLoss], weights: dict[str, float], gamma: float):
+    def __init__(self, terms: dict[str, DistillLoss], weights: dict[str, float], gamma: float,
+                 schedules: dict[str, tuple[float, float, float]] | None = None, epochs: int = 1):  # fmt: skip
         super().__init__()
         self.terms = nn.ModuleDict(terms)
         self.weights = dict(weights)
         self.gamma = gamma
+        self.schedules, self.epochs = dict(schedules or {}), epochs  # name -> (start, end, until)
 
     @property
     def needs_features(self) -> bool:
@@ -107,8 +109,20 @@ class Objective(nn.Module):
         return {"loss": sum(parts.values()), **parts}
 
     def set_epoch(self, epoch: int) -> None:
+        """Every term's own schedule, then the weight ramps at 0-based distillation ``epoch``."""
         for term in self.terms.values():
             term.set_epoch(epoch)
+        for name, (start, end, until) in self.schedules.items():
+            weight = ramp(start, end, until, epoch, self.epochs)
+            if name == "ce":
+                self.gamma = weight
+            else:
+                self.weights[name] = weight
+
+
+def ramp(start: float, end: float, until: float, epoch: int, epochs: int) -> float:
+    """``start`` -> ``end`` linearly, reached at ``until`` of ``epochs``; ``epoch`` is 0-based (the formula's e is 1-based)."""
+    return end + (start - end) * max(1.0 - (max(epoch, 0) + 1) / (until * epochs), 0.0)
 
 
 def build_objective(
@@ -119,11 +133,14 @@ def build_objective(
     beta: float | None = None,
     weights: dict[str, float] | None = None,
     params: dict[str, dict[str, Any]] | None = None,
+    schedules: dict[str, tuple[float, float, float]] | None = None,
+    epochs: int = 1,
 ) -> Objective:
     """Build the terms of ``method`` with their adapters sized from ``ctx``.
 
     Weight of a term: ``weights[name]`` if given, else ``alpha`` (logit terms) or ``beta``
-    (hint terms) if given, else the method's RepDistiller default.
+    (hint terms) if given, else the method's RepDistiller default; ``schedules[name]`` =
+    (start, end, until) replaces it by a ramp over ``epochs`` (``ramp``).
 
     Raises:
         UnknownNameError: an unknown method name.
@@ -131,9 +148,10 @@ def build_objective(
     """
     names = parse_method(method)
     weights, params = dict(weights or {}), dict(params or {})
-    stray = (set(weights) | set(params)) - set(names) - {"ce"}
+    schedules = dict(schedules or {})
+    stray = (set(weights) | set(params) | set(schedules)) - set(names) - {"ce"}
     if stray:
-        raise ValueError(f"weights/params given for {sorted(stray)} which are not in method {'+'.join(names) or 'ce'}")
+        raise ValueError(f"weights/params/schedules given for {sorted(stray)} which are not in method {'+'.join(names) or 'ce'}")
     terms, resolved = {}, {}
     for name in names:
         cls = LOSSES.get(name)
@@ -145,7 +163,9 @@ def build_objective(
             raise ValueError(f"method {name!r}: {e}") from None
         group = alpha if cls.kind == "logit" else beta
         resolved[name] = float(weights.get(name, group if group is not None else cls.default_weight))
-    return Objective(terms, resolved, float(weights.get("ce", gamma)))
+    objective = Objective(terms, resolved, float(weights.get("ce", gamma)), schedules, epochs)
+    objective.set_epoch(0)
+    return objective
 
 
 __all__ = [

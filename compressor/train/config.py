@@ -49,6 +49,16 @@ class HintsConfig(Strict):
         return v
 
 
+class Ramp(Strict):
+    """A term weight that moves linearly from ``start`` (first epoch) to ``end`` at ``until`` of the
+    distillation epochs and stays there: w(e) = end + (start - end) * max(1 - e / (until * E), 0) at
+    1-based epoch e of E (the form BSS's authors use for their KD and BSS weights)."""
+
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+    until: float = Field(1.0, gt=0, le=1)
+
+
 class LossConfig(Strict):
     method: str = "kd"  # e.g. at+kd, crd+at+kd, wsl+at; 'ce' alone trains without a teacher signal
     gamma: float = Field(1.0, ge=0)  # weight of the cross-entropy term
@@ -56,6 +66,7 @@ class LossConfig(Strict):
     beta: float | None = Field(None, ge=0)  # weight of hint terms (default: each method's)
     weights: dict[str, float] = Field(default_factory=dict)  # per-term weights by name
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-term parameters, e.g. {kd: {T: 4}}
+    schedules: dict[str, Ramp] = Field(default_factory=dict)  # per-term weight ramps by name (ce too), e.g. {kd: {start: 4, end: 1}}
 
 
 class OptimConfig(Strict):

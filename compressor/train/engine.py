@@ -272,7 +272,8 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
     try:
         lc = config.loss
         params = {n: {**lc.params.get(n, {}), **prepared.get(n, {})} for n in set(lc.params) | set(prepared)}
-        objective = build_objective(lc.method, ctx, lc.gamma, lc.alpha, lc.beta, lc.weights, params).to(device)
+        ramps = {name: (r.start, r.end, r.until) for name, r in lc.schedules.items()}
+        objective = build_objective(lc.method, ctx, lc.gamma, lc.alpha, lc.beta, lc.weights, params, ramps, t.epochs).to(device)
     except ValueError as e:
         raise UserError(f"loss: {e}") from None
     if t.init_epochs == 0 and any(term.needs_init for term in objective.terms.values()):

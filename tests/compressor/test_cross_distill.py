@@ -132,6 +132,6 @@ def test_reverse_ablation_with_ft_hints(tmp_path):
     assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["results"]["teacher"]["domain"] == "pixel" and report["results"]["cross_student"]["domain"] == "hevc"
-    assert report["hint_method"] == "ft" and report["lambda"] == 200.0
+    assert report["hint_method"] == "ft" and report["lambda"] == 500.0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("hint" in m for m in metrics if m["model"] == "cross student")

@@ -348,6 +348,48 @@ def test_ft_vanishes_when_translator_equals_paraphraser():
     assert float(loss.init_loss(outputs(np.zeros((B, K)), f), outputs(np.zeros((B, K)), f))) == pytest.approx(expected, rel=1e-10)
 
 
+class _AuthorsParaphraser(nn.Module):
+    """Transcription of Paraphraser (Jangho-Kim/Factor-Transfer-pytorch, FT.py): BN commented out there."""
+
+    def __init__(self, in_planes, planes):
+        super().__init__()
+        self.leakyrelu = nn.LeakyReLU(0.1)
+        self.conv0 = nn.Conv2d(in_planes, in_planes, 3, 1, 1, bias=True)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, 1, 1, bias=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=True)
+
+    def forward(self, x):  # mode 1: the encoder
+        return self.leakyrelu(self.conv2(self.leakyrelu(self.conv1(self.leakyrelu(self.conv0(x))))))
+
+
+def test_ft_equals_the_authors_modules_and_freezes_the_paraphraser():
+    torch.manual_seed(0)
+    s_shape, t_shape = (3, 4, 4), (6, 4, 4)
+    loss = LOSSES.get("ft").build(ctx([s_shape], [t_shape])).double()
+    pair = loss.pairs[0]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in loss.modules())
+    assert LOSSES.get("ft").default_weight == 500.0
+    para, trans = _AuthorsParaphraser(6, 3).double(), _AuthorsParaphraser(3, 3).double()  # Translator: the same encoder shape
+    para.load_state_dict({k: v for k, v in zip(para.state_dict(), pair.paraphraser.state_dict().values(), strict=True)})
+    trans.load_state_dict({k: v for k, v in zip(trans.state_dict(), pair.translator.state_dict().values(), strict=True)})
+    fs, ft = feats(0, [s_shape]), feats(3, [t_shape])
+
+    def factor(x):  # the authors' FT(): F.normalize(x.view(x.size(0), -1))
+        return torch.nn.functional.normalize(x.view(x.size(0), -1))
+
+    expected = nn.L1Loss()(factor(trans(torch.tensor(fs[0]))), factor(para(torch.tensor(ft[0]))).detach())
+    loss.train()
+    value = loss(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))
+    assert float(value) == pytest.approx(float(expected), rel=1e-10)
+    value.backward()
+    assert all(p.grad is None for p in pair.paraphraser.parameters())  # frozen in distillation
+    assert not pair.paraphraser.training  # eval mode even though the trainer put the term in train mode
+    bn = LOSSES.get("ft").build(ctx([s_shape], [t_shape]), bn=True).double().train()
+    before = bn.pairs[0].paraphraser[1].running_mean.clone()
+    bn(outputs(np.zeros((B, K)), fs), outputs(np.zeros((B, K)), ft))
+    torch.testing.assert_close(bn.pairs[0].paraphraser[1].running_mean, before)  # running statistics do not move
+
+
 @pytest.mark.parametrize("name", ["at", "nst", "sp", "cc", "fsp", "pkt", "rkd"])
 def test_feature_losses_vanish_when_student_equals_teacher(name):
     shapes = [(3, 4, 4), (3, 2, 2)]
@@ -529,7 +571,112 @@ def test_kd_layer_is_residual_and_rebuilds_from_its_spec():
         attach_kd_layers(create_model("resnet8", 4), [9], [64], [4])
 
 
-def test_bss_attack_reaches_the_boundary_of_a_linear_teacher():
+def _authors_attack_bss(model, inputs, target, num_steps=10, step_alpha=0.3):
+    """Transcription of AttackBSS.run (bhheo/BSS_distillation, attacks/attack_BSS.py, norm=2), on current torch."""
+    input_var = inputs.clone().requires_grad_(True)
+    gt = None
+    input_adv = inputs
+    for step in range(num_steps):
+        if input_var.grad is not None:
+            input_var.grad.zero_()
+        output = model(input_var)
+        if not step:
+            gt = output.data.max(1)[1]
+        score_gt = output.gather(1, gt.unsqueeze(1))
+        score_target = output.gather(1, target.unsqueeze(1))
+        loss = (score_target - score_gt).sum()
+        loss.backward()
+        alpha = step_alpha * (gt == output.data.max(1)[1]).to(inputs.dtype)
+        alpha = alpha.view(-1, *([1] * (inputs.dim() - 1)))
+        if alpha.sum() == 0:
+            break
+        pert = (score_gt.data - score_target.data).view(-1, *([1] * (inputs.dim() - 1)))
+        grad = input_var.grad.data
+        l2 = grad.pow(2).flatten(1).sum(1).sqrt().view(-1, *([1] * (inputs.dim() - 1)))
+        step_adv = input_var.data + alpha * (pert + 1e-4) * grad / l2
+        input_adv = torch.clamp(inputs + (step_adv - inputs), -2.5, 2.5)
+        input_var = input_adv.clone().requires_grad_(True)
+    return input_adv
+
+
+def test_bss_attack_equals_the_authors_code():
+    from compressor.losses.bss import boundary_attack
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 5)).double()
+    x = torch.randn(7, 3, 2, 2, dtype=torch.float64)
+    target = teacher(x).argsort(1, descending=True)[:, 2]  # not the runner-up: any class
+    ours = boundary_attack(teacher, x, target, steps=10, eta=0.3)
+    theirs = _authors_attack_bss(teacher, x, target)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert (ours - x).abs().max() > 0 and ours.abs().max() <= 2.5
+
+
+def test_bss_selection_and_target_sampling_follow_the_authors():
+    from compressor.losses.bss import disagreement_order, sample_targets
+
+    torch.manual_seed(1)
+    p_t, p_s = torch.softmax(torch.randn(20, 6, dtype=torch.float64), 1), torch.softmax(torch.randn(20, 6, dtype=torch.float64), 1)
+    labels = torch.randint(0, 6, (20,))
+    # the authors: diff = (p_t - p_s)^2; score = diff.sum(1) - diff[y]; sort descending
+    diff = (p_t - p_s) ** 2
+    score = diff.sum(1) - diff.gather(1, labels[:, None]).squeeze(1)
+    assert disagreement_order(p_t, p_s, labels).tolist() == score.sort(descending=True)[1].tolist()
+    # target: their loop over the cumulative non-top scores, first c with prob[k, c] >= rand_seed[k]
+    uniform = torch.rand(20, dtype=torch.float64)
+    class_score, class_idx = p_t.sort(1, descending=True)
+    class_score, class_idx = class_score[:, 1:], class_idx[:, 1:]
+    seed, prob = class_score.sum(1) * uniform, class_score.cumsum(1)
+    expected = [next(int(class_idx[k, c]) for c in range(prob.shape[1]) if prob[k, c] >= seed[k]) for k in range(20)]
+    assert sample_targets(p_t, uniform).tolist() == expected
+    drawn = sample_targets(p_t[:1].expand(20000, 6), torch.rand(20000, dtype=torch.float64))
+    freq = torch.bincount(drawn, minlength=6).double() / 20000
+    others = p_t[0].clone()
+    others[p_t[0].argmax()] = 0
+    torch.testing.assert_close(freq, others / others.sum(), atol=0.015, rtol=0)
+
+
+def test_bss_authors_loss_schedule_and_selection():
+    from compressor.losses.bss import boundary_attack, soft_cross_entropy
+
+    torch.manual_seed(0)
+    teacher, student = nn.Linear(4, 3).double(), nn.Linear(4, 3).double()
+    with torch.no_grad():
+        student.weight.copy_(teacher.weight + 0.05 * torch.randn_like(teacher.weight))
+        student.bias.copy_(teacher.bias)
+    term = LOSSES.get("bss")({"teacher": teacher, "student": student}, T=3.0, steps=3, attack_size=2, decay_epochs=8)
+    x = torch.randn(12, 4, dtype=torch.float64)
+    with torch.no_grad():
+        labels = teacher(x).argmax(1)
+    s_out = Outputs(student(x), [], x, labels, torch.arange(12), inputs=x)
+    t_out = Outputs(teacher(x).detach(), [], x, labels, torch.arange(12))
+    both = ((t_out.logits.argmax(1) == labels) & (s_out.logits.argmax(1) == labels)).nonzero().flatten()
+    assert len(both) > 2  # so the disagreement ranking picks 2
+    torch.manual_seed(5)
+    value = float(term(s_out, t_out))
+    # the same draw by hand: the 2 most disagreeing samples, targets from the teacher's other classes
+    from compressor.losses.bss import disagreement_order, sample_targets
+
+    pt, ps = torch.softmax(t_out.logits[both], 1), torch.softmax(s_out.logits.detach()[both], 1)
+    chosen = both[disagreement_order(pt, ps, labels[both])[:2]]
+    torch.manual_seed(5)
+    target = sample_targets(torch.softmax(t_out.logits[chosen], 1), torch.rand(2, dtype=torch.float64))
+    adv = boundary_attack(teacher, x[chosen], target, 3, 0.3)
+    p_t = softmax(teacher(adv).detach().numpy() / 3.0)
+    log_p_s = np.log(softmax(student(adv).detach().numpy() / 3.0))
+    expected = float(-(p_t * log_p_s).sum(1).mean())  # soft cross-entropy, no T^2
+    assert value == pytest.approx(expected, rel=1e-10)
+    assert float(soft_cross_entropy(student(adv), teacher(adv), 3.0)) == pytest.approx(expected, rel=1e-10)
+    # weight 2 * max(1 - 4/3 * e / E, 0) at 1-based epoch e: term.scale carries the factor, 2 is its weight
+    scales = []
+    for epoch in range(8):
+        term.set_epoch(epoch)
+        scales.append(term.scale)
+    assert scales == pytest.approx([max(1 - 4 / 3 * e / 8, 0) for e in range(1, 9)])
+    assert scales[5:] == [0.0, 0.0, 0.0]  # off from 75 % of training
+
+
+def test_bss_paper_variant_reaches_the_boundary_of_a_linear_teacher():
     from compressor.losses.bss import boundary_attack
 
     torch.manual_seed(0)
@@ -537,22 +684,21 @@ def test_bss_attack_reaches_the_boundary_of_a_linear_teacher():
     x = torch.randn(5, 6, dtype=torch.float64)
     z = teacher(x)
     base, target = z.argmax(1), z.argsort(1, descending=True)[:, 1]
-    adv = boundary_attack(teacher, x, base, target, steps=5, eta=1.0, eps=1e-6)
+    adv = boundary_attack(teacher, x, target, steps=5, eta=1.0, eps=1e-6, power=2, clamp=None, base=base)
     za = teacher(adv)
     gap = (za.gather(1, base[:, None]) - za.gather(1, target[:, None])).flatten()
-    # one boundary-seeking step lands a linear model just past the boundary: gap = -eps
+    # one DeepFool step lands a linear model just past the boundary: gap = -eps
     torch.testing.assert_close(gap, torch.full_like(gap, -1e-6), atol=1e-9, rtol=0)
-    # the step is along the gradient of z_b - z_k, the smallest move that gets there
     w = teacher.weight.detach()
     direction = (w[base] - w[target]) / (w[base] - w[target]).norm(dim=1, keepdim=True)
     move = (adv - x) / (adv - x).norm(dim=1, keepdim=True)
     torch.testing.assert_close(move, -direction)
 
 
-def test_bss_loss_matches_teacher_on_boundary_samples_and_decays():
+def test_bss_paper_variant_loss_and_decay():
     torch.manual_seed(0)
     teacher, student = nn.Linear(4, 3).double(), nn.Linear(4, 3).double()
-    term = LOSSES.get("bss")({"teacher": teacher, "student": student}, T=3.0, ratio=1.0, steps=3, decay_epochs=4)
+    term = LOSSES.get("bss")({"teacher": teacher, "student": student}, T=3.0, ratio=1.0, steps=3, decay_epochs=4, variant="paper")
     x = torch.randn(6, 4, dtype=torch.float64)
     with torch.no_grad():
         labels = teacher(x).argmax(1)
@@ -561,11 +707,48 @@ def test_bss_loss_matches_teacher_on_boundary_samples_and_decays():
     from compressor.losses.bss import boundary_attack
 
     top2 = t_out.logits.topk(2, 1).indices
-    adv = boundary_attack(teacher, x, labels, top2[:, 1], 3, 1.0)
+    adv = boundary_attack(teacher, x, top2[:, 1], 3, 1.0, power=2, clamp=None, base=labels)
     T = 3.0
     expected = kl_np(softmax(teacher(adv).detach().numpy() / T), softmax(student(adv).detach().numpy() / T)) * T**2
+    term.set_epoch(0)
     assert float(term(s_out, t_out)) == pytest.approx(expected, rel=1e-8)
     term.set_epoch(2)
     assert float(term(s_out, t_out)) == pytest.approx(expected / 2, rel=1e-8)
     term.set_epoch(4)
     assert float(term(s_out, t_out)) == 0.0
+
+
+def test_weight_ramp_matches_the_bss_authors_kd_schedule():
+    from compressor.losses import ramp
+
+    E = 80  # their max_epoch; their epoch is 1-based, ours 0-based
+    assert [ramp(4, 1, 1.0, e - 1, E) for e in range(1, E + 1)] == pytest.approx([max(3 * (1 - e / E), 0) + 1 for e in range(1, E + 1)])
+    assert [ramp(2, 0, 0.75, e - 1, E) for e in range(1, E + 1)] == pytest.approx(
+        [max(2 * (1 - 4 / 3 * e / E), 0) for e in range(1, E + 1)]
+    )
+
+
+def test_cc_default_weight_matches_repdistiller_gradient_scale():
+    """The paper-form CC at its default weight pulls on the student's features about as hard as
+    RepDistiller's CC function at its weight 0.02 (see the CC docstring)."""
+    import torch.nn.functional as F
+
+    from compressor.data import open_dataset
+    from compressor.losses.cc import gaussian_correlation
+    from compressor.models import create_model, forward_features
+
+    torch.manual_seed(0)
+    data = open_dataset("synthetic:classes=100,train=256")
+    x = torch.stack([data[i][0] for i in range(64)])
+    ft = forward_features(create_model("resnet32x4").eval(), x, [15])[0][15].detach()
+    fs = forward_features(create_model("resnet8x4").eval(), x, [3])[0][3].detach().requires_grad_(True)
+    es = F.normalize(nn.Linear(fs.shape[1], 128)(fs.mean((2, 3))), dim=1)  # RepDistiller's Embed: linear + l2norm
+    et = F.normalize(nn.Linear(ft.shape[1], 128)(ft.mean((2, 3))), dim=1)
+    delta = (es - et).abs()
+    repdistiller = 0.02 * (delta[:-1] * delta[1:]).sum(1).mean()  # distiller_zoo/CC.py
+    g_rep = torch.autograd.grad(repdistiller, fs)[0].norm()
+    c_s = gaussian_correlation(F.normalize(fs.mean((2, 3)), dim=1), 0.4)
+    c_t = gaussian_correlation(F.normalize(ft.mean((2, 3)), dim=1), 0.4)
+    ours = LOSSES.get("cc").default_weight * (c_s - c_t).pow(2).mean()
+    g_ours = torch.autograd.grad(ours, fs)[0].norm()
+    assert 0.5 < float(g_ours / g_rep) < 2
