@@ -8,6 +8,7 @@ from the student and computes its loss from its outputs.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +138,14 @@ class _Ensemble(nn.Module):
         return ensemble_logits(logits, gate)
 
 
+def sigmoid_rampup(epoch: int, length: int) -> float:
+    """exp(-5 (1 - t)^2), t = clip(epoch / length, 0, 1): the mean-teacher ramp ONE's authors use; 1 when length is 0."""
+    if length == 0:
+        return 1.0
+    phase = 1.0 - min(max(epoch, 0), length) / length
+    return math.exp(-5.0 * phase * phase)
+
+
 def ensemble_logits(logits: list[torch.Tensor], gate: torch.Tensor) -> torch.Tensor:
     """ONE's gated teacher: z_e = sum_i g_i z_i."""
     return (torch.stack(logits, 1) * gate[:, :, None]).sum(1)
@@ -145,19 +154,28 @@ def ensemble_logits(logits: list[torch.Tensor], gate: torch.Tensor) -> torch.Ten
 class ONE(DistillLoss):
     """On-the-fly native ensemble (Lan et al., NeurIPS 2018): m branches share the low-level
     layers; a gate weights their logits into an ensemble teacher z_e = sum_i g_i z_i; loss =
-    sum_i CE(z_i, y) + CE(z_e, y) + T^2 sum_i KL(softmax(z_e / T) || softmax(z_i / T)), T = 3.
-    The teacher's soft targets are taken as fixed (detached), as most re-implementations do.
-    Branch 1, with the shared layers, is a plain zoo model and is saved as the student."""
+    sum_i CE(z_i, y) + CE(z_e, y) + w(e) T^2 sum_i KL(softmax(z_e / T) || softmax(z_i / T)), T = 3.
+    w(e) is the authors' ramp (github.com/Lan1991Xu/ONE_NeurIPS2018: ``consistency_rampup`` 80,
+    ``sigmoid_rampup``): exp(-5 (1 - min(e, R) / R)^2) over R = ``rampup`` epochs, 1 afterwards;
+    ``rampup=0`` switches it off (the paper's text has no ramp). The teacher's soft targets are taken
+    as fixed (detached), as most re-implementations do. Branch 1, with the shared layers, is a plain
+    zoo model and is saved as the student."""
 
     kind = "online"
 
-    def __init__(self, branches: int = 3, T: float = 3.0):
+    def __init__(self, branches: int = 3, T: float = 3.0, rampup: int = 80):
         super().__init__()
         if branches < 2:
             raise ValueError("ONE needs at least 2 branches")
         if T <= 0:
             raise ValueError(f"temperature T must be > 0, got {T}")
-        self.branches, self.T = branches, T
+        if rampup < 0:
+            raise ValueError(f"rampup must be >= 0 epochs, got {rampup}")
+        self.branches, self.T, self.rampup = branches, T, rampup
+        self.kl_weight = sigmoid_rampup(0, rampup)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.kl_weight = sigmoid_rampup(epoch, self.rampup)
 
     def build_network(self, student: nn.Module, make: callable) -> ONENetwork:
         return ONENetwork(student, self.branches)
@@ -170,5 +188,5 @@ class ONE(DistillLoss):
         for i, z in enumerate(logits):
             parts[f"ce{i + 1}"] = F.cross_entropy(z, labels)
             parts[f"kl{i + 1}"] = kl_soft(z, teacher.detach(), self.T)
-            total = total + parts[f"ce{i + 1}"] + parts[f"kl{i + 1}"]
+            total = total + parts[f"ce{i + 1}"] + self.kl_weight * parts[f"kl{i + 1}"]
         return {"loss": total, **parts}

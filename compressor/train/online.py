@@ -86,6 +86,7 @@ def _train(config: DistillConfig, method: str, world, resume: bool, progress: bo
         lr = learning_rate(c, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        loss.set_epoch(epoch)  # ONE's ramp of the KL term
         stats = _epoch(net, loss, optimizer, train_loader(train_set, c.data.batch_size, c.data.workers, t.seed, epoch, world),
                        device, f"epoch {epoch + 1}/{t.epochs}", progress)  # fmt: skip
         scores = {name: evaluate(m, eval_set, c.data.eval_batch_size, c.data.workers, device, world) for name, m in net.members().items()}

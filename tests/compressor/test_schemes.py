@@ -52,9 +52,24 @@ def test_one_loss_against_its_equation():
     y = np.array([0, 1, 2, 3, 0])
     ze = sum(gate[:, i : i + 1] * z for i, z in enumerate(zs))
     T = 3.0
-    expected = ce(ze, y) + sum(ce(z, y) + T**2 * kl(softmax(ze / T), softmax(z / T)) for z in zs)
-    parts = LOSSES.get("one")(branches=3, T=T).network_loss(([torch.as_tensor(z) for z in zs], torch.as_tensor(gate)), torch.as_tensor(y))
-    assert float(parts["loss"]) == pytest.approx(expected, rel=1e-10)
+    cross = ce(ze, y) + sum(ce(z, y) for z in zs)
+    mimic = sum(T**2 * kl(softmax(ze / T), softmax(z / T)) for z in zs)
+    inputs = ([torch.as_tensor(z) for z in zs], torch.as_tensor(gate))
+    plain = LOSSES.get("one")(branches=3, T=T, rampup=0)  # the paper's equation, no ramp
+    assert float(plain.network_loss(inputs, torch.as_tensor(y))["loss"]) == pytest.approx(cross + mimic, rel=1e-10)
+
+    def authors_sigmoid_rampup(current, rampup_length):  # ONE_NeurIPS2018 / mean-teacher ramps.py, transcribed
+        if rampup_length == 0:
+            return 1.0
+        current = np.clip(current, 0.0, rampup_length)
+        phase = 1.0 - current / rampup_length
+        return float(np.exp(-5.0 * phase * phase))
+
+    ramped = LOSSES.get("one")(branches=3, T=T)  # default: their 80-epoch ramp of the KL term
+    for epoch in (0, 1, 40, 79, 80, 200):
+        ramped.set_epoch(epoch)
+        expected = cross + authors_sigmoid_rampup(epoch, 80) * mimic
+        assert float(ramped.network_loss(inputs, torch.as_tensor(y))["loss"]) == pytest.approx(expected, rel=1e-10)
     torch.testing.assert_close(ensemble_logits([torch.as_tensor(z) for z in zs], torch.as_tensor(gate)), torch.as_tensor(ze))
 
 
