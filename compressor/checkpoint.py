@@ -1,6 +1,6 @@
 """Loading the checkpoints users already have into zoo models.
 
-Layouts understood (REFERENCE.md §1): RepDistiller/CRD files ``{'model', 'epoch', 'accuracy' |
+Layouts understood: RepDistiller/CRD files ``{'model', 'epoch', 'accuracy' |
 'best_acc', 'optimizer' | 'opt'}``, ``{'state_dict'}`` (Lightning, mmrazor), ``{'network'}``
 (letKD), ``{'net'}``, raw state_dicts (AFD, EKD), prefixes from DataParallel/DDP (``module.``),
 Lightning (``model.``), mmrazor (``architecture.``) and ``torch.compile`` (``_orig_mod.``), and

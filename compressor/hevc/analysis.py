@@ -1,4 +1,5 @@
-"""Parse x265's ``--analysis-save`` file for all-intra pictures (REFERENCE.md §5).
+"""Parse x265's ``--analysis-save`` file for all-intra pictures (the layout as x265's encoder source
+writes it).
 
 The layout is undocumented and version-specific, so every size is checked and anything
 unexpected is refused with a message naming the field, rather than decoded into garbage:

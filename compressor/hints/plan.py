@@ -16,7 +16,7 @@ VERSION = 1
 
 @dataclass
 class HintPlan:
-    """Attributes follow DESIGN.md's contract; indices are 1-based, as in the papers."""
+    """Attributes are the plan's versioned JSON contract (README, Hint selection); indices are 1-based, as in the papers."""
 
     teacher_arch: str
     teacher_checkpoint: str | None

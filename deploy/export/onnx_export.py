@@ -16,7 +16,7 @@ from compressor.io import atomic_write
 
 from ..errors import ParityError
 
-RTOL, ATOL = 1e-3, 1e-5  # fp32 parity (REFERENCE.md §2)
+RTOL, ATOL = 1e-3, 1e-5  # fp32 parity: torchvision's test_onnx tolerances
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..tensorrt.build import l4t_release
 
-# L4T release -> JetPack (REFERENCE.md §4)
+# L4T release -> JetPack (NVIDIA's JetPack release notes)
 JETPACK = {"32.7": "4.6", "35.4": "5.1.2", "35.3": "5.1.1", "36.3": "6.0", "36.4": "6.1/6.2"}
 
 

@@ -1,6 +1,6 @@
 """Jetson telemetry: parse tegrastats lines of L4T R32, R35 and R36, integrate power into energy.
 
-Formats (REFERENCE.md §4): R32 prints unit-less rails ``POM_5V_IN 4523/3422`` (mW) and no
+Formats (NVIDIA Jetson Linux Developer Guide, tegrastats): R32 prints unit-less rails ``POM_5V_IN 4523/3422`` (mW) and no
 timestamp; R35/R36 start with ``MM-DD-YYYY HH:MM:SS``, R36 prints ``VDD_IN 4673mW/4673mW``.
 ``-256C`` means the sensor is off. RAM is shared by CPU and GPU. Total input power is VDD_IN
 (Orin Nano/NX, Xavier NX) or POM_5V_IN (Nano); otherwise the sum of the rails (AGX Orin).

@@ -12,7 +12,7 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "te
 
 
 class OrtRuntime(Runtime):
-    """ONNX Runtime with the CPU, CUDA or TensorRT execution provider (REFERENCE.md §3)."""
+    """ONNX Runtime with the CPU, CUDA or TensorRT execution provider (ONNX Runtime's execution-provider documentation)."""
 
     def __init__(self, path: str | Path, provider: str = "cpu", precision: str | None = None, cache_dir: str | Path | None = None,
                  threads: int | None = None):  # fmt: skip

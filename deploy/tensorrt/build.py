@@ -1,4 +1,4 @@
-"""TensorRT engine building from ONNX, for TensorRT 8.5-10 and 11 (REFERENCE.md §3).
+"""TensorRT engine building from ONNX, for TensorRT 8.5-10 and 11 (TensorRT Python API documentation).
 
 8.5-10: explicit-batch network (flag needed on 8.x, implicit on 10), workspace pool limit, one
 optimisation profile, FP16 / INT8 builder flags (INT8 from an entropy calibrator with a cache,
@@ -150,7 +150,7 @@ def build_engine(
 def _set_precision(trt, major: int, config, precision: str, onnx_path: Path, calib, out_dir: Path) -> None:
     qdq = is_qdq(onnx_path)
     if major >= 11:
-        # strongly typed: the ONNX decides (REFERENCE.md §3)
+        # strongly typed: the ONNX decides (TensorRT 11: strongly typed networks)
         if precision == "int8" and not qdq:
             raise ValueError("TensorRT 11 builds INT8 only from a Q/DQ ONNX: export with --int8 first")
         return

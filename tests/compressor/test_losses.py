@@ -732,10 +732,10 @@ def test_cc_default_weight_matches_repdistiller_gradient_scale():
     """The paper-form CC at its default weight pulls on the student's features about as hard as
     RepDistiller's CC function at its weight 0.02 (see the CC docstring)."""
     import torch.nn.functional as F
+    from compressor.models import create_model, forward_features
 
     from compressor.data import open_dataset
     from compressor.losses.cc import gaussian_correlation
-    from compressor.models import create_model, forward_features
 
     torch.manual_seed(0)
     data = open_dataset("synthetic:classes=100,train=256")

@@ -1,4 +1,4 @@
-"""State_dict layouts of REFERENCE.md §1: RepDistiller (CIFAR) and torchvision (ImageNet)."""
+"""State_dict layouts: RepDistiller (CIFAR) and torchvision (ImageNet)."""
 
 import pytest
 import torch

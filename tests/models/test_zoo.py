@@ -58,7 +58,7 @@ def test_bad_indices_are_refused():
         model.forward_features(torch.zeros(1, 3, 32, 32), indices=[2, 2])
 
 
-# METHODS.md §7 (001 Table 7): parameter counts at 100 (CIFAR) / 1000 (ImageNet) classes
+# PURSUhInT (Keser et al.) Table 7: parameter counts at 100 (CIFAR) / 1000 (ImageNet) classes
 PAPER_PARAMS = {
     "resnet110": "1.74 M",
     "resnet20": "278.32 K",
@@ -109,7 +109,7 @@ def test_candidates_and_baselines_match_the_papers(name, count, baseline):
 def test_macs_resnet18():
     with torch.device("meta"):
         model = create_model("resnet18")
-    assert count_macs(model, (224, 224)) == 1_814_073_344  # 1.81 GMAC, REFERENCE.md §6
+    assert count_macs(model, (224, 224)) == 1_814_073_344  # 1.81 GMAC, the figure torchvision's model card gives
 
 
 def test_default_class_counts():
