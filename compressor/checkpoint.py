@@ -98,6 +98,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
     state, layout, meta = read_state_dict(path, trusted=trusted)
     notes: list[str] = []
     side = _student_sidecar(path) if arch is None else {}
+    check_sidecar(path, side)
     if side.get("schema") == STUDENT_SCHEMA and isinstance(side.get("arch"), str):
         # a student artifact says what it is: a factory model is rebuilt without being named again
         arch, kwargs, points = side["arch"], kwargs or side.get("arch_kwargs"), points or side.get("points")
@@ -156,6 +157,37 @@ def _load_strict(model: nn.Module, path: Path, arch: str, num_classes: int | Non
         raise UserError(_mismatch_message(path, arch, num_classes, problems, state))
     model.load_state_dict(_fill_batch_counters(state, model), strict=True)
     model.eval()
+
+
+def check_sidecar(path: Path, meta: dict[str, Any]) -> None:
+    """A sidecar of ours must describe this very file with usable values.
+
+    Raises:
+        UserError: its digest names other bytes (the weights were replaced after it was written), or
+            its input size / normalisation is malformed or missing.
+    """
+    if not str(meta.get("schema", "")).startswith("edge-compressor/"):  # a student or an exported model of ours
+        return
+    side = path.with_suffix(".json")
+    digest = meta.get("digest")
+    if digest and digest != file_digest(path):
+        raise UserError(f"{side} describes other weights than {path.name} (digest differs): the file was replaced after its sidecar "
+                        f"was written. Re-create both with the command that made them, or remove {side.name} and pass --arch")  # fmt: skip
+    kinds = {"arch": (str,), "arch_kwargs": (dict,), "points": (list,), "num_classes": (int,), "model_options": (dict,)}
+    for key, types in kinds.items():
+        if meta.get(key) is not None and not isinstance(meta[key], types):
+            raise UserError(f"{side}: {key} must be a {types[0].__name__}, got {meta[key]!r}; fix or re-create the sidecar")
+    if isinstance(meta.get("num_classes"), int) and meta["num_classes"] < 1:
+        raise UserError(f"{side}: num_classes must be >= 1, got {meta['num_classes']}; fix or re-create the sidecar")
+    size = meta.get("input_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise UserError(f"{side}: input_size must be [H, W] with positive integers, got {size!r}; fix or re-create the sidecar")
+    for key in ("mean", "std"):
+        values = meta.get(key)
+        if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, int | float) for v in values)):
+            raise UserError(f"{side}: {key} must be three numbers (one per channel), got {values!r}; fix or re-create the sidecar")
+    if any(v <= 0 for v in meta["std"]):
+        raise UserError(f"{side}: std must be positive, got {meta['std']}")
 
 
 def _student_sidecar(path: Path) -> dict[str, Any]:

@@ -12,10 +12,9 @@ from compressor.models import MODELS, short_name
 from compressor.models.resolve import DEFAULT_INPUT_SIZE
 from torch import nn
 
-from compressor.checkpoint import STUDENT_SCHEMA, load_checkpoint, sidecar_of
+from compressor.checkpoint import STUDENT_SCHEMA, check_sidecar, load_checkpoint, sidecar_of
 from compressor.data.base import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from compressor.errors import UserError
-from compressor.io import file_digest
 
 EXPORT_SCHEMA = "edge-compressor/exported-model"
 NO_MEAN, NO_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # no normalisation
@@ -71,37 +70,6 @@ def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = Fal
         loaded.model.eval(),
         {**meta, "digest": loaded.digest} if meta.get("schema") == STUDENT_SCHEMA else {"digest": loaded.digest},
     )
-
-
-def check_sidecar(path: Path, meta: dict[str, Any]) -> None:
-    """A sidecar of ours must describe this very file with usable values.
-
-    Raises:
-        UserError: its digest names other bytes (the weights were replaced after it was written), or
-            its input size / normalisation is malformed or missing.
-    """
-    if meta.get("schema") not in (STUDENT_SCHEMA, EXPORT_SCHEMA):
-        return
-    side = path.with_suffix(".json")
-    digest = meta.get("digest")
-    if digest and digest != file_digest(path):
-        raise UserError(f"{side} describes other weights than {path.name} (digest differs): the file was replaced after its sidecar "
-                        f"was written. Re-create both with the command that made them, or remove {side.name} and pass --arch")  # fmt: skip
-    kinds = {"arch": (str,), "arch_kwargs": (dict,), "points": (list,), "num_classes": (int,), "model_options": (dict,)}
-    for key, types in kinds.items():
-        if meta.get(key) is not None and not isinstance(meta[key], types):
-            raise UserError(f"{side}: {key} must be a {types[0].__name__}, got {meta[key]!r}; fix or re-create the sidecar")
-    if isinstance(meta.get("num_classes"), int) and meta["num_classes"] < 1:
-        raise UserError(f"{side}: num_classes must be >= 1, got {meta['num_classes']}; fix or re-create the sidecar")
-    size = meta.get("input_size")
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise UserError(f"{side}: input_size must be [H, W] with positive integers, got {size!r}; fix or re-create the sidecar")
-    for key in ("mean", "std"):
-        values = meta.get(key)
-        if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, int | float) for v in values)):
-            raise UserError(f"{side}: {key} must be three numbers (one per channel), got {values!r}; fix or re-create the sidecar")
-    if any(v <= 0 for v in meta["std"]):
-        raise UserError(f"{side}: std must be positive, got {meta['std']}")
 
 
 def _defaults(arch: str) -> tuple[tuple[int, int], tuple[float, ...], tuple[float, ...]]:

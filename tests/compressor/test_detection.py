@@ -121,6 +121,102 @@ def test_ap_perfect_none_and_hand_case():
         evaluate_detections([torch.zeros(0, 6)], [torch.zeros(0, 5)])
 
 
+def _cocoeval_transcription(dets, gts, iou_thrs, max_det=100):
+    """pycocotools COCOeval.evaluateImg + accumulate for one category, area 'all', no crowd, transcribed.
+
+    dets / gts: per image lists of [x1, y1, x2, y2, score] / [x1, y1, x2, y2]. Returns (T,) AP per threshold."""
+
+    def iou(d, g):  # maskUtils.iou for boxes, in float64 (xywh there; xyxy here)
+        out = np.zeros((len(d), len(g)))
+        for i, a in enumerate(d):
+            for j, b in enumerate(g):
+                iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+                ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+                inter = iw * ih
+                out[i, j] = inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+        return out
+
+    rec_thrs = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+    per_image = []
+    for d, g in zip(dets, gts, strict=True):
+        dtind = np.argsort([-x[4] for x in d], kind="mergesort")
+        d = [d[i] for i in dtind[0:max_det]]
+        ious = iou(d, g)
+        dtm = np.zeros((len(iou_thrs), len(d)))
+        gtm = np.zeros((len(iou_thrs), len(g)))
+        for tind, t in enumerate(iou_thrs):
+            for dind in range(len(d)):
+                best = min([t, 1 - 1e-10])
+                m = -1
+                for gind in range(len(g)):
+                    if gtm[tind, gind] > 0:
+                        continue
+                    if ious[dind, gind] < best:
+                        continue
+                    best = ious[dind, gind]
+                    m = gind
+                if m == -1:
+                    continue
+                dtm[tind, dind] = 1
+                gtm[tind, m] = 1
+        per_image.append((np.array([x[4] for x in d]), dtm, len(g)))
+    scores = np.concatenate([e[0] for e in per_image])
+    inds = np.argsort(-scores, kind="mergesort")
+    dtm = np.concatenate([e[1] for e in per_image], axis=1)[:, inds]
+    npig = sum(e[2] for e in per_image)
+    tps, fps = np.logical_and(dtm, True), np.logical_not(dtm)
+    tp_sum, fp_sum = np.cumsum(tps, axis=1).astype(float), np.cumsum(fps, axis=1).astype(float)
+    ap = []
+    for tp, fp in zip(tp_sum, fp_sum, strict=True):
+        rc = tp / npig
+        pr = (tp / (fp + tp + np.spacing(1))).tolist()
+        q = np.zeros((len(rec_thrs),))
+        for i in range(len(tp) - 1, 0, -1):
+            if pr[i] > pr[i - 1]:
+                pr[i - 1] = pr[i]
+        inds = np.searchsorted(rc, rec_thrs, side="left")
+        try:
+            for ri, pi in enumerate(inds):
+                q[ri] = pr[pi]
+        except IndexError:
+            pass
+        ap.append(np.mean(q))
+    return np.array(ap)
+
+
+def test_ap_equals_cocoeval_transcription_ties_float64_and_max_det():
+    from compressor.detection import COCO_THRESHOLDS
+
+    rng = np.random.default_rng(3)
+    dets, gts = [], []
+    for _ in range(6):
+        g = rng.uniform(0, 80, (4, 2))
+        g = np.concatenate([g, g + rng.uniform(5, 20, (4, 2))], 1)
+        jitter = g[rng.integers(0, 4, 9)] + rng.normal(0, 2.5, (9, 4))
+        d = np.concatenate([jitter, rng.uniform(0, 1, (9, 1))], 1)
+        dets.append(d.tolist())
+        gts.append(g.tolist())
+    # a tie: the first detection overlaps both ground truths by IoU 90/110 exactly; pycocotools gives it to the last
+    # (B), so the second detection finds A free (IoU 1); taking A first would leave it B at IoU 0.667 only
+    gts.append([[0.0, 0, 10, 10], [2, 0, 12, 10]])
+    dets.append([[1.0, 0, 11, 10, 0.99], [0, 0, 10, 10, 0.5]])
+    expected = _cocoeval_transcription(dets, gts, COCO_THRESHOLDS)
+    ours = evaluate_detections([torch.tensor([[*x, 0] for x in d], dtype=torch.float64).reshape(-1, 6) for d in dets],
+                               [torch.tensor([[0, *x] for x in g], dtype=torch.float64) for g in gts])  # fmt: skip
+    assert ours.ap50_coco == pytest.approx(expected[0], abs=1e-12)
+    assert ours.map50_95_coco == pytest.approx(expected.mean(), abs=1e-12)
+    tie = evaluate_detections([torch.tensor([[*x, 0] for x in dets[-1]], dtype=torch.float64)],
+                              [torch.tensor([[0, *x] for x in gts[-1]], dtype=torch.float64)])  # fmt: skip
+    # tie to B: t <= .80 both TP (AP 1); t >= .85 the first misses (AP .25) -> .775; tie to A would give .625
+    assert tie.map50_95 == pytest.approx(0.775)
+    assert ours.ap50 > 0 and abs(ours.ap50 - ours.ap50_coco) < 0.02  # all-point vs 101-point on the same curve
+    # max_det keeps each image's best-scoring detections
+    capped = _cocoeval_transcription(dets, gts, (0.5,), max_det=3)
+    assert evaluate_detections([torch.tensor([[*x, 0] for x in d], dtype=torch.float64).reshape(-1, 6) for d in dets],
+                               [torch.tensor([[0, *x] for x in g], dtype=torch.float64) for g in gts], (0.5,),
+                               max_det=3).ap50_coco == pytest.approx(capped[0], abs=1e-12)  # fmt: skip
+
+
 def test_postprocess_keeps_the_best_of_overlapping_boxes():
     pred = torch.tensor([[[0.0, 0, 10, 10, 0.9, 0.9], [1, 1, 11, 11, 0.8, 0.9], [30, 30, 40, 40, 0.5, 0.5], [0, 0, 1, 1, 0.0001, 0.5]]])
     (out,) = postprocess(pred, conf_threshold=0.01, iou_threshold=0.5)
