@@ -53,17 +53,25 @@ class NetworkBlock(nn.Module):
 
 
 class WideResNet(FeatureContract, nn.Module):
-    """WRN-depth-widen for 32x32 inputs: (depth-4)/6 blocks per stage."""
+    """WRN-depth-widen for 32x32 inputs: (depth-4)/6 blocks per stage.
+
+    Its blocks are pre-activation blocks: a block's output is the raw residual sum, and the next
+    block's BN-ReLU (the final BN-ReLU after the last one) comes first in that block. Hint features
+    follow RepDistiller, whose WRN returns the raw block outputs (``tap="block"``, the default: no
+    separate pre-/post-activation). ``tap="next"`` takes the post-activation after the next block's
+    BN-ReLU instead (pre = its input, the raw output again)."""
 
     classifier_name = "fc"
 
-    def __init__(self, depth: int, widen_factor: int, num_classes: int = 100, drop_rate: float = 0.0):
+    def __init__(self, depth: int, widen_factor: int, num_classes: int = 100, drop_rate: float = 0.0, tap: str = "block"):
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"WRN depth {depth} is not 6n+4")
         n = (depth - 4) // 6
         ch = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        self.n = n
+        if tap not in ("block", "next"):
+            raise ValueError(f"tap {tap!r}: 'block' (RepDistiller's raw block outputs) or 'next' (after the next BN-ReLU)")
+        self.n, self.tap = n, tap
         self.conv1 = conv3x3(3, ch[0])
         self.block1 = NetworkBlock(n, ch[0], ch[1], 1, drop_rate)
         self.block2 = NetworkBlock(n, ch[1], ch[2], 2, drop_rate)
@@ -76,7 +84,7 @@ class WideResNet(FeatureContract, nn.Module):
 
     def point_specs(self) -> list[PointSpec]:
         names = [f"block{s}.layer.{b}" for s in (1, 2, 3) for b in range(self.n)]
-        taps = [f"{nxt}.relu1" for nxt in names[1:]] + ["relu"]
+        taps = [f"{nxt}.relu1" for nxt in names[1:]] + ["relu"] if self.tap == "next" else [None] * len(names)
         return [PointSpec(name, i // self.n + 1, tap) for i, (name, tap) in enumerate(zip(names, taps, strict=True))]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

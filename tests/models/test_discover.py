@@ -21,9 +21,6 @@ from torch import nn
 
 # Where discovery and a declaration differ on purpose, and why.
 KNOWN = {
-    # RepDistiller's WRN features are the raw block outputs (an add, no activation of its own), which is what
-    # discovery finds; the zoo declares the next block's BN-ReLU input/output as the tap instead.
-    "wrn": "taps: the zoo declares the next block's relu1, the block itself ends in an add",
     # RepDistiller's VGG skips pool4 at 32x32, so blocks 4 and 5 share one resolution; the declaration keeps
     # RepDistiller's five conv groups as stages.
     "vgg": "stages: blocks 4 and 5 share a resolution at 32x32",
@@ -43,16 +40,23 @@ def test_discovered_points_equal_declared(name):
     declared = model.point_specs()
     assert [p.name for p in found.points] == [p.name for p in declared]
     family = next((k for k in KNOWN if name.startswith(k)), None)
-    if family == "wrn":
-        assert [p.stage for p in found.points] == [p.stage for p in declared]
-        assert all(p.tap is None for p in found.points)
-    elif family == "vgg":
+    if family == "vgg":
         assert [p.tap for p in found.points] == [p.tap for p in declared]
         assert [min(p.stage, 4) for p in declared] == [p.stage for p in found.points]
     else:
         assert found.points == declared
     if model_entry(name).is_classifier:
         assert found.classifier == model.classifier_name and found.output_shape == (10,)
+
+
+def test_wrn_taps_follow_repdistiller_by_default():
+    """RepDistiller's WRN features are the raw block outputs (discovery finds the same); the next block's BN-ReLU is an option."""
+    assert all(p.tap is None for p in create_model("wrn_16_2").point_specs())
+    nxt = create_model("wrn_16_2", tap="next").point_specs()
+    assert [p.tap for p in nxt] == ["block1.layer.1.relu1", "block2.layer.0.relu1", "block2.layer.1.relu1", "block3.layer.0.relu1",
+                                    "block3.layer.1.relu1", "relu"]  # fmt: skip
+    feats, _ = create_model("wrn_16_2").eval().forward_features(torch.randn(2, 3, 32, 32), [2], preact=False)
+    assert feats[2].min() < 0  # a raw residual sum, not a ReLU output
 
 
 def test_vgg_stages_agree_where_every_block_is_pooled():
