@@ -199,8 +199,12 @@ class LetKD(DistillLoss):
 
 
 def _last_3x3(teacher: nn.Module, point: int) -> nn.Conv2d:
+    """The 3x3 convolution of the teacher's final block that plays the paper's 3x3 in 3x3-BN-ReLU-1x1
+    (letKD §4.2.1): its output goes through BN-ReLU into a further convolution. A Bottleneck
+    (1x1-3x3-1x1) has one 3x3, which is it; a BasicBlock (3x3-BN-ReLU-3x3-BN) has two, and the
+    first is it (the second feeds the residual sum, not a ReLU)."""
     block = teacher.get_submodule(hint_points(teacher)[point - 1].name)
     convs = [m for m in block.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
     if not convs:
         raise ValueError("the teacher's final block has no 3x3 convolution; use supervision: kmeans")
-    return convs[-1]
+    return convs[-2] if len(convs) > 1 else convs[0]

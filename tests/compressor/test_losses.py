@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from compressor.models import UnknownNameError
+from compressor.models import UnknownNameError, create_model
 from torch import nn
 
 from compressor.losses import LOSSES, LossContext, Outputs, build_objective, parse_method
@@ -752,3 +752,14 @@ def test_cc_default_weight_matches_repdistiller_gradient_scale():
     ours = LOSSES.get("cc").default_weight * (c_s - c_t).pow(2).mean()
     g_ours = torch.autograd.grad(ours, fs)[0].norm()
     assert 0.5 < float(g_ours / g_rep) < 2
+
+
+def test_letkd_kernels_come_from_the_3x3_that_feeds_bn_relu():
+    """letKD §4.2.1: the 3x3 of a 3x3-BN-ReLU-1x1 unit; in a BasicBlock that is conv1 (conv2 feeds the residual sum)."""
+    from compressor.losses.letkd import _last_3x3
+
+    basic = create_model("resnet8", num_classes=4)
+    assert _last_3x3(basic, 3) is basic.layer3[0].conv1
+    bottleneck = create_model("ResNet50", num_classes=4)
+    last = len(bottleneck.hint_points())
+    assert _last_3x3(bottleneck, last) is bottleneck.get_submodule(bottleneck.hint_points()[-1].name).conv2
