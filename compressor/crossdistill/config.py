@@ -41,6 +41,7 @@ class HintSection(Strict):
     student_points: list[int] | None = None  # default: the student point in the teacher hint's stage
     init_epochs: int = Field(0, ge=0)  # initialisation stage (FT's paraphraser) before distillation
     params: dict[str, Any] = Field(default_factory=dict)  # the loss's own parameters (e.g. at: {p: 2})
+    adaptor: Literal["conv", "deep"] = "conv"  # DA_i: one 3x3 conv (the thesis' "a convolutional layer") or 3x3-BN-ReLU-1x1
 
 
 class OptimSection(Strict):

@@ -48,8 +48,9 @@ class DetectionTask:
                 rows = targets[targets[:, 0] == i]
                 truth.append(torch.cat([rows[:, 1:2], cxcywh_to_xyxy(rows[:, 2:6]) * scale], 1))
         scores = evaluate_detections(detections, truth)
-        return {"AP50": round(100 * scores.ap50, 2), "mAP50-95": round(100 * scores.map50_95, 2),
-                "AP50 (COCO 101-pt)": round(100 * scores.ap50_coco, 2), "mAP50-95 (COCO 101-pt)": round(100 * scores.map50_95_coco, 2)}  # fmt: skip
+        values = {"AP50": scores.ap50, "mAP50-95": scores.map50_95, "AP50 (COCO 101-pt)": scores.ap50_coco,
+                  "mAP50-95 (COCO 101-pt)": scores.map50_95_coco}  # fmt: skip
+        return {k: round(100 * v, 2) for k, v in values.items()}
 
 
 class RecognitionTask:

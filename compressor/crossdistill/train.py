@@ -32,12 +32,21 @@ from .tasks import backbone_parameters
 
 
 class DomainAdaptor(nn.Module):
-    def __init__(self, s_channels: int, t_channels: int):
+    """DA_i of the thesis (000 eq. 5.6): "a convolutional layer" mapping the student's hint to the
+    teacher's width. The kernel size is not given there; ``conv`` is one 3x3 convolution (stride 1,
+    padding 1, with bias), as FitNets' regressors; ``deep`` is 3x3-BN-ReLU-1x1, a stronger adaptor."""
+
+    def __init__(self, s_channels: int, t_channels: int, kind: str = "conv"):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(s_channels, t_channels, 3, padding=1, bias=False), nn.BatchNorm2d(t_channels), nn.ReLU(inplace=True),
-            nn.Conv2d(t_channels, t_channels, 1),
-        )  # fmt: skip
+        if kind == "conv":
+            self.body = nn.Sequential(nn.Conv2d(s_channels, t_channels, 3, padding=1))
+        elif kind == "deep":
+            self.body = nn.Sequential(
+                nn.Conv2d(s_channels, t_channels, 3, padding=1, bias=False), nn.BatchNorm2d(t_channels), nn.ReLU(inplace=True),
+                nn.Conv2d(t_channels, t_channels, 1),
+            )  # fmt: skip
+        else:
+            raise ValueError(f"adaptor {kind!r}: conv or deep")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -64,7 +73,7 @@ class Hints:
             student.train(was_training)
         t_shapes = [tuple(f.shape[1:]) for f in t_feats.values()]
         s_shapes = [tuple(f.shape[1:]) for f in s_feats.values()]
-        self.adaptors = nn.ModuleList(DomainAdaptor(s[0], t[0]) for s, t in zip(s_shapes, t_shapes, strict=True))
+        self.adaptors = nn.ModuleList(DomainAdaptor(s[0], t[0], self.config.adaptor) for s, t in zip(s_shapes, t_shapes, strict=True))
         ctx = LossContext(tuple(t_shapes), tuple(t_shapes), 0, 0, 1, 1)  # the adaptors output the teacher's widths
         cls = LOSSES.get(self.config.method)
         if cls.kind != "feature":
