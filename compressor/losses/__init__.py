@@ -65,6 +65,11 @@ def needs_hints(method: str | list[str]) -> bool:
     return any(LOSSES.get(n).kind == "feature" for n in parse_method(method))
 
 
+def needs_student_hints(method: str | list[str]) -> bool:
+    """Whether any term reads the student's hint features (EKD reads only the teacher's)."""
+    return any(LOSSES.get(n).kind == "feature" and LOSSES.get(n).reads_student_feats for n in parse_method(method))
+
+
 def parse_method(method: str | list[str]) -> list[str]:
     """``"crd+at+kd"`` or ``["crd", "at", "kd"]`` -> validated names; ``"ce"`` or ``""`` -> [] (CE only)."""
     names = method if isinstance(method, list) else [m.strip() for m in method.split("+")]
@@ -170,4 +175,5 @@ def build_objective(
 
 __all__ = [
     "online_method", "LOSSES", "DistillLoss", "LossContext", "Outputs", "Objective", "build_objective", "parse_method", "needs_hints",
+    "needs_student_hints",
 ]  # fmt: skip

@@ -51,6 +51,7 @@ class DistillLoss(nn.Module):
     kind = "feature"
     default_weight = 1.0
     needs_init = False  # True: ``init_loss`` must run for ``init_epochs`` > 0 before distillation
+    reads_student_feats = True  # False: a feature method that reads only the teacher's hint features (EKD)
 
     @classmethod
     def build(cls, ctx: LossContext, **params) -> DistillLoss:

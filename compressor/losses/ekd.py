@@ -6,31 +6,40 @@ from .base import DistillLoss, LossContext, Outputs, kl_soft
 
 
 class AuxHead(nn.Module):
-    """A cheap classifier mounted on a teacher module's output: global average pool + FC."""
+    """A classifier mounted on a teacher module's output (C, H, W): the thesis' head flattens the
+    map into one fully connected layer (``flatten``); ``pool`` is global average pool + FC."""
 
-    def __init__(self, channels: int, num_classes: int):
+    def __init__(self, shape: tuple[int, ...], num_classes: int, kind: str = "flatten"):
         super().__init__()
-        self.fc = nn.Linear(channels, num_classes)
+        if kind not in ("flatten", "pool"):
+            raise ValueError(f"head {kind!r}: flatten (the thesis') or pool")
+        self.kind = kind
+        features = int(torch.tensor(shape).prod()) if kind == "flatten" else shape[0]
+        self.fc = nn.Linear(features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.mean((2, 3)))
+        return self.fc(x.flatten(1) if self.kind == "flatten" else x.mean((2, 3)))
 
 
 class EKD(DistillLoss):
-    """EKD (seed 002 ch. 4): the frozen teacher, split into K+1 modules at its hint points (stage
-    ends by default), gets a pool+FC head after each of the first K modules; the heads are
-    trained alone with cross-entropy in the initialisation stage (``train.init_epochs``; teacher
-    frozen), then the cohort of K+1 classifiers (K heads + the teacher's own) supervises the
-    student: L_EKD = 1/|cohort| sum_V KD_tau(S | V), L = alpha * L_EKD + (1 - alpha) * CE
-    (paper: alpha = 0.1 via this term's weight and ``loss.gamma: 0.9``, tau = 5).
+    """EKD (thesis 002 ch. 4): the frozen teacher gets an auxiliary head on the output of each of
+    its stages (its hint points; stage ends by default); the heads are trained alone with
+    cross-entropy in the initialisation stage (``train.init_epochs``; teacher frozen; 1/8 of the
+    epochs when not given), then the cohort of K+1 classifiers (K heads + the teacher's own)
+    supervises the student: L_EKD = 1/|cohort| sum_V KD_tau(S | V), L = alpha * L_EKD + (1 - alpha) * CE
+    (thesis: alpha = 0.1 via this term's weight and ``loss.gamma: 0.9``, tau = 5).
 
-    Heads sit at every teacher hint point except the teacher's last point (whose classifier is
-    the teacher's own). ``cohort`` picks which classifiers join (1..K heads, K+1 the teacher; the
-    paper's ablation); ``heads`` loads heads trained by an earlier run (``ekd_heads.pt``), which
-    makes the initialisation stage unnecessary. The engine saves the trained heads and their
-    accuracy next to the student. Student hint features are not used by this method."""
+    Heads sit at every teacher hint point, the last stage's too (the thesis' experiments have three
+    heads plus the main classifier on three-stage CIFAR teachers, Table 5.6); ``include_last: false``
+    leaves the last one out. ``head: flatten`` (default) is the thesis' head, one FC layer on the
+    flattened C x H x W map; ``head: pool`` averages first. ``cohort`` picks which classifiers join
+    (1..K heads, K+1 the teacher; the thesis' ablation); ``heads`` loads heads trained by an earlier
+    run (``ekd_heads.pt``), which makes the initialisation stage unnecessary. The engine saves the
+    trained heads and their accuracy next to the student. The student's hint features are not read,
+    so a student of any depth pairs with any teacher."""
 
     kind = "feature"  # it reads the teacher's features at the hint points
+    reads_student_feats = False
     default_weight = 0.1
 
     def __init__(self, heads: nn.ModuleList, head_points: list[int], T: float = 5.0, cohort: list[int] | None = None,
@@ -52,11 +61,11 @@ class EKD(DistillLoss):
 
     @classmethod
     def build(cls, ctx: LossContext, T: float = 5.0, cohort: list[int] | None = None, heads: str | None = None,
-              include_last: bool = False) -> "EKD":  # fmt: skip
+              include_last: bool = True, head: str = "flatten") -> "EKD":  # fmt: skip
         points = list(range(len(ctx.teacher_feats) if include_last else max(len(ctx.teacher_feats) - 1, 0)))
         if not points:
-            raise ValueError("EKD needs at least two teacher hint points (heads go on all but the last)")
-        modules = nn.ModuleList(AuxHead(ctx.teacher_feats[i][0], ctx.num_classes) for i in points)
+            raise ValueError("EKD needs teacher hint points for its heads (with include_last: false, at least two)")
+        modules = nn.ModuleList(AuxHead(tuple(ctx.teacher_feats[i]), ctx.num_classes, head) for i in points)
         loss = cls(modules, points, T, cohort, trained=heads is not None)
         if heads is not None:
             state = torch.load(heads, map_location="cpu", weights_only=True)

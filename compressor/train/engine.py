@@ -36,7 +36,17 @@ from ..data import ImageDataset, open_dataset
 from ..device import check_device
 from ..errors import UserError
 from ..io import file_digest
-from ..losses import LOSSES, LossContext, Objective, Outputs, build_objective, needs_hints, online_method, parse_method
+from ..losses import (
+    LOSSES,
+    LossContext,
+    Objective,
+    Outputs,
+    build_objective,
+    needs_hints,
+    needs_student_hints,
+    online_method,
+    parse_method,
+)
 from ..outdir import claim
 from . import artifacts
 from .config import DistillConfig
@@ -254,7 +264,8 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
     except ValueError as e:
         raise UserError(f"loss.params: {e}") from None
     if uses_hints:
-        hints = resolve_hints(config.hints, loaded.model, loaded.arch, loaded.digest, student, placed[0] if placed else None)
+        hints = resolve_hints(config.hints, loaded.model, loaded.arch, loaded.digest, student, placed[0] if placed else None,
+                              student_side=needs_student_hints(config.loss.method))  # fmt: skip
     prepared = _prepare_terms(config, names, loaded, student, train_set, hints, device)
     teacher = None
     if loaded is not None:
@@ -276,9 +287,12 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
         objective = build_objective(lc.method, ctx, lc.gamma, lc.alpha, lc.beta, lc.weights, params, ramps, t.epochs).to(device)
     except ValueError as e:
         raise UserError(f"loss: {e}") from None
-    if t.init_epochs == 0 and any(term.needs_init for term in objective.terms.values()):
-        needing = [n for n, term in objective.terms.items() if term.needs_init]
-        raise UserError(f"method {needing} needs an initialisation stage: set train.init_epochs > 0 (RepDistiller uses 30)")
+    needing = [n for n, term in objective.terms.items() if term.needs_init]
+    if t.init_epochs == 0 and needing:  # FT's paraphraser, AB, EKD's heads: RepDistiller gives them 30 of 240 epochs
+        t.init_epochs = max(1, round(t.epochs / 8))
+        init_note = f"{'+'.join(needing)} needs an initialisation stage: train.init_epochs set to {t.init_epochs} (1/8 of train.epochs)"
+    else:
+        init_note = None
     core = Trainee(student, objective, tap, t.compile_student)
     trainee = core
     if world.distributed:
@@ -287,7 +301,7 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
         )
     optimizer = _optimizer(config, [p for p in core.parameters() if p.requires_grad])
     out = Path(config.out)
-    notes = (list(loaded.notes) if loaded else []) + list(hints.notes)
+    notes = (list(loaded.notes) if loaded else []) + list(hints.notes) + ([init_note] if init_note else [])
     if teacher is not None and teacher.int8_check is not None:
         notes.append(teacher.int8_check.summary())
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")

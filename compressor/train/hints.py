@@ -23,11 +23,19 @@ class HintPairs:
     notes: tuple[str, ...] = ()
 
 
+def check_indices_or_fail(indices: list[int], model: nn.Module) -> None:
+    try:
+        check_indices(indices, len(hint_points(model)))
+    except ValueError as e:
+        raise UserError(f"hints: {e}") from None
+
+
 def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teacher_digest: str, student: nn.Module,
-                  method_default: tuple[list[int], list[int]] | None = None) -> HintPairs:  # fmt: skip
+                  method_default: tuple[list[int], list[int]] | None = None, student_side: bool = True) -> HintPairs:  # fmt: skip
     """Teacher points from explicit indices, a plan, the method's own placement (letKD), or the
     baseline (in that order of precedence); student points explicit, the method's, or its stage
-    ends; both lists must have the same length."""
+    ends; both lists must have the same length. ``student_side=False``: the method reads only the
+    teacher's features (EKD), so no student points are taken."""
     notes = []
     plan = HintPlan.load(cfg.plan) if cfg.plan else None
     if plan is not None:
@@ -46,6 +54,10 @@ def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teach
         t_idx, source = list(method_default[0]), "the method's placement"
     else:
         t_idx, source = baseline_hints(teacher), "baseline (stage ends)"
+    if not student_side:
+        check_indices_or_fail(t_idx, teacher)
+        preact = cfg.preact if cfg.preact is not None else (plan.preact if plan is not None else False)
+        return HintPairs(t_idx, [], preact, source, tuple(notes))
     if cfg.student:
         s_idx = list(cfg.student)
     else:

@@ -238,8 +238,9 @@ def test_config_errors_exit_2(tmp_path, teacher, capsys):
     assert "set hints.student to 2 student indices" in capsys.readouterr().err
     assert cli("distill", *common[:2], "--data", "synthetic:classes=7", "--student", "resnet8", "--out", str(tmp_path / "o")) == 2
     assert "has 7 classes but the teacher was trained for 4" in capsys.readouterr().err
-    assert cli("distill", *common, "--student", "resnet8", "--method", "ft+kd") == 2
-    assert "needs an initialisation stage" in capsys.readouterr().err
+    # a method with an initialisation stage and no train.init_epochs: 1/8 of the epochs (a note says so), saved in the config
+    assert cli("distill", *common[:4], "--student", "resnet8", "--method", "ft+kd", "--epochs", "2", "--out", str(tmp_path / "ft")) == 0
+    assert yaml.safe_load((tmp_path / "ft" / "config.yaml").read_text())["train"]["init_epochs"] == 1
     assert cli("distill", *common, "--student", "resnet8", "--set", "train.teacher_int8=true", "--set", "train.compile_teacher=true") == 2
     assert "alternatives for the teacher's forward" in capsys.readouterr().err
     assert cli("distill", *common, "--student", "resnet8", "--set", "train.teacher_int8=true", "--device", "cuda") == 2

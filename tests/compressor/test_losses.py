@@ -483,31 +483,33 @@ def test_self_undermining_is_negated_kd():
 
 
 def test_ekd_heads_cohort_and_init_stage():
-    shapes = [(3, 4, 4), (4, 2, 2), (6, 1, 1)]  # heads on the first two points; the last is the teacher's own
+    shapes = [(3, 4, 4), (4, 2, 2), (6, 1, 1)]  # a head on every stage output, the last too (thesis Table 5.6: 3 heads + main)
     term = LOSSES.get("ekd").build(ctx(shapes, shapes), T=5.0).double()
-    assert len(term.heads) == 2 and term.needs_init
+    assert len(term.heads) == 3 and term.needs_init and not LOSSES.get("ekd").reads_student_feats
     f = feats(0, shapes)
     zs, zt = rng(5).normal(size=(B, K)), rng(6).normal(size=(B, K))
     labels = np.arange(B) % K
-    s, t = outputs(zs, f, labels=labels), outputs(zt, f, labels=labels)
+    s, t = outputs(zs, [], labels=labels), outputs(zt, f, labels=labels)  # the student's features are not read
     heads = []
-    for head, x in zip(term.heads, f[:2], strict=True):
+    for head, x in zip(term.heads, f, strict=True):
         w, b = head.fc.weight.detach().numpy(), head.fc.bias.detach().numpy()
-        heads.append(x.mean((2, 3)) @ w.T + b)  # pool + FC
+        heads.append(x.reshape(B, -1) @ w.T + b)  # the thesis' head: flatten C x H x W, one FC layer
     members = [*heads, zt]
     expected = np.mean([kl_np(softmax(z / 5.0), softmax(zs / 5.0)) * 25 for z in members])
     assert float(term(s, t)) == pytest.approx(expected, rel=1e-10)
-    # the paper's ablation: only some classifiers in the cohort
-    only = LOSSES.get("ekd").build(ctx(shapes, shapes), cohort=[2, 3]).double()
+    # the thesis' ablation: only some classifiers in the cohort
+    only = LOSSES.get("ekd").build(ctx(shapes, shapes), cohort=[2, 4]).double()
     only.heads.load_state_dict(term.heads.state_dict())
-    assert float(only(s, t)) == pytest.approx(np.mean([kl_np(softmax(z / 5.0), softmax(zs / 5.0)) * 25 for z in members[1:]]))
+    assert float(only(s, t)) == pytest.approx(np.mean([kl_np(softmax(z / 5.0), softmax(zs / 5.0)) * 25 for z in (members[1], zt)]))
     # initialisation stage: cross-entropy of each head, and its accuracy is counted
     init = term.init_loss(s, t)
     ce = sum(float(torch.nn.functional.cross_entropy(torch.as_tensor(z), torch.as_tensor(labels))) for z in heads)
     assert float(init) == pytest.approx(ce, rel=1e-10)
-    assert len(term.head_accuracy()) == 2
+    assert len(term.head_accuracy()) == 3
     with pytest.raises(ValueError, match="cohort"):
-        LOSSES.get("ekd").build(ctx(shapes, shapes), cohort=[4])
+        LOSSES.get("ekd").build(ctx(shapes, shapes), cohort=[5])
+    pooled = LOSSES.get("ekd").build(ctx(shapes, shapes), head="pool", include_last=False).double()
+    assert len(pooled.heads) == 2 and pooled.heads[0].fc.in_features == 3
 
 
 def test_ekd_reuses_saved_heads(tmp_path):

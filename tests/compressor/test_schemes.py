@@ -137,7 +137,7 @@ def test_scheme_student_reloads_and_exports(tmp_path, teacher, scheme):
     assert sidecar["made_by"]["method"] == config["loss"]["method"]
     if scheme == "ekd":  # the heads are saved with their accuracy, and reusable without the init stage
         heads = torch.load(tmp_path / "run" / "ekd_heads.pt", weights_only=True)
-        assert len(heads["report"]["head_top1"]) == 2 and "teacher_top1" in heads["report"]
+        assert len(heads["report"]["head_top1"]) == 3 and "teacher_top1" in heads["report"]  # one head per stage
         assert sidecar["made_by"]["capacity_ratio"] == pytest.approx(
             sum(p.numel() for p in create_model("resnet14", 4).parameters()) / sum(p.numel() for p in art.model.parameters()), rel=1e-3
         )
@@ -185,3 +185,18 @@ def test_example_configs_validate():
     for path in examples:
         config = load_distill_config(path)
         assert parse_method(config.loss.method), path
+
+
+def test_ekd_from_flags_alone_with_a_student_of_other_depth(tmp_path):
+    """Tables 5.2/5.3 pair teachers of 4-5 stages with 3-stage students: EKD reads no student hint,
+    and its heads' initialisation stage gets a default length when none is given."""
+    import yaml
+
+    teacher = tmp_path / "vgg8.pth"
+    torch.save(create_model("vgg8", num_classes=4).state_dict(), teacher)
+    out = tmp_path / "run"
+    args = ["--teacher", str(teacher), "--student", "resnet8", "--method", "ekd", "--data", "synthetic:classes=4,train=64,test=32"]
+    assert main(["distill", *args, "--epochs", "2", "--batch-size", "32", "--out", str(out), "--quiet"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init_epochs"] == 1
+    heads = torch.load(out / "ekd_heads.pt", weights_only=True)
+    assert len(heads["head_points"]) == 5  # one per stage of the VGG teacher, the last included
