@@ -71,7 +71,7 @@ def test_recognition_with_cc_hints_end_to_end(tmp_path):
     assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["results"]) == {"teacher", "cross_student"} and len(report["teacher_points"]) == 4
-    assert report["hint_method"] == "cc" and report["lambda"] == 0.02
+    assert report["hint_method"] == "cc" and report["lambda"] == 6.0
     again, saved = rerun_score(out, "cross_student", "recognition")
     assert again == saved and 0 <= saved["top1"] <= 100
 
