@@ -122,6 +122,7 @@ CIFAR_RESNETS = {
     "resnet8": (8, _THIN),
     "resnet14": (14, _THIN),
     "resnet20": (20, _THIN),
+    "resnet26": (26, _THIN),
     "resnet32": (32, _THIN),
     "resnet44": (44, _THIN),
     "resnet56": (56, _THIN),

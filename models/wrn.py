@@ -94,4 +94,4 @@ class WideResNet(FeatureContract, nn.Module):
 
 
 # name -> (depth, widen factor)
-WRNS = {"wrn_16_1": (16, 1), "wrn_16_2": (16, 2), "wrn_40_1": (40, 1), "wrn_40_2": (40, 2), "wrn_28_2": (28, 2)}
+WRNS = {"wrn_10_2": (10, 2), "wrn_16_1": (16, 1), "wrn_16_2": (16, 2), "wrn_40_1": (40, 1), "wrn_40_2": (40, 2), "wrn_28_2": (28, 2)}

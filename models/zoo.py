@@ -11,7 +11,7 @@ from torch import nn
 
 from .cifar_mobilenetv2 import CifarMobileNetV2
 from .cifar_resnet import CIFAR_RESNETS, CifarResNet
-from .cifar_resnet50 import CifarResNet50
+from .cifar_resnet50 import CifarResNet50, ShortcutBasicBlock
 from .imagenet import IMAGENET_RESNETS, ImageNetMobileNetV2, ImageNetResNet
 from .letkd import attach_kd_layers
 from .registry import Registry
@@ -58,12 +58,15 @@ def _imagenet(build: Callable[..., nn.Module]) -> ModelEntry:
 
 for _name, (_depth, _filters) in CIFAR_RESNETS.items():
     MODELS.register(_name, _cifar(partial(CifarResNet, _depth, _filters)))
+MODELS.register("ResNet18", _cifar(partial(CifarResNet50, (2, 2, 2, 2), block=ShortcutBasicBlock)))  # EKD's (002 ch. 4) CIFAR ResNet-18/34
+MODELS.register("ResNet34", _cifar(partial(CifarResNet50, (3, 4, 6, 3), block=ShortcutBasicBlock)))
 MODELS.register("ResNet50", _cifar(CifarResNet50))
 for _name, (_depth, _widen) in WRNS.items():
     MODELS.register(_name, _cifar(partial(WideResNet, _depth, _widen)))
 for _name, _cfg in VGG_CONFIGS.items():
     MODELS.register(_name, _cifar(partial(VGG, _cfg)))
-MODELS.register("MobileNetV2", _cifar(CifarMobileNetV2))
+MODELS.register("MobileNetV2", _cifar(CifarMobileNetV2))  # RepDistiller's mobile_half (width 0.5)
+MODELS.register("MobileNetV2_1_0", _cifar(partial(CifarMobileNetV2, width_mult=1.0)))  # full width
 MODELS.register("ShuffleV1", _cifar(ShuffleNetV1))
 MODELS.register("ShuffleV2", _cifar(ShuffleNetV2))
 for _name, (_block, _layers) in IMAGENET_RESNETS.items():

@@ -82,6 +82,18 @@ def test_parameter_counts_match_the_papers(name, expected):
     assert human_count(count_params(model)) == expected
 
 
+def test_cifar_additions_parameter_counts():
+    """The zoo additions the theses and the poster use (EKD's CIFAR ResNet-18/34; 004's ResNet-26 and WRN-10-2),
+    at 100 classes: RepDistiller's resnetv2 counts (11.22 M, 21.33 M) and the 6n+2 / 6n+4 formulas' models."""
+    expected = {"ResNet18": 11_220_132, "ResNet34": 21_328_292, "resnet26": 375_540, "wrn_10_2": 315_316, "MobileNetV2_1_0": 2_353_060}
+    for name, n in expected.items():
+        with torch.device("meta"):
+            model = create_model(name)
+        assert count_params(model) == n, name
+    assert len(create_model("resnet26").hint_points()) == 12 and len(create_model("wrn_10_2").hint_points()) == 3
+    assert create_model("ResNet18").baseline_hints() == [2, 4, 6, 8]
+
+
 def test_torchvision_parameter_counts():
     # torchvision's published counts for its ImageNet models
     expected = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "mobilenet_v2": 3_504_872}
