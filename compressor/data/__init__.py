@@ -21,11 +21,14 @@ DATASETS: Registry[tuple[bool, Callable[..., ImageDataset]]] = Registry("dataset
 DATASETS.register("synthetic", (False, lambda path, split, o: SyntheticDataset(split, **o)))
 DATASETS.register("cifar10", (True, lambda path, split, o: CifarDataset("cifar10", path, split, **o)))
 DATASETS.register("cifar100", (True, lambda path, split, o: CifarDataset("cifar100", path, split, **o)))
-DATASETS.register("imagefolder", (True, lambda path, split, o: ImageFolderDataset(path, split, _size(o), holdout=o.get("holdout", 5))))
+DATASETS.register(
+    "imagefolder",
+    (True, lambda path, split, o: ImageFolderDataset(path, split, _size(o), holdout=o.get("holdout", 5), squash=bool(o.get("squash", 0)))),
+)
 DATASETS.register("images", (True, lambda path, split, o: ImageFolderDataset(path, split, _size(o), labelled=False)))
 DATASETS.register("digits", (False, lambda path, split, o: DigitsDataset(split, **o)))
 
-_INT_OPTIONS = {"classes", "train", "test", "size", "height", "width", "seed", "noise", "mix", "holdout"}
+_INT_OPTIONS = {"classes", "train", "test", "size", "height", "width", "seed", "noise", "mix", "holdout", "squash"}
 
 
 def open_dataset(spec: str, split: str = "train") -> ImageDataset:

@@ -51,11 +51,27 @@ class ImageDataset(Dataset, ABC):
     def labels(self) -> np.ndarray:
         """All labels (N,) without decoding images."""
 
+    def augmentation(self) -> Transform:
+        """The training augmentation of this kind of data: the CIFAR protocol by default."""
+        from .augment import PadCropFlip
+
+        return PadCropFlip(4)
+
+    def original(self, i: int) -> torch.Tensor:
+        """The i-th image as decoded, before resizing (an augmentation with ``takes_original`` reads it)."""
+        return self.raw(i)[0]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
-        image, label = self.raw(i)
-        if self.transform is not None:
-            image = self.transform(image)
+        if self.transform is not None and getattr(self.transform, "takes_original", False):
+            image, label = self.transform(self.original(i)), self.labels_at(i)
+        else:
+            image, label = self.raw(i)
+            if self.transform is not None:
+                image = self.transform(image)
         return normalise(image, self.info.mean, self.info.std), int(label), i
+
+    def labels_at(self, i: int) -> int:
+        return int(self.labels()[i])
 
 
 def normalise(image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

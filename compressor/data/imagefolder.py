@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .base import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, ImageDataset
+from .augment import PadCropFlip, RandomResizedCropFlip, resize, resize_center_crop
+from .base import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, ImageDataset, Transform
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 1 << 26  # 64 MP (8192 x 8192): a larger image is refused before it is decoded
@@ -89,13 +90,16 @@ def _held_out(samples: list[tuple[Path, int]], classes: list[str], split: str, e
 
 
 class ImageFolderDataset(ImageDataset):
-    """Images are decoded with OpenCV on access and resized to ``size`` (H, W).
+    """Images are decoded with OpenCV on access. As ImageNet-style data they follow the ImageNet
+    protocol: RandomResizedCrop(size) + flip for training, shorter side to size * 256 / 224 and a
+    centre crop for evaluation (``compressor.data.augment``); ``squash=1`` resizes the whole image to
+    ``size`` instead (and trains with the CIFAR pad-4 crop), for small images whose borders matter.
 
     Without ``train``/``val`` sub-folders, the test split holds out 1 image in ``holdout`` per
     class (``holdout=0``: train and test are the same images, as some benchmarks want)."""
 
     def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] = (224, 224), labelled: bool = True,
-                 holdout: int = 5):  # fmt: skip
+                 holdout: int = 5, squash: bool = False):  # fmt: skip
         if holdout < 0:
             raise ValueError(f"holdout={holdout}: hold out 1 image in N per class (N >= 2), or 0 for none")
         root = Path(root)
@@ -121,18 +125,29 @@ class ImageFolderDataset(ImageDataset):
             self.samples = _held_out(self.samples, classes, split, holdout, root)
             name += f" ({split}: 1 image in {holdout} per class held out for test)"
         self.size = tuple(size)
+        self.squash = squash or not labelled  # unlabelled sets (hint selection on a detector's input) keep the whole frame
         self.info = DatasetInfo(name, len(classes), tuple(classes), self.size, IMAGENET_MEAN, IMAGENET_STD)
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def original(self, i: int) -> torch.Tensor:
+        image = cv2.cvtColor(read_image(self.samples[i][0]), cv2.COLOR_BGR2RGB)
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
     def raw(self, i: int) -> tuple[torch.Tensor, int]:
-        path, label = self.samples[i]
-        image = read_image(path)
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        if image.shape[:2] != self.size:
-            image = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), label
+        """The image at ``size``: squashed (``squash=1``), or the ImageNet evaluation crop (resize the
+        shorter side to size * 256 / 224, centre crop)."""
+        image = self.original(i)
+        image = resize(image, self.size) if self.squash else resize_center_crop(image, self.size)
+        return image, self.samples[i][1]
+
+    def augmentation(self) -> Transform:
+        """The ImageNet protocol's RandomResizedCrop + flip on the decoded image (squash=1: the CIFAR one)."""
+        return PadCropFlip(4) if self.squash else RandomResizedCropFlip(self.size)
+
+    def labels_at(self, i: int) -> int:
+        return self.samples[i][1]
 
     def labels(self) -> np.ndarray:
         return np.array([label for _, label in self.samples], dtype=np.int64)

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 from ..data import ImageDataset
+from ..data.augment import PadCropFlip  # noqa: F401  (re-exported: tests and callers import it from here)
 from .distributed import World
-
-
-class PadCropFlip:
-    """The standard CIFAR augmentation: reflect-pad ``pad`` pixels, random crop back, random
-    horizontal flip. Works on one (3, H, W) image (uint8 or float in 0..255); uses torch's RNG."""
-
-    def __init__(self, pad: int = 4):
-        self.pad = pad
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        _, h, w = image.shape
-        padded = F.pad(image.float()[None], (self.pad,) * 4, mode="reflect")[0]
-        top, left = (int(v) for v in torch.randint(0, 2 * self.pad + 1, (2,)))
-        out = padded[:, top : top + h, left : left + w]
-        return out.flip(-1) if torch.rand(()) < 0.5 else out
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -50,7 +50,7 @@ from ..losses import (
 from ..outdir import claim
 from . import artifacts
 from .config import DistillConfig
-from .data import PadCropFlip, eval_loader, train_loader
+from .data import eval_loader, train_loader
 from .distributed import World, all_gather, all_reduce_sum, barrier, broadcast_buffers, init_world, shutdown
 from .hints import HintPairs, resolve_hints
 from .runner import FeatureTap
@@ -132,7 +132,7 @@ def _datasets(config: DistillConfig, num_classes: int | None) -> tuple[ImageData
                 "give the teacher's dataset, or a teacher trained on this one"
             )
     if config.data.augment:
-        train_set.transform = PadCropFlip(4)
+        train_set.transform = train_set.augmentation()  # CIFAR's pad-4 crop, or the ImageNet protocol for image folders
     return train_set, eval_set
 
 

@@ -153,3 +153,36 @@ def test_digits_real_data():
     assert train[0][0].shape == (3, 32, 32) and test[0][0].shape == (3, 16, 16)
     counts = np.bincount(train.labels(), minlength=10)
     assert counts.max() - counts.min() <= 8  # stratified: every class keeps ~80% of its ~180 images
+
+
+def test_imagenet_protocol_for_image_folders(tmp_path):
+    """RandomResizedCrop + flip for training and resize-256/centre-crop-224 for evaluation, on the decoded image."""
+    from compressor.data.augment import PadCropFlip, RandomResizedCropFlip, resize_center_crop
+
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / "train" / c).mkdir(parents=True)
+        (root / "val" / c).mkdir(parents=True)
+        gradient = np.tile(np.arange(120, dtype=np.uint8)[None, :, None], (60, 1, 3))  # 60 x 120, brightness grows to the right
+        cv2.imwrite(str(root / "train" / c / "0.png"), gradient)
+        cv2.imwrite(str(root / "val" / c / "0.png"), gradient)
+    train = open_dataset(f"imagefolder:{root}:size=32", "train")
+    test = open_dataset(f"imagefolder:{root}:size=32", "test")
+    assert isinstance(train.augmentation(), RandomResizedCropFlip)
+    # evaluation: shorter side 60 -> round(32 * 256 / 224) = 37, so 74 wide; the centre 32 x 32 keeps the middle columns
+    image, _ = test.raw(0)
+    assert image.shape == (3, 32, 32)
+    expected = resize_center_crop(test.original(0), (32, 32))
+    assert torch.equal(image, expected) and 40 < float(image.float().mean()) < 80  # the middle of the 0..119 ramp
+    # training: a random box of 8-100 % of the area, aspect within 3/4..4/3, resized to 32 x 32
+    aug = RandomResizedCropFlip((32, 32))
+    torch.manual_seed(0)
+    for _ in range(200):
+        top, left, h, w = aug.box(60, 120)
+        assert 0 <= top and top + h <= 60 and 0 <= left and left + w <= 120
+        assert 0.08 * 7200 * 0.95 <= h * w <= 7200 and 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
+    train.transform = train.augmentation()
+    x, label, index = train[0]
+    assert x.shape == (3, 32, 32) and label == 0 and index == 0
+    squashed = open_dataset(f"imagefolder:{root}:size=32,squash=1", "train")
+    assert isinstance(squashed.augmentation(), PadCropFlip) and squashed.raw(0)[0].shape == (3, 32, 32)
