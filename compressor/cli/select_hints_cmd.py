@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default=d.metric, help=f"{' | '.join(METRICS.names())} (default {d.metric})")
     p.add_argument("--normalize", action="store_true", help="L2-normalise each sample's representation before the metric")
     p.add_argument("--position", default=d.position, help=f"hint per cluster: {' | '.join(POSITIONS)} (default {d.position})")
+    p.add_argument("--centroid", choices=["matrix", "kernel"], help="k-means centroid: mean of the members' N x C matrices "
+                   "(matrix, default for cka and rcca) or of their kernel-space objects (kernel; the only one for cka-rbf)")  # fmt: skip
     p.add_argument("--preact", action="store_true", help="pre-activation features (before the sub-block's last ReLU)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--workers", type=int, default=d.workers, help="data loader worker processes")
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         seed=args.seed,
+        centroid=args.centroid,
         metric_options=options,
     )
     plan = select_hints(

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .kmeans import POSITIONS, kernel_kmeans, position_seeds, representative
+from .matrix_kmeans import matrix_kmeans
 from .similarity import METRICS
+
+CENTROIDS = ("matrix", "kernel")
 
 
 @dataclass
@@ -41,6 +44,7 @@ def cluster_layers(
     metric: str = "cka",
     position: str = "center",
     normalize: bool = False,
+    centroid: str | None = None,
     **metric_options,
 ) -> Clustering:
     """Cluster L layer representations into k groups and pick one hint per group.
@@ -51,6 +55,10 @@ def cluster_layers(
         metric: ``cka`` (linear), ``cka-rbf`` or ``rcca`` (mean squared CCA).
         position: ``center`` (paper), ``last`` or ``medoid``.
         normalize: per-sample L2 normalisation before the metric (see ``similarity.prepare``).
+        centroid: ``matrix`` (default for ``cka`` and ``rcca``): a cluster's centroid is the mean of its
+            members' zero-padded N x C matrices and the distance is 1 - the metric to it (eq. 6-7 read
+            in representation space, ``matrix_kmeans``); ``kernel``: the mean of the unit-norm
+            kernel-space objects (``kmeans``; the only one for ``cka-rbf``).
         **metric_options: e.g. ``bandwidth``, ``max_samples`` for ``cka-rbf``.
 
     Raises:
@@ -64,9 +72,15 @@ def cluster_layers(
         raise ValueError(f"unknown position {position!r}; known: {', '.join(POSITIONS)}")
     if not 1 <= k <= len(reps):
         raise ValueError(f"k={k} hints asked for but the teacher has only {len(reps)} candidate layers; use k <= {len(reps)}")
+    centroid = centroid or ("kernel" if metric == "cka-rbf" else "matrix")
+    if centroid not in CENTROIDS or (centroid == "matrix" and metric == "cka-rbf"):
+        raise ValueError(f"centroid {centroid!r}: {' or '.join(CENTROIDS)} (cka-rbf: kernel only)")
     start = time.perf_counter()
     sim = METRICS.get(metric)(reps, normalize=normalize, **metric_options)
-    labels, iterations = kernel_kmeans(sim.gram, k)
+    if centroid == "matrix":
+        labels, iterations = matrix_kmeans(reps, k, metric, normalize)
+    else:
+        labels, iterations = kernel_kmeans(sim.gram, k)
     hints = sorted(int(representative(list(np.flatnonzero(labels == j)), position, sim.similarity)) + 1 for j in range(k))
     seconds = time.perf_counter() - start
     seeds = [s + 1 for s in position_seeds(len(reps), k)]

@@ -42,6 +42,7 @@ class HintPlan:
     notes: list[str] = field(default_factory=list)
     tool_version: str = ""
     teacher_kwargs: dict[str, Any] = field(default_factory=dict)  # a factory teacher's keyword arguments
+    centroid: str = "kernel"  # k-means centroid reading: matrix (representation space) or kernel
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "version": VERSION, **asdict(self)}

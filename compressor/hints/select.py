@@ -39,6 +39,7 @@ class HintConfig:
     batch_size: int = 256
     workers: int = 0
     seed: int = 0
+    centroid: str | None = None  # matrix (the paper's eq. 7 in representation space; default for cka, rcca) | kernel
     metric_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -151,7 +152,13 @@ def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: H
     step1 = time.perf_counter() - start
     try:
         result = cluster_layers(
-            reps, k=config.k, metric=config.metric, position=config.position, normalize=config.normalize, **config.metric_options
+            reps,
+            k=config.k,
+            metric=config.metric,
+            position=config.position,
+            normalize=config.normalize,
+            centroid=config.centroid,
+            **config.metric_options,
         )
     except ValueError as e:
         raise UserError(f"hint selection failed on {arch}: {e}") from None
@@ -180,5 +187,6 @@ def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: H
         timings={"step1_representations_s": round(step1, 3), "step2_clustering_s": round(result.seconds, 3)},
         notes=notes + result.notes,
         tool_version=__version__,
+        centroid=config.centroid or ("kernel" if config.metric == "cka-rbf" else "matrix"),
     )
     return plan

@@ -210,3 +210,57 @@ def test_rank_deficient_layer_uses_its_rank():
     dead = np.concatenate([x[:, :2], np.zeros((200, 3))], axis=1)  # 3 dead channels: rank 2
     s = rcca([x, dead]).similarity
     assert s[0, 1] == pytest.approx(1.0)  # its 2 live channels lie in x's span: both correlations are 1
+
+
+def test_matrix_centroids_keep_the_papers_min_normalisation():
+    """A narrow layer whose columns lie inside a wide layer's span has R^2_CCA = 1 with it (eq. 3's min(p_a, p_b));
+    the kernel-space mean can only see sqrt(4/16) = 0.5 of it. The representation-space centroid keeps the 1."""
+    from compressor.hints.matrix_kmeans import cka_to, matrix_kmeans, rcca_to
+    from compressor.hints.similarity import prepare
+
+    rng = np.random.default_rng(1)
+    wide = rng.normal(size=(400, 16))
+    narrow = wide[:, :4] @ rng.normal(size=(4, 4))  # inside the wide layer's column space
+    other = rng.normal(size=(400, 4))  # unrelated
+    xs = prepare([narrow, wide, other])
+    padded_wide = np.pad(xs[1], ((0, 0), (0, 0)))
+    bases = [np.linalg.svd(x, full_matrices=False)[0] for x in xs]
+    assert rcca_to(bases, padded_wide)[0] == pytest.approx(1.0)  # min(4, 16) normalisation
+    assert rcca([narrow, wide, other]).gram[0, 1] == pytest.approx(0.5)  # the kernel-space (geometric) one
+    # a layer against a centroid made of itself alone scores 1 under both metrics, zero padding notwithstanding
+    padded_narrow = np.pad(xs[0], ((0, 0), (0, 12)))
+    assert rcca_to(bases, padded_narrow)[0] == pytest.approx(1.0)
+    assert cka_to(xs, padded_narrow)[0] == pytest.approx(1.0)
+    labels, _ = matrix_kmeans([narrow, wide, other], 2, "rcca", seeds=[1, 2])
+    assert labels[0] == labels[1] != labels[2]
+
+
+@pytest.mark.parametrize("metric", ["cka", "rcca"])
+def test_matrix_and_kernel_centroids_on_planted_groups(metric):
+    rng = np.random.default_rng(0)
+    reps = []
+    for width in (4, 8, 16):
+        latent = rng.normal(size=(300, 3))
+        reps += [np.maximum(latent @ rng.normal(size=(3, width)) + 0.2 * rng.normal(size=(300, width)), 0) for _ in range(6)]
+    for centroid in ("matrix", "kernel"):
+        result = cluster_layers(reps, k=3, metric=metric, centroid=centroid)
+        np.testing.assert_array_equal(result.labels, np.repeat(np.arange(3), 6))
+    with pytest.raises(ValueError, match="cka-rbf: kernel only"):
+        cluster_layers(reps, k=3, metric="cka-rbf", centroid="matrix")
+
+
+@pytest.mark.parametrize("metric", ["rcca", "cka"])
+def test_centroid_space_equals_the_direct_computation(metric):
+    """The (sum C)^2 products give the same metric to a padded-mean centroid as the N-row matrices themselves."""
+    from compressor.hints.matrix_kmeans import CentroidSpace, cka_to, rcca_to
+    from compressor.hints.similarity import prepare
+
+    rng = np.random.default_rng(2)
+    reps = [rng.normal(size=(200, w)) @ rng.normal(size=(w, w)) for w in (3, 5, 8, 8)]
+    space = CentroidSpace(reps, normalize=False)
+    xs = prepare(reps)
+    members = np.array([0, 2, 3])
+    centroid = np.mean([np.pad(xs[b], ((0, 0), (0, 8 - xs[b].shape[1]))) for b in members], axis=0)
+    bases = [np.linalg.svd(x, full_matrices=False)[0] for x in xs]
+    direct = rcca_to(bases, centroid) if metric == "rcca" else cka_to(xs, centroid)
+    np.testing.assert_allclose(space.similarity(members, metric), direct, rtol=1e-8, atol=1e-10)
