@@ -10,6 +10,7 @@ from ..checkpoint import TRUST_FLAG
 from ..config import read_yaml
 from ..errors import UserError
 from ..train import distill, load_distill_config
+from ..train.repeat import distill_seeds
 from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, parse_globs, parse_kwargs
 
 NAME = "distill"
@@ -67,10 +68,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--out", help="output folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. optim.milestones=[30,60]")
+    p.add_argument("--seeds", type=_seeds, metavar="S1,S2,...", help="run once per seed into OUT/seed-<s>/; OUT/seeds.md has mean ± std")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (default: refuse, nothing is changed)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a teacher checkpoint you trust")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
         print("note: no --data given (nor data.train): training on the built-in synthetic data", file=sys.stderr)
     if args.resume and args.overwrite:
         raise UserError("--resume continues the run in OUT and --overwrite replaces it: give one of them")
+    if args.seeds:
+        report = distill_seeds(config, args.seeds, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+        f = report["final_top1"]
+        print(f"student {config.student.arch}: top-1 {f['mean']:.2f} ± {f['std']:.2f} % over seeds {args.seeds}")
+        print(f"wrote {config.out}/seeds.json and seeds.md")
+        return 0
     summary = distill(config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     if "weights" in summary:
         final = summary["final"]

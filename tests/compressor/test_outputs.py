@@ -162,3 +162,26 @@ def test_zoo_checkpoint_helper_unchanged(tmp_path):
     torch.save(create_model("resnet8", num_classes=4).state_dict(), path)
     (tmp_path / "t.json").write_text("{not json")
     assert main(["inspect", str(path), "--json"]) == 0
+
+
+def test_repeated_runs_report_mean_and_std(tmp_path, capsys):
+    import statistics
+
+    out = tmp_path / "seeds"
+    assert main(["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--out", str(out), "--seeds", "1,2", *FAST]) == 0
+    report = json.loads((out / "seeds.json").read_text())
+    finals = [r["final_top1"] for r in report["runs"]]
+    assert [r["seed"] for r in report["runs"]] == [1, 2] and (out / "seed-1" / "student.pt").exists()
+    assert report["final_top1"]["mean"] == pytest.approx(statistics.fmean(finals))
+    assert report["final_top1"]["std"] == pytest.approx(statistics.stdev(finals))
+    assert "mean ± std" in (out / "seeds.md").read_text()
+    before = _snapshot(out)
+    assert main(["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--out", str(out), "--seeds", "1,2", "--resume",
+                 *FAST]) == 0  # fmt: skip
+    assert {k: v for k, v in _snapshot(out).items() if not k.startswith("seeds.")} == {
+        k: v for k, v in before.items() if not k.startswith("seeds.")
+    }  # finished seeds are left as they are
+    assert (
+        main(["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--out", str(tmp_path / "x"), "--seeds", "3", *FAST])
+        == 2
+    )
