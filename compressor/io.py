@@ -14,6 +14,8 @@ from typing import IO, Any
 
 from .errors import UserError
 
+TEMP_MARK = "compressor-"  # in every temp file's name, so that only ours are ever cleaned up
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename onto ``path``.
@@ -22,7 +24,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{TEMP_MARK}", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -51,7 +53,7 @@ def _out_of_space(e: BaseException, path: Path) -> bool:
 def remove_stale_temps(folder: Path) -> list[Path]:
     """Temp files of ``atomic_write`` left by a killed process in ``folder`` and its sub-folders (one level:
     checkpoints/, exports/); only call while holding the folder."""
-    stale = [p for pattern in (".*.tmp", "*/.*.tmp") for p in folder.glob(pattern) if p.is_file()]
+    stale = [p for pattern in (f".*.{TEMP_MARK}*.tmp", f"*/.*.{TEMP_MARK}*.tmp") for p in folder.glob(pattern) if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

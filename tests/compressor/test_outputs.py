@@ -185,3 +185,12 @@ def test_repeated_runs_report_mean_and_std(tmp_path, capsys):
         main(["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--out", str(tmp_path / "x"), "--seeds", "3", *FAST])
         == 2
     )
+
+
+def test_a_killed_writers_temp_files_are_removed_and_nobody_elses(finished_run, tmp_path):
+    out = tmp_path / "e"
+    out.mkdir()
+    (out / ".student.onnx.compressor-x1y2.tmp").write_bytes(b"half a file")  # left by a kill -9 mid-write
+    (out / ".notes.tmp").write_text("the user's own")
+    assert main(["export", str(finished_run / "student.pt"), "--out", str(out)]) == 0
+    assert not (out / ".student.onnx.compressor-x1y2.tmp").exists() and (out / ".notes.tmp").read_text() == "the user's own"
