@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,3 +136,15 @@ def test_reverse_ablation_with_ft_hints(tmp_path):
     assert report["hint_method"] == "ft" and report["lambda"] == 500.0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("hint" in m for m in metrics if m["model"] == "cross student")
+
+
+@needs_encoder
+def test_recognition_with_the_users_student(tmp_path):
+    """A factory reference as the pixel-domain student: its points are found, its hints paired, its sidecar names it."""
+    custom = f"{Path(__file__).resolve().parents[1] / 'custom_cnn.py'}:build"
+    out = tmp_path / "rec"
+    sets = ["data.train=48", "data.test=24", "teacher.arch=resnet8", f"student.arch={custom}", "student.kwargs={width: 4, blocks: 2}",
+            "teacher.epochs=1", "student.epochs=1", "hints.samples=48", "hints.k=3", "optim.batch_size=24", "vanilla=false"]  # fmt: skip
+    assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"]["cross_student"]["arch"] == custom and len(report["student_points"]) == 3
