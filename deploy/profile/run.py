@@ -106,6 +106,17 @@ def _torch_compile(art: ModelArtifact, exports: Exports) -> Runtime:
     return TorchRuntime(_pytorch_model(art), compile_model=True)
 
 
+def _torch_cuda(precision: str) -> Callable[[ModelArtifact, Exports], Runtime]:
+    def build(art: ModelArtifact, exports: Exports) -> Runtime:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("the torch CUDA backends need an NVIDIA GPU and a CUDA build of torch; none is visible")
+        return TorchRuntime(_pytorch_model(art), device="cuda", precision=precision)
+
+    return build
+
+
 def _trt(precision: str) -> Callable[[ModelArtifact, Exports], Runtime]:
     def build(art: ModelArtifact, exports: Exports) -> Runtime:
         from ..runtime.trt_runtime import TensorRTRuntime
@@ -120,6 +131,8 @@ def _trt(precision: str) -> Callable[[ModelArtifact, Exports], Runtime]:
 BACKENDS: Registry[Callable[[ModelArtifact, Exports], Runtime]] = Registry("backend")
 BACKENDS.register("torch", _torch)
 BACKENDS.register("torch-compile", _torch_compile)
+BACKENDS.register("torch-cuda", _torch_cuda("fp32"))
+BACKENDS.register("torch-cuda-fp16", _torch_cuda("fp16"))
 BACKENDS.register("ort-cpu", lambda art, ex: OrtRuntime(ex.get("onnx")))
 BACKENDS.register("ort-cpu-int8", lambda art, ex: OrtRuntime(ex.get("int8")))
 BACKENDS.register("ort-cuda", lambda art, ex: OrtRuntime(ex.get("onnx"), provider="cuda"))
