@@ -139,9 +139,9 @@ def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
                 mem = (b.get("memory") or {}).get(str(lat["batch"]), {})
                 power = ((b.get("power") or {}).get(str(lat["batch"])) or {}).get("energy_per_inference_mj")
                 rows.append([m["name"], b["backend"], b["precision"], str(lat["batch"]), _fmt(lat["p50_ms"], 3), _fmt(lat["p99_ms"], 3),
-                             _fmt(lat["throughput"], 1), _fmt(mem.get("rss_peak_mib"), 0), _fmt(power, 2),
+                             _fmt(lat["throughput"], 1), _fmt(mem.get("added_mib", mem.get("rss_peak_mib")), 1), _fmt(power, 2),
                              _fmt(acc.get("top1"))])  # fmt: skip
-    header = ["model", "backend", "precision", "batch", "p50 ms", "p99 ms", "img/s", "peak RSS MiB", "mJ/inference", "top-1 %"]
+    header = ["model", "backend", "precision", "batch", "p50 ms", "p99 ms", "img/s", "memory MiB", "mJ/inference", "top-1 %"]
     out.append(("Latency, memory, power, accuracy", header, rows))
     if report["comparison"]:
         rows = [

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from compressor.models import Registry, family
+from compressor.models import MODELS, Registry, family, is_factory
 from compressor.models.stats import count_macs, count_params
 from tqdm import tqdm
 
@@ -28,6 +28,7 @@ from .latency import measure_latency
 from .machine import machine_info
 from .memory import PeakMemory
 from .tegrastats import TegrastatsSampler
+from .worker import measure_memory
 
 
 @dataclass
@@ -40,6 +41,8 @@ class ProfileOptions:
     iters: int = 50
     max_seconds: float = 10.0
     progress: bool = True
+    memory_worker: bool = True  # memory measured per (model, backend) in a fresh process (``worker.py``)
+    trusted: bool = False  # the worker reloads the model with the same trust
 
 
 class Exports:
@@ -188,12 +191,29 @@ def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOpti
             backend.update(profile_backend(runtime, art, options, eval_data))
         except BackendUnavailable as e:
             backend.update(status="skipped", reason=str(e))
+        if backend.get("status") == "ok" and options.memory_worker:
+            _worker_memory(backend, art, name, options, exports)
         record["backends"].append(backend)
     for kind, path in exports.files.items():
         record["file_size_bytes"][kind] = path.stat().st_size
     if "int8" in exports.info:
         record["int8_export"] = exports.info["int8"]
     return record
+
+
+def _worker_memory(backend: dict[str, Any], art: ModelArtifact, name: str, options: ProfileOptions, exports: Exports) -> None:
+    """Replace the profiling process's RSS by what this (model, backend) adds in a fresh process."""
+    reload = {"input_size": tuple(art.input_size), "mean": tuple(art.mean), "std": tuple(art.std), "trusted": options.trusted,
+              "kwargs": getattr(art.model, "arch_kwargs", None) or None,
+              "arch": art.arch if art.arch and (art.arch in MODELS or is_factory(art.arch)) else None}  # fmt: skip
+    try:
+        measured = measure_memory(art.path, name, options.batches, min(options.warmup, 3), min(options.iters, 10), reload, exports.files,
+                                  exports.folder)  # fmt: skip
+    except (RuntimeError, BackendUnavailable) as e:
+        backend["memory_note"] = f"measured in the profiling process (its RSS includes everything loaded before): {e}"
+        return
+    for batch, figures in measured.items():
+        backend["memory"][batch] = {**figures, "profiling_process_rss_peak_mib": backend["memory"].get(batch, {}).get("rss_peak_mib")}
 
 
 def compression_table(student: dict[str, Any], teacher: dict[str, Any]) -> list[dict[str, Any]]:
@@ -243,6 +263,7 @@ def profile_models(
     if not options.batches or min(options.batches) < 1:
         raise UserError(f"--batch must list positive batch sizes, got {options.batches}")
     out = Path(out)
+    options = replace(options, trusted=trusted)
     student = model if isinstance(model, ModelArtifact) else load_artifact(model, arch=arch, trusted=trusted, **(source or {}))
     teacher = load_artifact(compare, arch=compare_arch, trusted=trusted, kwargs=compare_kwargs) if compare else None
     static = {a.meta["static_batch"] for a in (student, teacher) if a is not None and "static_batch" in a.meta}

@@ -114,3 +114,22 @@ def test_detector_profiles_latency_and_compression_without_accuracy(tmp_path, ca
     assert report["models"][1]["params"] > student["params"]
     assert main(["profile", str(tmp_path / "student.pt"), "--data", "synthetic", "--out", str(tmp_path / "p2"), *common]) == 2
     assert "AP50" in capsys.readouterr().err
+
+
+def test_memory_is_measured_per_model_in_a_fresh_process(tmp_path):
+    """Each (model, backend) runs again in its own process: a 7.4 M-parameter model adds more than a 78 K one, by at least
+    the difference of their weights (the profiling process's own RSS is the same for both)."""
+    from compressor.deploy.profile.run import ProfileOptions, profile_models
+
+    added = {}
+    for name in ("resnet8", "resnet32x4"):
+        path = tmp_path / f"{name}.pth"
+        torch.save(create_model(name, num_classes=4).state_dict(), path)
+        options = ProfileOptions(backends=["ort-cpu"], batches=[1], warmup=1, iters=3, progress=False)
+        report = profile_models(path, tmp_path / f"p_{name}", options)
+        (backend,) = report["models"][0]["backends"]
+        memory = backend["memory"]["1"]
+        assert "memory_note" not in backend and memory["peak_mib"] >= memory["baseline_mib"]
+        added[name] = memory["added_mib"]
+    weights = lambda n: sum(p.numel() for p in create_model(n, num_classes=4).parameters()) * 4 / 2**20  # noqa: E731
+    assert added["resnet32x4"] - added["resnet8"] >= weights("resnet32x4") - weights("resnet8")
