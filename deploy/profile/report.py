@@ -107,6 +107,13 @@ def plot_throughput(report: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+def _analytic(per_batch: dict) -> str:
+    """'0.30 MiB + 1.25 MiB (batch 1); ...' from the graph, or '-' where shapes are dynamic."""
+    mib = 2**20
+    parts = [f"{v['weight_bytes'] / mib:.2f} + {v['peak_activation_bytes'] / mib:.2f} MiB (batch {b})" for b, v in per_batch.items() if v]
+    return "; ".join(parts) or "-"
+
+
 def _fmt(v: Any, digits: int = 2) -> str:
     if v is None:
         return "-"
@@ -124,10 +131,9 @@ def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
     rows = []
     for m in report["models"]:
         sizes = ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in m["file_size_bytes"].items())
-        rows.append(
-            [m["role"], m["name"], human_count(m["params"] or 0), human_count(m["macs"] or 0), "x".join(map(str, m["input_size"])), sizes]
-        )
-    out.append(("Models", ["role", "model", "params", "MACs", "input", "files"], rows))
+        rows.append([m["role"], m["name"], human_count(m["params"] or 0), human_count(m["macs"] or 0), "x".join(map(str, m["input_size"])),
+                     sizes, _analytic(m.get("analytic_memory") or {})])  # fmt: skip
+    out.append(("Models", ["role", "model", "params", "MACs", "input", "files", "weights + peak activations (analytic)"], rows))
     rows = []
     for m in report["models"]:
         for b in m["backends"]:

@@ -24,6 +24,7 @@ from ..runtime.base import Runtime
 from ..runtime.ort_runtime import OrtRuntime
 from ..runtime.torch_runtime import TorchRuntime
 from .accuracy import accuracy, predict
+from .analytic import analytic_memory
 from .latency import measure_latency
 from .machine import machine_info
 from .memory import PeakMemory
@@ -196,6 +197,9 @@ def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOpti
         record["backends"].append(backend)
     for kind, path in exports.files.items():
         record["file_size_bytes"][kind] = path.stat().st_size
+    if "onnx" in exports.files or art.model is None:  # weights and peak live activations, from the graph
+        graph = exports.files.get("onnx", art.path)
+        record["analytic_memory"] = {str(b): analytic_memory(graph, b) for b in options.batches}
     if "int8" in exports.info:
         record["int8_export"] = exports.info["int8"]
     return record

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from compressor.deploy.profile.latency import measure_latency, summarize
@@ -133,3 +134,28 @@ def test_memory_is_measured_per_model_in_a_fresh_process(tmp_path):
         added[name] = memory["added_mib"]
     weights = lambda n: sum(p.numel() for p in create_model(n, num_classes=4).parameters()) * 4 / 2**20  # noqa: E731
     assert added["resnet32x4"] - added["resnet8"] >= weights("resnet32x4") - weights("resnet8")
+
+
+def test_analytic_memory_of_a_hand_built_graph(tmp_path):
+    """Conv(3->8, 3x3) -> Relu -> Conv(8->4, 1x1) at batch 2 on 10x10: weights and the peak of live activations by hand."""
+    import onnx
+    from compressor.deploy.profile.analytic import analytic_memory
+    from onnx import TensorProto, helper, numpy_helper
+
+    w1 = numpy_helper.from_array(np.zeros((8, 3, 3, 3), np.float32), "w1")
+    w2 = numpy_helper.from_array(np.zeros((4, 8, 1, 1), np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("Conv", ["b", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 10, 10])], [w1, w2])  # fmt: skip
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    got = analytic_memory(path, 2)
+    x, a, b, y = 2 * 3 * 100 * 4, 2 * 8 * 100 * 4, 2 * 8 * 100 * 4, 2 * 4 * 100 * 4
+    assert got["weight_bytes"] == (8 * 3 * 9 + 4 * 8) * 4
+    # x and a live together (x freed after the first conv), then a and b, then b and y
+    assert got["peak_activation_bytes"] == max(x + a, a + b, b + y)
+    assert analytic_memory(path, 4)["peak_activation_bytes"] == 2 * got["peak_activation_bytes"]
