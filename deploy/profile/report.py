@@ -62,11 +62,12 @@ def plot_latency(report: dict[str, Any]) -> bytes:
                     data.append(lat["samples_ms"])
                     labels.append(f"{m['name']}\n{b['backend']}")
         if data:
-            ax.boxplot(data, showfliers=True)
+            ax.boxplot(data, showfliers=True, flierprops={"marker": "x", "markersize": 4, "alpha": 0.6})
             ax.set_xticks(range(1, len(labels) + 1), labels, rotation=45, ha="right", fontsize=7)
+            ax.set_yscale("log")  # a few slow calls must not flatten every box to a line
         ax.set_title(f"batch {batch}")
-        ax.set_ylabel("latency per call (ms)")
-        ax.grid(axis="y", alpha=0.3)
+        ax.set_ylabel("latency per call (ms, log; x = outliers)")
+        ax.grid(axis="y", which="both", alpha=0.3)
     fig.suptitle("Latency distributions", y=1.03)
     return _png(fig)
 
@@ -78,17 +79,35 @@ def plot_accuracy_latency(report: dict[str, Any]) -> bytes | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.2))
     markers = {"student": "o", "teacher": "s"}
-    for m, b in points:
+    for m, b in points:  # a legend entry per point: labels written beside points overlap when points are close
         lat = min(b["latency"], key=lambda x: x["batch"])
         x = lat["p50_ms"] / lat["batch"]
-        ax.scatter(x, b["accuracy"]["top1"], marker=markers.get(m["role"], "^"), s=60)
-        ax.annotate(f"{m['name']} {b['backend']}/{b['precision']}", (x, b["accuracy"]["top1"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        ax.scatter(x, b["accuracy"]["top1"], marker=markers.get(m["role"], "^"), s=60, label=f"{m['name']} {b['backend']}/{b['precision']}")
+    ax.legend(fontsize=7, loc="best")
     ax.set_xscale("log")
     ax.set_xlabel("latency per sample, smallest batch (ms, log)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("Accuracy against latency")
     ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_memory(report: dict[str, Any]) -> bytes | None:
+    """Memory each model adds per backend at its largest batch (measured in a fresh process), one bar each."""
+    bars = []
+    for m in report["models"]:
+        for b in _ok(m):
+            mem = (b.get("memory") or {}).get(str(max(x["batch"] for x in b["latency"])), {})
+            if mem.get("added_mib") is not None:
+                bars.append((f"{m['name']}\n{b['backend']}/{b['precision']}", mem["added_mib"]))
+    if not bars:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(bars)), 3.8))
+    ax.bar(range(len(bars)), [v for _, v in bars], color="#4c72b0")
+    ax.set_xticks(range(len(bars)), [n for n, _ in bars], rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("resident memory added (MiB)")
+    ax.set_title(f"Memory per backend (batch {max(report['settings']['batches'])})")
+    ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
 
@@ -196,11 +215,13 @@ def write_reports(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = {"Latency distributions": plot_latency(report), "Throughput": plot_throughput(report)}
-    acc = plot_accuracy_latency(report)
-    if acc is not None:
-        pngs["Accuracy against latency"] = acc
+    for title, plot in (("Accuracy against latency", plot_accuracy_latency), ("Memory per backend", plot_memory)):
+        data = plot(report)
+        if data is not None:
+            pngs[title] = data
     files = {}
-    names = {"Latency distributions": "latency.png", "Throughput": "throughput.png", "Accuracy against latency": "accuracy_latency.png"}
+    names = {"Latency distributions": "latency.png", "Throughput": "throughput.png", "Accuracy against latency": "accuracy_latency.png",
+             "Memory per backend": "memory.png"}  # fmt: skip
     for title, data in pngs.items():
         files[names[title]] = atomic_write(out / names[title], lambda f, d=data: f.write(d))
     files["report.json"] = atomic_write_json(out / "report.json", report)
