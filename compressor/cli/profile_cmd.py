@@ -93,5 +93,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{m['role']} {m['name']} {b['backend']}/{b['precision']}: batch {lat['batch']} p50 {lat['p50_ms']:.3f} ms{acc}")
     for row in report["comparison"]:
         print(f"{row['backend']}: compression {100 * row['compression_ratio']:.1f}%, speed-up {row['speedup']:.2f}x")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
     print(f"report: {files['report.html']} (also report.md, report.json)")
     return 0

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,50 @@ def measure_latency(
         runtime.synchronize()
         samples.append((clock() - start) * 1000.0)
     return summarize(samples, batch)
+
+
+def interleaved_latency(
+    configs: list[tuple[Hashable, Runtime, tuple[int, int, int], int]],
+    iters: int = 50,
+    rounds: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+    seed: int = 0,
+) -> dict[Hashable, dict[str, Any]]:
+    """Time every configuration in ``rounds`` interleaved rounds, so that a burst of load on a
+    shared machine hits all of them alike instead of whichever runs at that moment.
+
+    Args:
+        configs: ``(key, runtime, input (C, H, W), batch)``, already warmed up.
+        iters: timed calls per configuration in all (split evenly over the rounds).
+        rounds: each round runs every configuration once, starting one later than the last round.
+
+    Returns:
+        Per key, ``summarize``'s single-call figures plus ``round_median_ms`` (median of the rounds'
+        medians), ``round_p10_ms`` / ``round_p90_ms`` and ``spread`` = (p90 - p10) / median of them.
+    """
+    if rounds < 1 or iters < 1:
+        raise ValueError(f"rounds and iters must be >= 1, got {rounds}, {iters}")
+    per_round = max(1, -(-iters // rounds))
+    inputs = {key: np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32) for key, _, shape, batch in configs}
+    samples: dict[Hashable, list[float]] = {key: [] for key, *_ in configs}
+    medians: dict[Hashable, list[float]] = {key: [] for key, *_ in configs}
+    for r in range(rounds):
+        shift = r % max(len(configs), 1)
+        for key, runtime, _, _ in configs[shift:] + configs[:shift]:
+            times = []
+            for _ in range(per_round):
+                start = clock()
+                runtime(inputs[key])
+                runtime.synchronize()
+                times.append((clock() - start) * 1000.0)
+            samples[key] += times
+            medians[key].append(float(np.median(times)))
+    out = {}
+    for key, _, _, batch in configs:
+        p10, p50, p90 = np.percentile(medians[key], [10, 50, 90])
+        out[key] = {**summarize(samples[key], batch), "round_median_ms": float(p50), "round_p10_ms": float(p10), "round_p90_ms": float(p90),
+                    "spread": float((p90 - p10) / p50) if p50 > 0 else 0.0, "rounds": rounds}  # fmt: skip
+    return out
 
 
 def summarize(samples_ms: list[float], batch: int) -> dict[str, float | list[float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from ..tensorrt.build import l4t_release
@@ -31,6 +32,14 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+def cpu_governor() -> str | None:
+    """cpufreq's scaling governor of CPU 0 (``performance``, ``powersave``, ...), None where the kernel does not expose it."""
+    try:
+        return Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    except OSError:
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 
@@ -41,6 +50,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_governor": cpu_governor(),
         "python": platform.python_version(),
         "versions": {p: _version(p) for p in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "edge-compressor")},
         "gpu": None,

@@ -25,7 +25,7 @@ from ..runtime.ort_runtime import OrtRuntime
 from ..runtime.torch_runtime import TorchRuntime
 from .accuracy import accuracy, predict
 from .analytic import analytic_memory
-from .latency import measure_latency
+from .latency import interleaved_latency, measure_latency
 from .machine import machine_info
 from .memory import PeakMemory
 from .tegrastats import TegrastatsSampler
@@ -43,6 +43,8 @@ class ProfileOptions:
     max_seconds: float = 10.0
     progress: bool = True
     memory_worker: bool = True  # memory measured per (model, backend) in a fresh process (``worker.py``)
+    rounds: int = 5  # latency: every (model, backend, batch) timed in this many interleaved rounds
+    spread_warning: float = 0.25  # warn when the p10-p90 range of a configuration's round medians exceeds this fraction
     trusted: bool = False  # the worker reloads the model with the same trust
 
 
@@ -157,8 +159,8 @@ def profile_backend(runtime: Runtime, art: ModelArtifact, options: ProfileOption
                     stats = measure_latency(runtime, shape, batch, options.warmup, options.iters, options.max_seconds)
                 power[str(batch)] = sampler.summary(stats["iters"] * batch)
                 sampler.samples.clear()
-            else:
-                stats = measure_latency(runtime, shape, batch, options.warmup, options.iters, options.max_seconds)
+            else:  # a warm-up and a first look; the interleaved rounds (``_interleave``) measure latency
+                stats = measure_latency(runtime, shape, batch, options.warmup, min(options.iters, 5), options.max_seconds)
         latency.append(stats)
         memory[str(batch)] = mem.result
     entry: dict[str, Any] = {"status": "ok", "latency": latency, "memory": memory, "power": power or None}
@@ -169,7 +171,8 @@ def profile_backend(runtime: Runtime, art: ModelArtifact, options: ProfileOption
 
 
 def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOptions, eval_data,
-                  reuse: dict[str, Path] | None = None) -> dict[str, Any]:  # fmt: skip
+                  reuse: dict[str, Path] | None = None, keep: dict | None = None) -> dict[str, Any]:  # fmt: skip
+    """One model on every backend; ``keep`` collects its runtimes (for the interleaved latency rounds)."""
     exports = Exports(art, out / "exports" / role, options)
     exports.files.update(reuse or {})  # exports made earlier (the pipeline's export stage)
     record: dict[str, Any] = {
@@ -190,6 +193,8 @@ def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOpti
             runtime = BACKENDS.get(name)(art, exports)
             backend.update(precision=runtime.precision, device=runtime.device)
             backend.update(profile_backend(runtime, art, options, eval_data))
+            if keep is not None:
+                keep[(role, name)] = (runtime, (3, *art.input_size))
         except BackendUnavailable as e:
             backend.update(status="skipped", reason=str(e))
         if backend.get("status") == "ok" and options.memory_worker:
@@ -218,6 +223,28 @@ def _worker_memory(backend: dict[str, Any], art: ModelArtifact, name: str, optio
         return
     for batch, figures in measured.items():
         backend["memory"][batch] = {**figures, "profiling_process_rss_peak_mib": backend["memory"].get(batch, {}).get("rss_peak_mib")}
+
+
+def _interleave(models: list[dict[str, Any]], runtimes: dict, options: ProfileOptions) -> list[str]:
+    """Replace each configuration's latency by interleaved rounds over all (model, backend, batch); the
+    first, per-backend pass (with memory and, on Jetson, power) served as warm-up. Returns warnings."""
+    configs = [
+        ((role, name, batch), runtime, shape, batch) for (role, name), (runtime, shape) in runtimes.items() for batch in options.batches
+    ]
+    if not configs:
+        return []
+    measured = interleaved_latency(configs, options.iters, options.rounds)
+    warnings = []
+    for m in models:
+        for b in m["backends"]:
+            if b.get("status") != "ok":
+                continue
+            b["latency"] = [measured[(m["role"], b["backend"], batch)] for batch in options.batches]
+            for lat in b["latency"]:
+                if lat["spread"] > options.spread_warning:
+                    warnings.append(f"{m['name']} {b['backend']} batch {lat['batch']}: round medians spread {lat['spread']:.0%} (p10 "
+                                    f"{lat['round_p10_ms']:.3f} to p90 {lat['round_p90_ms']:.3f} ms): the machine was busy")  # fmt: skip
+    return warnings
 
 
 def compression_table(student: dict[str, Any], teacher: dict[str, Any]) -> list[dict[str, Any]]:
@@ -283,9 +310,11 @@ def profile_models(
         if student.num_classes and eval_data.info.num_classes != student.num_classes:
             raise UserError(f"--data {options.data} has {eval_data.info.num_classes} classes but the model {student.num_classes}")
     start = time.time()
-    models = [profile_model(student, "student", out, options, eval_data, student_exports)]
+    runtimes: dict = {}
+    models = [profile_model(student, "student", out, options, eval_data, student_exports, runtimes)]
     if teacher is not None:
-        models.append(profile_model(teacher, "teacher", out, options, eval_data))
+        models.append(profile_model(teacher, "teacher", out, options, eval_data, keep=runtimes))
+    warnings = _interleave(models, runtimes, options)
     measured = [b for m in models for b in m["backends"] if b.get("status") == "ok"]
     if not measured:
         reasons = "; ".join(f"{b['backend']}: {b['reason']}" for m in models for b in m["backends"])
@@ -305,5 +334,6 @@ def profile_models(
             "iters": options.iters,
         },  # fmt: skip
         "models": models,
+        "warnings": warnings,
         "comparison": compression_table(models[0], models[1]) if teacher is not None else [],
     }

@@ -159,3 +159,29 @@ def test_analytic_memory_of_a_hand_built_graph(tmp_path):
     # x and a live together (x freed after the first conv), then a and b, then b and y
     assert got["peak_activation_bytes"] == max(x + a, a + b, b + y)
     assert analytic_memory(path, 4)["peak_activation_bytes"] == 2 * got["peak_activation_bytes"]
+
+
+def test_interleaved_rounds_share_a_burst_of_load():
+    """A burst that lands in one round slows every configuration in that round; each configuration's
+    median over rounds is unmoved and its spread shows the burst."""
+    from compressor.deploy.profile.latency import interleaved_latency
+
+    now = [0.0]
+    calls = [0]
+
+    class Timed(FakeRuntime):
+        def __init__(self, ms):
+            super().__init__()
+            self.ms = ms
+
+        def __call__(self, batch):
+            calls[0] += 1
+            busy = 5 <= calls[0] <= 8  # the second round (two configs x two calls per round)
+            now[0] += (self.ms + (50 if busy else 0)) / 1000
+            return super().__call__(batch)
+
+    configs = [("a", Timed(1.0), (3, 4, 4), 1), ("b", Timed(2.0), (3, 4, 4), 1)]
+    out = interleaved_latency(configs, iters=10, rounds=5, clock=lambda: now[0])
+    assert out["a"]["round_median_ms"] == pytest.approx(1.0) and out["b"]["round_median_ms"] == pytest.approx(2.0)
+    assert out["a"]["round_p90_ms"] > 10 and out["b"]["round_p90_ms"] > 10  # both saw the burst
+    assert out["a"]["spread"] > 1 and out["a"]["iters"] == 10 and out["a"]["rounds"] == 5
