@@ -48,6 +48,7 @@ def interleaved_latency(
     rounds: int = 5,
     clock: Callable[[], float] = time.perf_counter,
     seed: int = 0,
+    max_seconds: float = 20.0,
 ) -> dict[Hashable, dict[str, Any]]:
     """Time every configuration in ``rounds`` interleaved rounds, so that a burst of load on a
     shared machine hits all of them alike instead of whichever runs at that moment.
@@ -56,6 +57,8 @@ def interleaved_latency(
         configs: ``(key, runtime, input (C, H, W), batch)``, already warmed up.
         iters: timed calls per configuration in all (split evenly over the rounds).
         rounds: each round runs every configuration once, starting one later than the last round.
+        max_seconds: time budget per configuration; a round stops its calls after max_seconds / rounds
+            (at least one call each round), as ``measure_latency`` bounds a slow model.
 
     Returns:
         Per key, ``summarize``'s single-call figures plus ``round_median_ms`` (median of the rounds'
@@ -70,8 +73,9 @@ def interleaved_latency(
     for r in range(rounds):
         shift = r % max(len(configs), 1)
         for key, runtime, _, _ in configs[shift:] + configs[:shift]:
-            times = []
-            for _ in range(per_round):
+            times: list[float] = []
+            deadline = clock() + max_seconds / rounds
+            while len(times) < per_round and (not times or clock() < deadline):
                 start = clock()
                 runtime(inputs[key])
                 runtime.synchronize()

@@ -233,7 +233,7 @@ def _interleave(models: list[dict[str, Any]], runtimes: dict, options: ProfileOp
     ]
     if not configs:
         return []
-    measured = interleaved_latency(configs, options.iters, options.rounds)
+    measured = interleaved_latency(configs, options.iters, options.rounds, max_seconds=options.max_seconds)
     warnings = []
     for m in models:
         for b in m["backends"]:
