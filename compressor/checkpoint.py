@@ -97,19 +97,20 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
     path = Path(path)
     state, layout, meta = read_state_dict(path, trusted=trusted)
     notes: list[str] = []
-    side = _student_sidecar(path) if arch is None else {}
-    check_sidecar(path, side)
-    if side.get("schema") == STUDENT_SCHEMA and isinstance(side.get("arch"), str):
+    digest = file_digest(path)
+    side = _student_sidecar(path)
+    check_sidecar(path, side, digest)
+    if arch is None and side.get("schema") == STUDENT_SCHEMA and isinstance(side.get("arch"), str):
         # a student artifact says what it is: a factory model is rebuilt without being named again
         arch, kwargs, points = side["arch"], kwargs or side.get("arch_kwargs"), points or side.get("points")
         options = options or side.get("model_options")
         input_size = input_size or tuple(side.get("input_size", ())) or None
     if arch is None and layout == PROGRAM and not matching_archs(state):
         model, size = _load_program(path, input_size, points)
-        return LoadedCheckpoint(model, model.arch, model_classes(model), layout, file_digest(path), meta, notes, size)
+        return LoadedCheckpoint(model, model.arch, model_classes(model), layout, digest, meta, notes, size)
     if arch is not None and is_factory(arch):
         model = _load_factory(path, arch, num_classes, state, kwargs, points, input_size)
-        return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes, input_size)
+        return LoadedCheckpoint(model, arch, model_classes(model), layout, digest, meta, notes, input_size)
     if arch is None:
         arch = _choose_arch(path, state, meta, notes)
     elif arch not in MODELS:
@@ -126,7 +127,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
     except ModelReferenceError as e:
         raise UserError(str(e)) from None
     _load_strict(model, path, arch, n, state)
-    return LoadedCheckpoint(model, arch, model_classes(model), layout, file_digest(path), meta, notes, input_size)
+    return LoadedCheckpoint(model, arch, model_classes(model), layout, digest, meta, notes, input_size)
 
 
 def _load_factory(path: Path, ref: str, num_classes: int | None, state: dict[str, torch.Tensor], kwargs: dict[str, Any] | None,
@@ -159,8 +160,8 @@ def _load_strict(model: nn.Module, path: Path, arch: str, num_classes: int | Non
     model.eval()
 
 
-def check_sidecar(path: Path, meta: dict[str, Any]) -> None:
-    """A sidecar of ours must describe this very file with usable values.
+def check_sidecar(path: Path, meta: dict[str, Any], digest: str | None = None) -> None:
+    """A sidecar of ours must describe this very file with usable values (``digest``: the file's, if already computed).
 
     Raises:
         UserError: its digest names other bytes (the weights were replaced after it was written), or
@@ -169,8 +170,8 @@ def check_sidecar(path: Path, meta: dict[str, Any]) -> None:
     if not str(meta.get("schema", "")).startswith("edge-compressor/"):  # a student or an exported model of ours
         return
     side = path.with_suffix(".json")
-    digest = meta.get("digest")
-    if digest and digest != file_digest(path):
+    recorded = meta.get("digest")
+    if recorded and recorded != (digest or file_digest(path)):
         raise UserError(f"{side} describes other weights than {path.name} (digest differs): the file was replaced after its sidecar "
                         f"was written. Re-create both with the command that made them, or remove {side.name} and pass --arch")  # fmt: skip
     kinds = {"arch": (str,), "arch_kwargs": (dict,), "points": (list,), "num_classes": (int,), "model_options": (dict,)}

@@ -29,7 +29,13 @@ LOCK = ".compressor.lock"
 
 @contextmanager
 def claim(
-    out: str | Path, produces: Sequence[str], command: str, resume: bool = False, overwrite: bool = False, reuse: bool = False
+    out: str | Path,
+    produces: Sequence[str],
+    command: str,
+    resume: bool = False,
+    overwrite: bool = False,
+    reuse: bool = False,
+    resumable: bool = False,
 ) -> Iterator[Path]:
     """Hold ``out`` for one command.
 
@@ -41,6 +47,7 @@ def claim(
         resume: the user continues the run in ``out`` (its files are expected).
         overwrite: the user replaces the run in ``out``.
         reuse: the command itself reuses what it finds (the pipeline's stage skipping).
+        resumable: the command has ``--resume`` (the refusal then offers it).
 
     Raises:
         UserError: ``out`` is a file, cannot be created or written, holds an earlier run, or is
@@ -52,7 +59,7 @@ def claim(
         earlier = sorted({p.relative_to(out).as_posix() for pattern in produces for p in out.glob(pattern)})
         if earlier and not (resume or overwrite or reuse):
             shown = ", ".join(earlier[:5]) + (f" and {len(earlier) - 5} more" if len(earlier) > 5 else "")
-            resume_hint = "--resume to continue it, " if command == "distill" else ""
+            resume_hint = "--resume to continue it, " if resumable else ""
             raise UserError(
                 f"{out} already holds an earlier {command} run ({shown}); nothing was changed. Pass {resume_hint}--overwrite "
                 f"to replace it, or choose another --out"

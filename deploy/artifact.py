@@ -52,8 +52,8 @@ def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = Fal
     if not path.exists():
         raise UserError(f"model {path} does not exist")
     meta = sidecar_of(path) or {}
-    check_sidecar(path, meta)
     if path.suffix == ".onnx":
+        check_sidecar(path, meta)
         return onnx_artifact(path, meta, input_size, mean, std)
     loaded = load_checkpoint(path, arch=arch or meta.get("arch"), num_classes=meta.get("num_classes"), trusted=trusted,
                              options=meta.get("model_options"), kwargs=kwargs or meta.get("arch_kwargs"),

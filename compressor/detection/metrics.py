@@ -26,6 +26,12 @@ COCO_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 COCO_RECALLS = np.linspace(0.0, 1.0, 101)
 
 
+def _any_detection(tp: np.ndarray, num_gt: int) -> bool:
+    if num_gt == 0:
+        raise ValueError("AP is undefined without ground truth")
+    return len(tp) > 0
+
+
 def _curve(tp: np.ndarray, scores: np.ndarray, num_gt: int) -> tuple[np.ndarray, np.ndarray]:
     """Recall and precision after each detection, in descending score order (ties keep their order)."""
     order = np.argsort(-scores, kind="mergesort")
@@ -36,9 +42,7 @@ def _curve(tp: np.ndarray, scores: np.ndarray, num_gt: int) -> tuple[np.ndarray,
 
 def average_precision(tp: np.ndarray, scores: np.ndarray, num_gt: int) -> float:
     """All-point interpolated AP from per-detection true-positive flags and scores."""
-    if num_gt == 0:
-        raise ValueError("AP is undefined without ground truth")
-    if len(tp) == 0:
+    if not _any_detection(tp, num_gt):
         return 0.0
     recall, precision = _curve(tp, scores, num_gt)
     r = np.concatenate([[0.0], recall, [1.0]])
@@ -50,9 +54,7 @@ def average_precision(tp: np.ndarray, scores: np.ndarray, num_gt: int) -> float:
 
 def average_precision_101(tp: np.ndarray, scores: np.ndarray, num_gt: int) -> float:
     """COCO's AP: the precision envelope read at 101 recall points (0 where recall never gets there)."""
-    if num_gt == 0:
-        raise ValueError("AP is undefined without ground truth")
-    if len(tp) == 0:
+    if not _any_detection(tp, num_gt):
         return 0.0
     recall, precision = _curve(tp, scores, num_gt)
     envelope = np.maximum.accumulate(precision[::-1])[::-1]

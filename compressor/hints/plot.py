@@ -6,10 +6,9 @@ import io
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # a bare Figure renders off-screen; no global backend switch in the user's process
+from matplotlib.patches import Rectangle
 
 from ..io import atomic_write  # noqa: E402
 from .plan import HintPlan  # noqa: E402
@@ -21,7 +20,7 @@ def plot_similarity(plan: HintPlan, path: str | Path, dpi: int = 150) -> Path:
     sim = np.asarray(plan.similarity)
     num = len(sim)
     labels = np.asarray(plan.labels)
-    fig = plt.figure(figsize=(7.2, 7.6))
+    fig = Figure(figsize=(7.2, 7.6))
     ax = fig.add_axes([0.1, 0.08, 0.72, 0.72])
     strip = fig.add_axes([0.1, 0.81, 0.72, 0.025], sharex=ax)
     cax = fig.add_axes([0.85, 0.08, 0.025, 0.72])
@@ -30,7 +29,7 @@ def plot_similarity(plan: HintPlan, path: str | Path, dpi: int = 150) -> Path:
     im = ax.imshow(sim, cmap="viridis", vmin=0, vmax=1, extent=extent, interpolation="nearest")
     fig.colorbar(im, cax=cax, label=f"similarity ({plan.metric})")
 
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     strip.imshow(labels[None, :], cmap=cmap, vmin=0, vmax=9, aspect="auto", extent=(0.5, num + 0.5, 0, 1), interpolation="nearest")
     strip.set_yticks([])
     strip.tick_params(labelbottom=False, bottom=False)
@@ -66,7 +65,7 @@ def plot_similarity(plan: HintPlan, path: str | Path, dpi: int = 150) -> Path:
         label=f"baseline (stage ends) {plan.baseline_hints}",
     )
     for h in plan.hints:
-        ax.add_patch(plt.Rectangle((h - 0.5, h - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
+        ax.add_patch(Rectangle((h - 0.5, h - 0.5), 1, 1, fill=False, ec="red", lw=1.5))
     ticks = sorted({1, num} | set(plan.hints) | set(plan.baseline_hints))
     ax.set_xticks(ticks)
     ax.set_yticks(ticks)
@@ -77,5 +76,4 @@ def plot_similarity(plan: HintPlan, path: str | Path, dpi: int = 150) -> Path:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
     return atomic_write(path, lambda f: f.write(buf.getvalue()))

@@ -494,7 +494,7 @@ def _claim_run(config: DistillConfig, resume: bool, overwrite: bool):
     if int(os.environ.get("RANK", "0")) != 0:
         return nullcontext(Path(config.out))
     produces = [f"{config.name}.pt", f"{config.name}.json", "checkpoints/last.pt", "metrics.jsonl", "config.yaml"]
-    return claim(config.out, produces, "distill", resume=resume, overwrite=overwrite)
+    return claim(config.out, produces, "distill", resume=resume, overwrite=overwrite, resumable=True)
 
 
 def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def distill_seeds(
         raise UserError(f"--seeds {','.join(map(str, seeds))}: give two or more different seeds (the papers use 3-5)")
     out = Path(config.out)
     runs = []
-    with claim(out, ["seeds.json", "seeds.md"], "distill --seeds", resume=resume, overwrite=overwrite):
+    with claim(out, ["seeds.json", "seeds.md"], "distill --seeds", resume=resume, overwrite=overwrite, resumable=True):
         for seed in seeds:
             one = config.model_copy(deep=True)
             one.train.seed, one.out = seed, str(out / f"seed-{seed}")

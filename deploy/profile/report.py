@@ -8,10 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # a bare Figure renders off-screen; no global backend switch in the user's process
 
 from compressor.io import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
 from compressor.summary import human_count  # noqa: E402
@@ -45,14 +42,14 @@ def _ok(model: dict[str, Any]) -> list[dict[str, Any]]:
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
 
 
 def plot_latency(report: dict[str, Any]) -> bytes:
     """Box plots of per-call latency, one box per model/backend, one panel per batch size."""
     batches = report["settings"]["batches"]
-    fig, axes = plt.subplots(1, len(batches), figsize=(4.2 * len(batches), 3.8), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(batches), 3.8))
+    axes = fig.subplots(1, len(batches), squeeze=False)
     for ax, batch in zip(axes[0], batches, strict=True):
         data, labels = [], []
         for m in report["models"]:
@@ -77,7 +74,8 @@ def plot_accuracy_latency(report: dict[str, Any]) -> bytes | None:
     points = [(m, b) for m in report["models"] for b in _ok(m) if b.get("accuracy")]
     if not points:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.subplots()
     markers = {"student": "o", "teacher": "s"}
     for m, b in points:  # a legend entry per point: labels written beside points overlap when points are close
         lat = min(b["latency"], key=lambda x: x["batch"])
@@ -102,7 +100,8 @@ def plot_memory(report: dict[str, Any]) -> bytes | None:
                 bars.append((f"{m['name']}\n{b['backend']}/{b['precision']}", mem["added_mib"]))
     if not bars:
         return None
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(bars)), 3.8))
+    fig = Figure(figsize=(max(5, 0.9 * len(bars)), 3.8))
+    ax = fig.subplots()
     ax.bar(range(len(bars)), [v for _, v in bars], color="#4c72b0")
     ax.set_xticks(range(len(bars)), [n for n, _ in bars], rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("resident memory added (MiB)")
@@ -112,7 +111,8 @@ def plot_memory(report: dict[str, Any]) -> bytes | None:
 
 
 def plot_throughput(report: dict[str, Any]) -> bytes:
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.subplots()
     for m in report["models"]:
         for b in _ok(m):
             ax.plot([x["batch"] for x in b["latency"]], [x["throughput"] for x in b["latency"]], marker="o",
