@@ -28,7 +28,7 @@ from .hints.select import select_hints as _select_hints
 from .outdir import claim
 
 # what profile writes into its folder (an earlier report there is refused unless overwrite)
-REPORT_FILES = ["report.json", "report.md", "report.html", "*.png", "exports/*"]
+REPORT_FILES = ["report.json", "report.md", "report.html", "*.png", "exports/*", "e2e_images/*"]
 
 
 def select_hints(
@@ -158,6 +158,13 @@ def profile(
         report = profile_models(model, out, opts, compare=compare, source=source)
         write_reports(report, Path(out))
     return report
+
+
+def report(run_dir: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """Write ``run_dir/report.html`` and ``report.md`` telling a whole run (``compressor report``)."""
+    from .report import write_run_report
+
+    return write_run_report(run_dir, overwrite=overwrite)
 
 
 def _artifact(model: nn.Module, out: str | Path, input_size, mean, std):

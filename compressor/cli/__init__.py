@@ -10,11 +10,23 @@ from compressor.models import Registry, UnknownNameError
 
 from .. import __version__
 from ..errors import UserError
-from . import cross_distill_cmd, demo_cmd, distill_cmd, export_cmd, hevc_cmd, inspect_cmd, profile_cmd, run_cmd, select_hints_cmd
+from . import (
+    cross_distill_cmd,
+    demo_cmd,
+    distill_cmd,
+    export_cmd,
+    hevc_cmd,
+    inspect_cmd,
+    profile_cmd,
+    report_cmd,
+    run_cmd,
+    select_hints_cmd,
+)
 
 # Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS: Registry = Registry("command")
-for _module in (inspect_cmd, select_hints_cmd, distill_cmd, export_cmd, profile_cmd, run_cmd, demo_cmd, hevc_cmd, cross_distill_cmd):
+_ALL = (inspect_cmd, select_hints_cmd, distill_cmd, export_cmd, profile_cmd, report_cmd, run_cmd, demo_cmd, hevc_cmd, cross_distill_cmd)
+for _module in _ALL:
     COMMANDS.register(_module.NAME, _module)
 
 

@@ -39,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
     metric = report["metric"]
     for name, row in report["results"].items():
         print(f"{name:16s} {row['arch']:22s} {row['domain']:6s} {metric} {row[metric]:6.2f}")
-    print(f"wrote {Path(config.out) / 'report.md'}")
+    print(f"report: {Path(config.out) / 'report.html'} (also report.md, report.json)")
     return 0

@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare-kwargs", type=parse_kwargs, metavar="K=V,...", help=f"teacher: {KWARGS_HELP}")
     p.add_argument("--iters", type=int, default=d.iters, help="timed calls per batch size")
     p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--e2e", nargs="?", const="", metavar="IMAGES",
+                   help="also time end to end: image file -> decode -> resize -> normalise -> infer -> answer (NMS for detectors), "
+                        "on an image or folder of images, or without IMAGES on PNGs of --data's test images")  # fmt: skip
     p.add_argument("--out", help="report folder (default: a 'profile' folder beside MODEL)")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in OUT (default: refuse, nothing is changed)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of checkpoints you trust")
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.iters < 1 or args.warmup < 0 or args.eval_samples < 1:
         raise UserError("--iters and --eval-samples must be >= 1 and --warmup >= 0")
     options = ProfileOptions(backends=backends, batches=args.batch, data=args.data,
-                             eval_samples=args.eval_samples, warmup=args.warmup, iters=args.iters, progress=not args.quiet)  # fmt: skip
+                             eval_samples=args.eval_samples, warmup=args.warmup, iters=args.iters, progress=not args.quiet,
+                             e2e=args.e2e)  # fmt: skip
     out = Path(args.out) if args.out else Path(args.model).resolve().parent / "profile"
     if args.input_size is not None and min(args.input_size) < 1:
         raise UserError(f"--input-size must be two positive integers, got {args.input_size}")

@@ -7,7 +7,8 @@
    recognition) on teacher-domain training images; student points in the same stages;
 4. the vanilla student (task loss only) and the cross-distilled student (task loss + lambda *
    hint loss through domain adaptors), from the same initial weights, on the student domain;
-5. scores of all three on the test split, written to ``report.json`` / ``report.md``.
+5. scores of all three on the test split, written to ``report.json``, and the run's
+   ``report.html`` / ``report.md`` (``compressor report``).
 
 Same-domain (classical) and reverse (pixel teacher -> HEVC student) ablations are the
 ``teacher.domain`` / ``student.domain`` settings.
@@ -33,6 +34,7 @@ from ..hints.plot import plot_similarity
 from ..hints.select import HintConfig, build_plan
 from ..io import atomic_write_json, atomic_write_text
 from ..outdir import claim
+from ..report import write_run_report
 from ..train.artifacts import save_student
 from .config import CrossConfig
 from .data import DOMAINS, MEAN, STD, PairedSet, collate, normalise
@@ -233,26 +235,6 @@ def _train_and_report(config: CrossConfig, out: Path, task, progress: bool) -> d
         "timings": timings,
     }
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-    atomic_write_text(out / "report.md", report_markdown(report))
     atomic_write_json(out / "report.json", report)
+    write_run_report(out, overwrite=True)  # the folder was checked to be new or ours (claim): its report is ours to write
     return report
-
-
-def report_markdown(report: dict) -> str:
-    metrics = [k for k in next(iter(report["results"].values())) if k not in ("arch", "domain", "params")]
-    lines = [
-        f"# Cross distillation ({report['task']})",
-        "",
-        f"Hints: {report['hint_method']} x {report['lambda']}, "
-        f"teacher points {report['teacher_points']} -> student points {report['student_points']}",
-        "",
-        "| network | arch | domain | params | " + " | ".join(metrics) + " |",
-        "|---|---|---|---:|" + "---:|" * len(metrics),
-    ]
-    for name, row in report["results"].items():
-        lines.append(
-            f"| {name.replace('_', ' ')} | {row['arch']} | {row['domain']} | {row['params']:,} | "
-            + " | ".join(f"{row[m]:.2f}" for m in metrics)
-            + " |"
-        )
-    return "\n".join(lines) + "\n"

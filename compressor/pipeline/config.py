@@ -81,6 +81,7 @@ class ProfileSpec(Strict):
     eval_samples: int = Field(500, ge=1)
     iters: int = Field(30, ge=1)
     compare_teacher: bool = True
+    e2e: bool = False  # also time file -> answer (decode, resize, normalise, infer, answer) on PNGs of test images
 
 
 class DataSpec(Strict):

@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..hints import HintConfig, select_hints
 from ..io import atomic_write_json, file_digest
 from ..outdir import claim
+from ..report import write_run_report
 from ..train import distill, load_distill_config
 from ..train.artifacts import load_state
 from ..train.engine import state_fingerprint
@@ -166,7 +167,7 @@ def stage_profile(ctx: Context) -> None:
     out = ctx.run / "profile"
     inputs = _digest(p.model_dump(), c.data.model_dump(), ctx.digests["student"], ctx.digests["teacher"])
     options = ProfileOptions(backends=p.backends, batches=p.batches, data=c.data.eval or c.data.train, eval_samples=p.eval_samples,
-                             iters=p.iters, progress=ctx.progress)  # fmt: skip
+                             iters=p.iters, progress=ctx.progress, e2e="" if p.e2e else None)  # fmt: skip
     reuse = {k: ctx.paths[k] for k in ("onnx", "int8") if k in ctx.paths}
 
     def work() -> None:
@@ -176,7 +177,7 @@ def stage_profile(ctx: Context) -> None:
         write_reports(report, out)
 
     _stage(ctx, "profile", inputs, [out / "report.json", out / "report.html", out / "report.md"], work)
-    ctx.paths["report"] = out / "report.html"
+    ctx.paths["profile_report"] = out / "report.html"
 
 
 RUNNERS = {"teacher": stage_teacher, "hints": stage_hints, "distill": stage_distill, "export": stage_export, "profile": stage_profile}
@@ -193,4 +194,5 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, progress
         save_config(config, run / "config.yaml")
         for name in STAGES:
             RUNNERS[name](ctx)
+        ctx.paths["report"] = write_run_report(run, overwrite=True)["report.html"]  # the run folder is ours (claimed above)
     return {k: str(v) for k, v in ctx.paths.items()}

@@ -49,6 +49,7 @@ def interleaved_latency(
     clock: Callable[[], float] = time.perf_counter,
     seed: int = 0,
     max_seconds: float = 20.0,
+    settle: int = 3,
 ) -> dict[Hashable, dict[str, Any]]:
     """Time every configuration in ``rounds`` interleaved rounds, so that a burst of load on a
     shared machine hits all of them alike instead of whichever runs at that moment.
@@ -59,6 +60,12 @@ def interleaved_latency(
         rounds: each round runs every configuration once, starting one later than the last round.
         max_seconds: time budget per configuration; a round stops its calls after max_seconds / rounds
             (at least one call each round), as ``measure_latency`` bounds a slow model.
+        settle: untimed calls that open each configuration's turn in a round. Switching backends
+            is not free: the thread pool of the one before keeps spinning for a while (ONNX Runtime
+            and OpenMP both spin-wait), and the next one's threads wake cold. On a 2-core machine the
+            first call after a switch measured 2.4x (PyTorch after ONNX Runtime) and the next two
+            1.8x (ONNX Runtime after PyTorch) their steady-state time; three untimed calls bring
+            interleaved medians back to those of each runtime timed alone.
 
     Returns:
         Per key, ``summarize``'s single-call figures plus ``round_median_ms`` (median of the rounds'
@@ -75,6 +82,9 @@ def interleaved_latency(
         for key, runtime, _, _ in configs[shift:] + configs[:shift]:
             times: list[float] = []
             deadline = clock() + max_seconds / rounds
+            for _ in range(settle):
+                runtime(inputs[key])
+            runtime.synchronize()
             while len(times) < per_round and (not times or clock() < deadline):
                 start = clock()
                 runtime(inputs[key])

@@ -168,6 +168,18 @@ def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
                              _fmt(acc.get("top1"))])  # fmt: skip
     header = ["model", "backend", "precision", "batch", "p50 ms", "p99 ms", "img/s", "memory MiB", "mJ/inference", "top-1 %"]
     out.append(("Latency, memory, power, accuracy", header, rows))
+    rows = []
+    for m in report["models"]:
+        for b in _ok(m):
+            if b.get("e2e"):
+                e, parts = b["e2e"], b["e2e"]["parts_ms"]
+                model_only = next((x["p50_ms"] for x in b["latency"] if x["batch"] == 1), None)
+                rows.append([m["name"], b["backend"], b["precision"], _fmt(model_only, 3), _fmt(e["p50_ms"], 3), _fmt(e["p99_ms"], 3),
+                             *(_fmt(parts[k], 3) for k in ("read_decode", "preprocess", "infer", "answer"))])  # fmt: skip
+    if rows:
+        header = ["model", "backend", "precision", "model only p50 ms", "end to end p50 ms", "end to end p99 ms", "read + decode",
+                  "resize + normalise", "inference", "answer"]  # fmt: skip
+        out.append(("End to end, image file to answer (batch 1; medians of each part in ms)", header, rows))
     if report["comparison"]:
         rows = [
             [r["backend"], f"{r['teacher']} -> {r['student']}",

@@ -25,6 +25,7 @@ from ..runtime.ort_runtime import OrtRuntime
 from ..runtime.torch_runtime import TorchRuntime
 from .accuracy import accuracy, predict
 from .analytic import analytic_memory
+from .e2e import image_files, measure_e2e, write_samples
 from .latency import interleaved_latency, measure_latency
 from .machine import machine_info
 from .memory import PeakMemory
@@ -46,6 +47,8 @@ class ProfileOptions:
     rounds: int = 5  # latency: every (model, backend, batch) timed in this many interleaved rounds
     spread_warning: float = 0.25  # warn when the p10-p90 range of a configuration's round medians exceeds this fraction
     trusted: bool = False  # the worker reloads the model with the same trust
+    e2e: str | None = None  # end-to-end latency from image files: a file or folder, or "" for PNGs of the data's test images
+    e2e_iters: int = 30
 
 
 class Exports:
@@ -170,9 +173,10 @@ def profile_backend(runtime: Runtime, art: ModelArtifact, options: ProfileOption
     return entry
 
 
-def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOptions, eval_data,
-                  reuse: dict[str, Path] | None = None, keep: dict | None = None) -> dict[str, Any]:  # fmt: skip
-    """One model on every backend; ``keep`` collects its runtimes (for the interleaved latency rounds)."""
+def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOptions, eval_data, reuse: dict[str, Path] | None = None,
+                  keep: dict | None = None, e2e: list[Path] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One model on every backend; ``keep`` collects its runtimes (for the interleaved latency rounds);
+    ``e2e`` image files add end-to-end latency (file -> answer) per backend."""
     exports = Exports(art, out / "exports" / role, options)
     exports.files.update(reuse or {})  # exports made earlier (the pipeline's export stage)
     record: dict[str, Any] = {
@@ -193,6 +197,9 @@ def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOpti
             runtime = BACKENDS.get(name)(art, exports)
             backend.update(precision=runtime.precision, device=runtime.device)
             backend.update(profile_backend(runtime, art, options, eval_data))
+            if e2e:
+                backend["e2e"] = measure_e2e(runtime, e2e, tuple(art.input_size), art.mean, art.std, is_detector(art),
+                                             min(options.warmup, 3), options.e2e_iters)  # fmt: skip
             if keep is not None:
                 keep[(role, name)] = (runtime, (3, *art.input_size))
         except BackendUnavailable as e:
@@ -309,11 +316,18 @@ def profile_models(
         eval_data = open_dataset(options.data, "test")
         if student.num_classes and eval_data.info.num_classes != student.num_classes:
             raise UserError(f"--data {options.data} has {eval_data.info.num_classes} classes but the model {student.num_classes}")
+    e2e = None
+    if options.e2e:
+        e2e = image_files(options.e2e)
+    elif options.e2e is not None:
+        if not options.data:
+            raise UserError("--e2e without a PATH times PNG files of --data's test images: give --data, or --e2e IMAGE_OR_FOLDER")
+        e2e = write_samples(options.data, out / "e2e_images")
     start = time.time()
     runtimes: dict = {}
-    models = [profile_model(student, "student", out, options, eval_data, student_exports, runtimes)]
+    models = [profile_model(student, "student", out, options, eval_data, student_exports, runtimes, e2e)]
     if teacher is not None:
-        models.append(profile_model(teacher, "teacher", out, options, eval_data, keep=runtimes))
+        models.append(profile_model(teacher, "teacher", out, options, eval_data, keep=runtimes, e2e=e2e))
     warnings = _interleave(models, runtimes, options)
     measured = [b for m in models for b in m["backends"] if b.get("status") == "ok"]
     if not measured:
@@ -332,6 +346,7 @@ def profile_models(
             "eval_samples": options.eval_samples,
             "warmup": options.warmup,
             "iters": options.iters,
+            "e2e_images": [str(f) for f in e2e] if e2e else None,
         },  # fmt: skip
         "models": models,
         "warnings": warnings,

@@ -25,6 +25,10 @@ class Runtime(ABC):
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(B, 3, H, W) float32 -> (B, num_classes) float32 logits."""
 
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of the model, in graph order (a detector's boxes and scores); one output by default."""
+        return [self(batch)]
+
     def synchronize(self) -> None:
         """Wait for queued device work; the latency clock calls it. CPU backends have none."""
         return None

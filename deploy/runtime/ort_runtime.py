@@ -47,5 +47,8 @@ class OrtRuntime(Runtime):
         self.input_dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(first.type, np.float32)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)})[0]
-        return out.astype(np.float32, copy=False)
+        return self.run_all(batch)[0]
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)})
+        return [o.astype(np.float32, copy=False) if o.dtype.kind == "f" else o for o in outs]

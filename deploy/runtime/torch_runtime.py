@@ -22,16 +22,18 @@ class TorchRuntime(Runtime):
         self._compiled = compile_model
         self._forward = torch.compile(self.model) if compile_model else self.model
 
-    @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_all(batch)[0]  # several outputs (a detector's boxes, scores): the first, as ONNX Runtime's
+
+    @torch.inference_mode()
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         with torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=dtype is not None):
             with torch._inductor.config.patch(freezing=True) if self._compiled else contextlib.nullcontext():
                 out = self._forward(x)
-        if isinstance(out, (tuple, list)):  # several outputs (a detector's boxes, scores): the first, as ONNX Runtime's
-            out = out[0]
-        return out.float().cpu().numpy()
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [o.float().cpu().numpy() if o.is_floating_point() else o.cpu().numpy() for o in outs]
 
     def synchronize(self) -> None:
         if self.device.startswith("cuda"):

@@ -33,6 +33,9 @@ class TensorRTRuntime(Runtime):
         self.stream = torch.cuda.Stream()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_all(batch)[0]
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).cuda()
         self.context.set_input_shape(self.inputs[0], tuple(x.shape))
@@ -44,7 +47,7 @@ class TensorRTRuntime(Runtime):
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT execution failed")
         self.stream.synchronize()
-        return outs[self.outputs[0]].cpu().numpy()
+        return [outs[name].cpu().numpy() for name in self.outputs]
 
     def synchronize(self) -> None:
         self.stream.synchronize()

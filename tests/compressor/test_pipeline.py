@@ -37,7 +37,8 @@ def test_pipeline_runs_skips_and_redoes(tmp_path, capsys):
     assert main(["run", str(cfg), "--quiet"]) == 0
     run = tmp_path / "runs" / "tiny"
     for f in ("config.yaml", "teacher/teacher.pt", "hints/plan.json", "hints/similarity.png", "distill/student.pt",
-              "export/student.onnx", "export/student.int8.onnx", "profile/report.html", "profile/report.json"):  # fmt: skip
+              "export/student.onnx", "export/student.int8.onnx", "profile/report.html", "profile/report.json", "report.html",
+              "report.md", "training.png"):  # fmt: skip
         assert (run / f).exists(), f
     out = capsys.readouterr().out
     assert "report:" in out and out.count("done in") == 5

@@ -1,5 +1,6 @@
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -69,7 +70,7 @@ def test_profile_cli_writes_reports(tmp_path, capsys):
                  "--batch-size", "16", "--out", str(out), "--quiet"]) == 0  # fmt: skip
     rc = main(["profile", str(out / "student.pt"), "--backend", "torch,ort-cpu,ort-cpu-int8,ort-cuda", "--batch", "1,4",
                "--data", DATA, "--eval-samples", "32", "--iters", "5", "--warmup", "1", "--compare", str(teacher),
-               "--compare-arch", "resnet14", "--out", str(tmp_path / "prof"), "--quiet"])  # fmt: skip
+               "--compare-arch", "resnet14", "--out", str(tmp_path / "prof"), "--e2e", "--quiet"])  # fmt: skip
     assert rc == 0
     report = json.loads((tmp_path / "prof" / "report.json").read_text())
     validate_report(report)
@@ -81,10 +82,13 @@ def test_profile_cli_writes_reports(tmp_path, capsys):
     assert [lat["batch"] for lat in by_name["ort-cpu"]["latency"]] == [1, 4]
     assert {r["backend"] for r in report["comparison"]} == {"torch", "ort-cpu", "ort-cpu-int8"}
     assert report["machine"]["cpu"] and report["machine"]["versions"]["torch"]
+    e2e = by_name["ort-cpu"]["e2e"]  # PNG files of the test split, timed from the file to the answer
+    assert e2e["images"] == 8 and len(report["settings"]["e2e_images"]) == 8 and e2e["iters"] == 30
+    assert set(e2e["parts_ms"]) == {"read_decode", "preprocess", "infer", "answer"} and e2e["p50_ms"] >= e2e["parts_ms"]["infer"]
     html = (tmp_path / "prof" / "report.html").read_text()
     assert "data:image/png;base64," in html and "Compression (Table 7" in html
     md = (tmp_path / "prof" / "report.md").read_text()
-    assert "| backend |" in md and "latency.png" in md
+    assert "| backend |" in md and "latency.png" in md and "End to end, image file to answer" in md
     for png in ("latency.png", "throughput.png", "accuracy_latency.png"):
         assert (tmp_path / "prof" / png).read_bytes()[:4] == b"\x89PNG"
     assert "report:" in capsys.readouterr().out
@@ -97,6 +101,13 @@ def test_profile_bad_input(tmp_path, capsys):
     torch.save(create_model("resnet8", num_classes=4).state_dict(), model)
     assert main(["profile", str(model), "--backend", "onnxruntime", "--quiet"]) == 2
     assert "unknown backend 'onnxruntime'" in capsys.readouterr().err
+    assert main(["profile", str(model), "--arch", "resnet8", "--e2e", "--out", str(tmp_path / "p"), "--quiet"]) == 2
+    assert "--e2e without a PATH" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert (
+        main(["profile", str(model), "--arch", "resnet8", "--e2e", str(tmp_path / "empty"), "--out", str(tmp_path / "p"), "--quiet"]) == 2
+    )
+    assert "no image files" in capsys.readouterr().err
 
 
 def test_detector_profiles_latency_and_compression_without_accuracy(tmp_path, capsys):
@@ -105,13 +116,18 @@ def test_detector_profiles_latency_and_compression_without_accuracy(tmp_path, ca
         torch.save(create_model(arch, num_classes=1, input_size=(96, 128)).state_dict(), tmp_path / f"{name}.pt")
         (tmp_path / f"{name}.json").write_text(json.dumps({"arch": arch, "num_classes": 1, "input_size": [96, 128]}))
     common = ["--batch", "1", "--iters", "3", "--warmup", "1", "--quiet"]
+    images = tmp_path / "camera"
+    images.mkdir()
+    for i, (h, w) in enumerate([(480, 640), (60, 80)]):  # larger and smaller than the input: both resized
+        cv2.imwrite(str(images / f"{i}.jpg"), np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8))
     rc = main(["profile", str(tmp_path / "student.pt"), "--backend", "torch,ort-cpu", "--compare", str(tmp_path / "teacher.pt"),
-               "--out", str(tmp_path / "prof"), *common])  # fmt: skip
+               "--out", str(tmp_path / "prof"), "--e2e", str(images), *common])  # fmt: skip
     assert rc == 0
     report = json.loads((tmp_path / "prof" / "report.json").read_text())
     validate_report(report)
     student = report["models"][0]
     assert [b["status"] for b in student["backends"]] == ["ok", "ok"]
+    assert all(b["e2e"]["images"] == 2 and b["e2e"]["parts_ms"]["answer"] > 0 for b in student["backends"])  # decode + NMS
     assert report["models"][1]["params"] > student["params"]
     assert main(["profile", str(tmp_path / "student.pt"), "--data", "synthetic", "--out", str(tmp_path / "p2"), *common]) == 2
     assert "AP50" in capsys.readouterr().err
@@ -181,7 +197,32 @@ def test_interleaved_rounds_share_a_burst_of_load():
             return super().__call__(batch)
 
     configs = [("a", Timed(1.0), (3, 4, 4), 1), ("b", Timed(2.0), (3, 4, 4), 1)]
-    out = interleaved_latency(configs, iters=10, rounds=5, clock=lambda: now[0])
+    out = interleaved_latency(configs, iters=10, rounds=5, clock=lambda: now[0], settle=0)
     assert out["a"]["round_median_ms"] == pytest.approx(1.0) and out["b"]["round_median_ms"] == pytest.approx(2.0)
     assert out["a"]["round_p90_ms"] > 10 and out["b"]["round_p90_ms"] > 10  # both saw the burst
     assert out["a"]["spread"] > 1 and out["a"]["iters"] == 10 and out["a"]["rounds"] == 5
+
+
+def test_interleaved_rounds_leave_the_cost_of_switching_backends_untimed():
+    """The first calls after a switch pay for the other runtime's spinning threads; settle calls absorb them."""
+    from compressor.deploy.profile.latency import interleaved_latency
+
+    now, last = [0.0], [None]
+
+    class Switching(FakeRuntime):
+        def __init__(self, ms):
+            super().__init__()
+            self.ms, self.warm = ms, 0
+
+        def __call__(self, batch):
+            if last[0] is not self:
+                self.warm, last[0] = 0, self
+            self.warm += 1
+            now[0] += self.ms * (3 if self.warm <= 2 else 1) / 1000  # two slow calls after every switch
+            return super().__call__(batch)
+
+    configs = [("a", Switching(1.0), (3, 4, 4), 1), ("b", Switching(2.0), (3, 4, 4), 1)]
+    slow = interleaved_latency(configs, iters=15, rounds=5, clock=lambda: now[0], settle=0)
+    settled = interleaved_latency(configs, iters=15, rounds=5, clock=lambda: now[0], settle=3)
+    assert slow["a"]["mean_ms"] > 1.5 and slow["b"]["mean_ms"] > 3.0  # switches land in the timed calls
+    assert settled["a"]["p99_ms"] == pytest.approx(1.0) and settled["b"]["p99_ms"] == pytest.approx(2.0)

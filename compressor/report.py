@@ -1,0 +1,389 @@
+"""``compressor report RUN_DIR``: one self-contained ``report.html`` (+ ``report.md``) for a run.
+
+The report only reads what the stages left in the run folder (the layout of ``compressor run``
+and ``compressor demo``, or of ``compressor cross-distill``): sidecars, the hint plan,
+metrics.jsonl, export sidecars and the profile's report.json. It tells the run in the order a
+reader asks: the summary, the teacher, the hint plan, the training curves, the results, export
+parity and INT8 agreement, the profiling tables and plots, and where everything came from.
+Every section is always present; a stage the run did not have says so in its section.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .errors import UserError
+from .io import atomic_write, atomic_write_text
+from .summary import human_count
+
+SECTIONS = {
+    "summary": "Summary",
+    "teacher": "Teacher",
+    "hints": "Hint plan",
+    "training": "Training curves",
+    "results": "Results",
+    "export": "Export: parity and INT8 agreement",
+    "profile": "Profiling",
+    "provenance": "Provenance",
+}
+GENERATOR = "edge-compressor run report"  # marks a report.html as ours, so regenerating it never replaces a user's file
+BACKEND_NAMES = {"torch": "PyTorch", "torch-compile": "torch.compile", "torch-cuda": "PyTorch CUDA", "torch-cuda-fp16": "PyTorch CUDA FP16",
+                 "ort-cpu": "ONNX Runtime CPU", "ort-cpu-int8": "ONNX Runtime CPU INT8", "ort-cuda": "ONNX Runtime CUDA",
+                 "ort-tensorrt": "ONNX Runtime TensorRT", "tensorrt-fp16": "TensorRT FP16", "tensorrt-int8": "TensorRT INT8"}  # fmt: skip
+NOT_TERMS = {"images_per_s", "seconds", "model", "epoch", "stage", "lr"}
+
+Table = tuple[str, list[str], list[list[str]]]  # (title or "", header, rows)
+
+
+@dataclass
+class Section:
+    """One part of the report: paragraphs, tables, images (name -> PNG path) and preformatted text."""
+
+    key: str
+    text: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    images: dict[str, Path] = field(default_factory=dict)
+    pre: str | None = None
+
+    @property
+    def title(self) -> str:
+        return SECTIONS[self.key]
+
+
+@dataclass
+class RunFiles:
+    """What a run folder holds, read once."""
+
+    root: Path
+    config: str | None = None
+    teacher: dict[str, Any] | None = None
+    plan: dict[str, Any] | None = None
+    students: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> sidecar
+    metrics: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # network -> epoch rows
+    exports: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> sidecar
+    profile: dict[str, Any] | None = None
+    cross: dict[str, Any] | None = None  # cross distillation's report.json
+    folders: dict[str, Path] = field(default_factory=dict)  # where the plan and the profile live
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: the rest still tells the story
+    return rows
+
+
+def read_run(root: str | Path) -> RunFiles:
+    """Read a pipeline run folder (teacher/ hints/ distill/ export/ profile/) or a cross-distill one."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder; give the run folder of compressor run, demo or cross-distill (e.g. runs/demo)")
+    run = RunFiles(root)
+    if (root / "config.yaml").exists():
+        run.config = (root / "config.yaml").read_text()
+    cross = _json(root / "report.json")
+    if cross is not None and "results" in cross:  # cross distillation keeps its files at the top of its folder
+        run.cross = cross
+        run.teacher = _json(root / "teacher.json")
+        run.students = {n: s for n in ("vanilla_student", "cross_student") if (s := _json(root / f"{n}.json"))}
+        for row in _rows(root / "metrics.jsonl"):
+            run.metrics.setdefault(row.get("model", "student"), []).append(row)
+    else:
+        run.teacher = _json(root / "teacher" / "teacher.json")
+        run.metrics["teacher"] = _rows(root / "teacher" / "metrics.jsonl")
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            side = _json(folder / "student.json")
+            if side and side.get("schema") == "edge-compressor/student":  # export/student.json is the exported model's
+                run.students[folder.name] = side
+                run.metrics["student" if folder.name == "distill" else f"student ({folder.name})"] = _rows(folder / "metrics.jsonl")
+        run.exports = {p.name: s for p in sorted((root / "export").glob("*.json")) if (s := _json(p)) and "precision" in s}
+        run.profile = _json(root / "profile" / "report.json")
+        run.folders["profile"] = root / "profile"
+    run.plan = _json(root / "hints" / "plan.json")
+    run.folders["hints"] = root / "hints"
+    run.metrics = {k: v for k, v in run.metrics.items() if v}
+    if not any((run.teacher, run.students, run.plan, run.profile, run.exports)):
+        raise UserError(f"{root} holds no run: expected teacher/, hints/, distill/, export/ or profile/ (compressor run, demo) "
+                        "or the files of compressor cross-distill")  # fmt: skip
+    return run
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _top1(sidecar: dict[str, Any] | None) -> float | None:
+    return ((sidecar or {}).get("metrics") or {}).get("final", {}).get("top1")
+
+
+def summary_lines(run: RunFiles) -> list[str]:
+    """One line per claim a reader would put on a slide."""
+    lines = []
+    comparison = (run.profile or {}).get("comparison") or []
+    by_backend: dict[str, dict[str, Any]] = {}
+    for row in comparison:  # the smallest batch of each backend: the edge case
+        if row["backend"] not in by_backend or row["batch"] < by_backend[row["backend"]]["batch"]:
+            by_backend[row["backend"]] = row
+    for backend, r in by_backend.items():
+        top1 = f", top-1 {_fmt(r['teacher_top1'], 1)} -> {_fmt(r['student_top1'], 1)}" if r.get("student_top1") is not None else ""
+        lines.append(f"{r['student']} student: {r['speedup']:.1f}x faster than {r['teacher']} on {BACKEND_NAMES.get(backend, backend)} "
+                     f"(batch {r['batch']}), {100 * r['compression_ratio']:.0f}% fewer parameters{top1}")  # fmt: skip
+    for name, side in run.exports.items():
+        q = side.get("int8")
+        if q:
+            lines.append(f"INT8 ({name.removesuffix('.json')}.onnx): top-1 {_fmt(q['fp32_top1'], 1)} -> {_fmt(q['int8_top1'], 1)}, "
+                         f"{_fmt(q['top1_agreement'], 1)}% of answers equal to fp32")  # fmt: skip
+    if run.cross:
+        metric = run.cross["metric"]
+        res = run.cross["results"]
+        parts = [f"{name.replace('_', ' ')} {_fmt(row.get(metric))}" for name, row in res.items()]
+        lines.append(f"Cross distillation ({run.cross['task']}, {metric}): " + ", ".join(parts))
+    if not lines and run.students:
+        for name, side in run.students.items():
+            if _top1(side) is not None:
+                lines.append(f"{side.get('arch')} ({name}): top-1 {_fmt(_top1(side), 1)}")
+    return lines or ["This run has no finished student yet: run the remaining stages, then compressor report again."]
+
+
+def section_summary(run: RunFiles) -> Section:
+    s = Section("summary", text=summary_lines(run))
+    warnings = (run.profile or {}).get("warnings") or []
+    if warnings:
+        s.text.append(f"The profile warns ({len(warnings)}): " + "; ".join(warnings[:3]) + ("; ..." if len(warnings) > 3 else ""))
+    return s
+
+
+def section_teacher(run: RunFiles) -> Section:
+    t = run.teacher
+    if t is None:
+        plan = run.plan or {}
+        given = plan.get("teacher_checkpoint")
+        return Section("teacher", text=[f"Teacher given as {given} ({plan.get('teacher_arch')})." if given else "No teacher in this run."])
+    scores = t.get("metrics", {}).get("final") or t.get("scores") or {}
+    rows = [[str(t.get("arch")), str(t.get("num_classes")), "x".join(map(str, t.get("input_size", []))), t.get("domain", "-"),
+             ", ".join(f"{k} {_fmt(v)}" for k, v in scores.items()), str(t.get("digest", "-"))[:19]]]  # fmt: skip
+    return Section("teacher", tables=[("", ["arch", "classes", "input", "domain", "scores", "weights digest"], rows)])
+
+
+def section_hints(run: RunFiles) -> Section:
+    p = run.plan
+    if p is None:
+        return Section("hints", text=["No hint plan in this run: hints at the baseline points (stage ends), or the method reads none."])
+    names = p["candidates"]
+    chosen = ", ".join(f"{i} ({names[i - 1]})" for i in p["hints"])
+    base = ", ".join(f"{i} ({names[i - 1]})" for i in p["baseline_hints"])
+    s = Section("hints", text=[f"{len(names)} candidate points of {p['teacher_arch']}, clustered into k = {p['k']} groups by "
+                               f"{p['metric']} on {p['samples']} samples (centroid: {p.get('centroid', 'kernel')}).",
+                               f"Chosen hints: {chosen}.", f"Baseline (stage ends): {base}."])  # fmt: skip
+    role = {**{i: "baseline" for i in p["baseline_hints"]}, **{i: "chosen" for i in p["hints"]}}
+    rows = [[str(i), n, str(st), str(lab + 1), role.get(i, "")]
+            for i, (n, st, lab) in enumerate(zip(names, p["candidate_stages"], p["labels"], strict=True), start=1)]  # fmt: skip
+    s.tables.append(("", ["point", "name", "stage", "cluster", "hint"], rows))
+    heatmap = run.folders["hints"] / "similarity.png"
+    if heatmap.exists():
+        s.images["Similarity between the teacher's candidate points"] = heatmap
+    return s
+
+
+def _curve(row: dict[str, Any]) -> tuple[dict[str, float], float | None]:
+    """(loss terms by name, top-1) of one metrics row, in the engine's or cross distillation's format."""
+    terms = row.get("train", row)
+    losses = {k: float(v) for k, v in terms.items() if k not in NOT_TERMS and isinstance(v, int | float)}
+    return losses, (row.get("eval") or {}).get("top1")
+
+
+def plot_training(metrics: dict[str, list[dict[str, Any]]]) -> bytes:
+    """One row per network: loss terms by name (log axis) and top-1 on the evaluation split."""
+    fig = Figure(figsize=(10, 3.2 * len(metrics)))
+    axes = fig.subplots(len(metrics), 2, squeeze=False)
+    for (name, rows), (ax_loss, ax_acc) in zip(metrics.items(), axes, strict=True):
+        epochs = list(range(1, len(rows) + 1))
+        curves = [_curve(r) for r in rows]
+        for term in dict.fromkeys(k for losses, _ in curves for k in losses):
+            ax_loss.plot(epochs, [losses.get(term, float("nan")) for losses, _ in curves], marker=".", label=term)
+        ax_loss.set_yscale("log")
+        ax_loss.set(title=f"{name}: loss terms", xlabel="epoch", ylabel="mean over the epoch (log)")
+        ax_loss.legend(fontsize=7)
+        top1 = [t for _, t in curves]
+        if any(t is not None for t in top1):
+            ax_acc.plot(epochs, [float("nan") if t is None else t for t in top1], marker="o", color="#2a7")
+        else:
+            ax_acc.text(0.5, 0.5, "not evaluated per epoch", ha="center", va="center", transform=ax_acc.transAxes)
+        ax_acc.set(title=f"{name}: top-1 on the evaluation split", xlabel="epoch", ylabel="top-1 (%)")
+        for ax in (ax_loss, ax_acc):
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def section_training(run: RunFiles) -> Section:
+    if not run.metrics:
+        return Section("training", text=["No metrics.jsonl in this run (a given teacher is not retrained)."])
+    path = atomic_write(run.root / "training.png", lambda f: f.write(plot_training(run.metrics)))
+    last = {name: _curve(rows[-1]) for name, rows in run.metrics.items()}
+    text = [f"{name}: {len(run.metrics[name])} epochs, last loss terms " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
+            + (f", top-1 {top1:.2f}" if top1 is not None else "") for name, (losses, top1) in last.items()]  # fmt: skip
+    return Section("training", text=text, images={"Training curves": path})
+
+
+def section_results(run: RunFiles) -> Section:
+    s = Section("results")
+    if run.cross:
+        metric_keys = [k for k in next(iter(run.cross["results"].values())) if k not in ("arch", "domain", "params")]
+        rows = [[n.replace("_", " "), r["arch"], r["domain"], human_count(r.get("params") or 0)] + [_fmt(r[m]) for m in metric_keys]
+                for n, r in run.cross["results"].items()]  # fmt: skip
+        s.text.append(f"Hints {run.cross['hint_method']} x {run.cross['lambda']}: teacher points {run.cross['teacher_points']} -> "
+                      f"student points {run.cross['student_points']}.")  # fmt: skip
+        s.tables.append(("", ["network", "arch", "domain", "params", *metric_keys], rows))
+        return s
+    rows = []
+    for name, side in [("teacher", run.teacher), *run.students.items()]:
+        if side:
+            made = side.get("made_by") or {}
+            final = (side.get("metrics") or {}).get("final") or {}
+            rows.append([name, str(side.get("arch")), made.get("method", "-"), str(made.get("teacher_hints") or "-"),
+                         str(made.get("student_hints") or "-"), _fmt(final.get("top1")), _fmt(final.get("top5"))])  # fmt: skip
+    if rows:
+        s.tables.append(("", ["network", "arch", "method", "teacher hints", "student hints", "top-1 %", "top-5 %"], rows))
+    else:
+        s.text.append("No trained network in this run yet.")
+    return s
+
+
+def section_export(run: RunFiles) -> Section:
+    if not run.exports:
+        return Section("export", text=["Nothing exported in this run."])
+    rows = []
+    for name, side in run.exports.items():
+        parity, q = side.get("parity") or {}, side.get("int8") or {}
+        parity_text = f"max |diff| {parity['max_abs']:.2e} ({'ok' if parity.get('ok') else 'FAILED'})" if parity else "-"
+        int8 = f"{_fmt(q.get('fp32_top1'))} -> {_fmt(q.get('int8_top1'))} (agreement {_fmt(q.get('top1_agreement'), 1)}%)" if q else "-"
+        rows.append([name.removesuffix(".json"), side.get("precision", "-"), str(side.get("opset", "-")), parity_text, int8,
+                     str(side.get("digest", "-"))[:19]])  # fmt: skip
+    return Section(
+        "export", tables=[("", ["file", "precision", "opset", "torch vs ONNX parity", "INT8 top-1 fp32 -> int8", "digest"], rows)]
+    )
+
+
+def section_profile(run: RunFiles) -> Section:
+    if run.profile is None:
+        return Section("profile", text=["Not profiled in this run: compressor profile CHECKPOINT --out RUN_DIR/profile adds it."])
+    from compressor.deploy.profile.report import tables
+
+    s = Section("profile", tables=[t for t in tables(run.profile) if t[0] != "Machine"])  # the machine is in the provenance
+    settings = {**run.profile["settings"], "e2e_images": len(run.profile["settings"].get("e2e_images") or [])}
+    s.text.append("Settings: " + ", ".join(f"{k} {v}" for k, v in settings.items()) + ".")
+    for png, title in (("latency.png", "Latency distributions"), ("accuracy_latency.png", "Accuracy against latency"),
+                       ("memory.png", "Memory per backend"), ("throughput.png", "Throughput")):  # fmt: skip
+        if (run.folders["profile"] / png).exists():
+            s.images[title] = run.folders["profile"] / png
+    return s
+
+
+def section_provenance(run: RunFiles) -> Section:
+    from compressor.deploy.profile.machine import machine_info
+
+    mach = (run.profile or {}).get("machine") or machine_info()
+    versions = ", ".join(f"{k} {v}" for k, v in mach["versions"].items() if v)
+    digests = [[name, str(side.get("arch", "-")), str(side.get("digest", "-"))] for name, side in
+               [("teacher", run.teacher), *run.students.items(), *run.exports.items()] if side]  # fmt: skip
+    s = Section("provenance", pre=run.config or "(no config.yaml in the run folder)")
+    s.text.append(f"Machine: {mach['cpu']} ({mach['cpu_count']} cores), GPU {(mach.get('gpu') or {}).get('name', 'none')}, "
+                  f"Python {mach.get('python')}; {versions}.")  # fmt: skip
+    s.tables.append(("Checkpoints and exported files", ["file", "arch", "digest"], digests))
+    return s
+
+
+BUILDERS: tuple[Callable[[RunFiles], Section], ...] = (section_summary, section_teacher, section_hints, section_training, section_results,
+                                                       section_export, section_profile, section_provenance)  # fmt: skip
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render_markdown(sections: list[Section], root: Path) -> str:
+    lines = [f"<!-- {GENERATOR} -->", "# Run report", ""]
+    for s in sections:
+        lines += [f"## {s.title}", ""]
+        lines += [f"- {t}" for t in s.text] if s.key == "summary" else [line for t in s.text for line in (t, "")]
+        lines.append("")
+        for title, header, rows in s.tables:
+            lines += [f"### {title}", ""] if title else []
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows] + [""]
+        lines += [f"![{name}]({path.relative_to(root).as_posix()})" for name, path in s.images.items()]
+        if s.pre is not None:
+            lines += ["```yaml", s.pre.rstrip(), "```"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_html(sections: list[Section]) -> str:
+    esc = html.escape
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>", f"<meta name='generator' content='{GENERATOR}'>",
+             "<title>Run report</title><style>body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em}",
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left}",
+             "th{background:#f3f3f3}img{max-width:100%;margin:.5em 0}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}",
+             "#summary li{font-size:1.1em;margin:.3em 0}</style></head><body><h1>Run report</h1>"]  # fmt: skip
+    for s in sections:
+        parts.append(f"<section id='{s.key}'><h2>{esc(s.title)}</h2>")
+        if s.key == "summary":
+            parts.append("<ul>" + "".join(f"<li>{esc(t)}</li>" for t in s.text) + "</ul>")
+        else:
+            parts += [f"<p>{esc(t)}</p>" for t in s.text]
+        for title, header, rows in s.tables:
+            parts.append(f"<h3>{esc(title)}</h3>" if title else "")
+            parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
+            parts.append("</table>")
+        for name, path in s.images.items():
+            data = base64.b64encode(path.read_bytes()).decode()
+            parts.append(f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{data}'><figcaption>{esc(name)}</figcaption></figure>")
+        if s.pre is not None:
+            parts.append(f"<pre>{esc(s.pre)}</pre>")
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_run_report(root: str | Path, overwrite: bool = False) -> dict[str, Path]:
+    """Write ``report.html`` and ``report.md`` (and ``training.png``) into the run folder.
+
+    A ``report.html`` this tool did not write is left alone unless ``overwrite`` is set.
+    """
+    run = read_run(root)
+    for name in ("report.html", "report.md"):
+        target = run.root / name
+        if target.exists() and not overwrite and GENERATOR not in target.read_text(errors="replace")[:2000]:
+            raise UserError(f"{target} exists and was not written by compressor report; move it away or pass --overwrite")
+    sections = [build(run) for build in BUILDERS]
+    return {"report.html": atomic_write_text(run.root / "report.html", render_html(sections)),
+            "report.md": atomic_write_text(run.root / "report.md", render_markdown(sections, run.root))}  # fmt: skip

@@ -1,0 +1,114 @@
+"""The whole-run report: sections, images, Markdown, the CLI, and rendering in a real browser."""
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from compressor import api
+from compressor.cli import main
+from compressor.report import SECTIONS
+
+TINY = {
+    "name": "tiny",
+    "out": "runs",
+    "data": {"train": "synthetic:classes=4,train=96,test=48"},
+    "teacher": {"arch": "resnet14", "recipe": {"epochs": 2, "batch_size": 32}},
+    "hints": {"samples": 48, "k": 3},
+    "distill": {"student": "resnet8", "recipe": {"epochs": 2, "batch_size": 32}, "loss": {"method": "at+kd"}},
+    "export": {"calib_samples": 32},
+    "profile": {"backends": ["torch", "ort-cpu", "ort-cpu-int8"], "batches": [1], "eval_samples": 32, "iters": 3, "e2e": True},
+}
+# Inserted before </body> of a copy: records, once the page has loaded, which sections exist and whether every image decoded.
+PROBE = """<script>window.addEventListener('load', () => {
+  const images = [...document.images].map(i => ({alt: i.alt, ok: i.complete && i.naturalWidth > 0, width: i.naturalWidth}));
+  const sections = [...document.querySelectorAll('section')].map(s => ({id: s.id, title: s.querySelector('h2').textContent}));
+  document.body.setAttribute('data-probe', JSON.stringify({images, sections}));
+});</script>"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    config = root / "p.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    assert main(["run", str(config), "--quiet"]) == 0
+    return root / "runs" / "tiny"
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: .ci/run installs Debian's chromium")
+        pytest.skip("no Chromium here (Debian: apt-get install chromium)")
+    return found
+
+
+def test_run_report_renders_in_chromium(run_dir, tmp_path):
+    page = tmp_path / "probe.html"
+    page.write_text((run_dir / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--virtual-time-budget=10000",
+    ]
+    dom = subprocess.run([chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout
+    probe = json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', dom).group(1)))
+    assert [s["id"] for s in probe["sections"]] == list(SECTIONS)
+    assert [s["title"] for s in probe["sections"]] == list(SECTIONS.values())
+    alts = [i["alt"] for i in probe["images"]]
+    for expected in ("Similarity between the teacher's candidate points", "Training curves", "Latency distributions", "Throughput"):
+        assert expected in alts
+    assert all(i["ok"] and i["width"] > 100 for i in probe["images"]), probe["images"]
+
+
+def test_report_tells_the_run_from_teacher_to_deployed_student(run_dir):
+    text = (run_dir / "report.md").read_text()
+    summary = text.split("## Summary")[1].split("## Teacher")[0]
+    claim = r"resnet8 student: [\d.]+x faster than resnet14 on ONNX Runtime CPU \(batch 1\), \d+% fewer parameters, top-1"
+    assert re.search(claim, summary)
+    assert "INT8 (student.int8.onnx): top-1" in summary
+    for title in SECTIONS.values():
+        assert f"## {title}" in text
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):  # every image the Markdown shows is a file of the run
+        assert (run_dir / link).read_bytes()[:4] == b"\x89PNG", link
+    assert "| 1 | layer1.0 |" in text and "chosen" in text and "baseline" in text  # the hint plan, point by point
+    assert "teacher: 2 epochs" in text and "student: 2 epochs" in text and "kd " in text  # loss terms by name
+    assert "torch vs ONNX parity" in text and "End to end, image file to answer" in text
+    assert "```yaml" in text and "resnet14" in text.split("## Provenance")[1]  # the resolved config
+
+
+def test_report_command_regenerates_and_refuses_what_it_did_not_write(run_dir, tmp_path, capsys):
+    before = (run_dir / "report.html").stat().st_mtime_ns
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.html").stat().st_mtime_ns >= before and "report:" in capsys.readouterr().out
+    assert api.report(run_dir)["report.md"] == run_dir / "report.md"
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(run_dir / "hints", foreign / "hints")
+    (foreign / "report.html").write_text("<p>my own notes</p>")
+    assert main(["report", str(foreign)]) == 2
+    assert "was not written by compressor report" in capsys.readouterr().err
+    assert (foreign / "report.html").read_text() == "<p>my own notes</p>"
+    assert main(["report", str(foreign), "--overwrite"]) == 0
+    text = (foreign / "report.md").read_text()
+    assert "No teacher in this run" not in text and "Not profiled in this run" in text and "Nothing exported" in text
+
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "holds no run" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
