@@ -576,7 +576,9 @@ def _teacher_eval_outputs(s: Setup):
     c = s.config
     for batch in eval_loader(s.eval_set, c.data.eval_batch_size, c.data.workers, s.world):
         images, labels, index = _batch_to(batch, s.device, c.train.channels_last)
-        yield s.teacher(images, labels, index, eager=True)
+        outputs = s.teacher(images, labels, index, eager=True)
+        outputs.inputs = images  # a method with student parts of its own (the averager's exits) runs the student on them
+        yield outputs
 
 
 def _term_reports(s: Setup) -> dict[str, Any]:
@@ -586,7 +588,10 @@ def _term_reports(s: Setup) -> dict[str, Any]:
     for name, term in s.core.objective.terms.items():
         if not hasattr(term, "report") or s.teacher is None:
             continue
-        found[name] = term.report(_teacher_eval_outputs(s))
+        report = term.report(_teacher_eval_outputs(s))
+        if report is None:
+            continue
+        found[name] = report
         if s.world.is_main:
             artifacts.save_state(s.out / term.state_file, {**term.export_state(), "report": found[name]})
     return found

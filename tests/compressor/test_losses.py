@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from compressor.models import UnknownNameError, create_model
 from torch import nn
 
@@ -473,6 +474,34 @@ def test_averager_wraps_other_logit_methods_and_refuses_feature_ones():
     assert float(skd(outputs(zs, labels=labels), outputs(zt, labels=labels))) == pytest.approx(float(reference), rel=1e-10)
     with pytest.raises(ValueError, match="needs a logit method"):
         LOSSES.get("averager").build(ctx([], []), base="at")
+
+
+def test_averager_exits_add_ce_and_the_averaged_term_per_exit_and_report_the_ensemble():
+    """The thesis' "-Ens" (Kundu et al.'s multi-exit student): every exit learns from the same
+    per-label means with cross-entropy beside; the ensemble predicts with the mean of all logits."""
+    from compressor.models import create_model
+
+    from compressor.data import open_dataset
+    from compressor.losses.averager import Averager, class_mean_logits
+
+    torch.manual_seed(0)
+    student, data = create_model("resnet8", num_classes=4), open_dataset("synthetic:classes=4,train=16,test=8")
+    prepared = Averager.prepare(None, student, data, [], [], {"exits": True}, "cpu", 1)
+    assert prepared["exit_points"] == [1, 2] and prepared["exit_shapes"] == [(16, 32, 32), (32, 16, 16)]
+    c = LossContext((), (), 64, 64, 4, 16)
+    term = LOSSES.get("averager").build(c, T=4.0, exits=True, **prepared)
+    images, labels = torch.stack([data[i][0] for i in range(6)]), torch.tensor([0, 1, 0, 2, 3, 1])
+    zs, zt = student(images), torch.randn(6, 4) * 3
+    s, t = Outputs(zs, [], zs, labels, labels), Outputs(zt, [], zt, labels, labels)
+    kd, target = LOSSES.get("kd")(T=4.0), Outputs(class_mean_logits(zt, labels), [], zt, labels, labels)
+    exits = term.exit_logits()
+    expected = kd(s, target) + sum(kd(Outputs(z, [], zs, labels, labels), target) + F.cross_entropy(z, labels) for z in exits)
+    assert float(term(s, t).detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    report = term.report([Outputs(zt, [], zt, labels, labels, inputs=images)])
+    ensemble = torch.stack([*exits, zs]).mean(0).argmax(1)
+    assert report["ensemble_top1"] == pytest.approx(100 * float((ensemble == labels).double().mean()), abs=0.01)
+    assert not student._forward_hooks and not any(m._forward_hooks for m in student.modules())  # hooks gone after the report
+    assert not LOSSES.get("averager").build(c).exits  # exits are opt-in
 
 
 def test_self_undermining_is_negated_kd():

@@ -112,6 +112,7 @@ def teacher(tmp_path_factory):
 SCHEMES = {
     "ekd": {"loss": {"method": "ekd", "gamma": 0.9, "weights": {"ekd": 0.1}}, "train": {"epochs": 1, "init_epochs": 1}},
     "averager": {"loss": {"method": "averager", "params": {"averager": {"base": "dkd", "warmup": 1}}}, "train": {"epochs": 1}},
+    "averager-ens": {"loss": {"method": "averager", "params": {"averager": {"exits": True}}}, "train": {"epochs": 1}},
     "dml": {"loss": {"method": "dml", "params": {"dml": {"peers": ["resnet8", "resnet14"]}}}, "train": {"epochs": 1}},
     "one": {"loss": {"method": "one", "params": {"one": {"branches": 2}}}, "train": {"epochs": 1}},
     "letkd": {"loss": {"method": "letkd+kd", "params": {"letkd": {"variant": 2, "templates": 6, "subclasses": 2, "samples": 64}}},
@@ -152,6 +153,13 @@ def test_scheme_student_reloads_and_exports(tmp_path, teacher, scheme):
         assert len([n for n in proto.graph.node if n.op_type == "Conv"]) > len(
             [m for m in create_model(student_arch, 4).modules() if isinstance(m, torch.nn.Conv2d)]
         )
+    if scheme == "averager-ens":  # exits on resnet8's first two stages; the student itself stays single-exit
+        exits = torch.load(tmp_path / "run" / "averager_exits.pt", weights_only=True)
+        assert exits["exit_points"] == [1, 2] and len(exits["report"]["exit_top1"]) == 2
+        assert 0 <= exits["report"]["ensemble_top1"] <= 100 and exits["report"]["student_top1"] == pytest.approx(
+            sidecar["metrics"]["final"]["top1"], abs=0.01
+        )
+        assert not any(k.startswith("exits") for k in torch.load(tmp_path / "run" / "student.pt", weights_only=True))
     if scheme == "bss":  # the boundary term is trained and decays to 0 over the run
         rows = [json.loads(r)["train"] for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
         assert rows[0]["bss"] > 0 and rows[1]["bss"] < rows[0]["bss"] * 0.75
