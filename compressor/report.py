@@ -72,6 +72,7 @@ class RunFiles:
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> sidecar
     profile: dict[str, Any] | None = None
     cross: dict[str, Any] | None = None  # cross distillation's report.json
+    seeds: dict[str, Any] | None = None  # distill/seeds.json: the student trained once per seed
     folders: dict[str, Path] = field(default_factory=dict)  # where the plan and the profile live
 
 
@@ -119,6 +120,7 @@ def read_run(root: str | Path) -> RunFiles:
                 run.metrics["student" if folder.name == "distill" else f"student ({folder.name})"] = _rows(folder / "metrics.jsonl")
         run.exports = {p.name: s for p in sorted((root / "export").glob("*.json")) if (s := _json(p)) and "precision" in s}
         run.profile = _json(root / "profile" / "report.json")
+        run.seeds = _json(root / "distill" / "seeds.json")
         run.folders["profile"] = root / "profile"
     run.plan = _json(root / "hints" / "plan.json")
     run.folders["hints"] = root / "hints"
@@ -164,6 +166,9 @@ def summary_lines(run: RunFiles) -> list[str]:
         res = run.cross["results"]
         parts = [f"{name.replace('_', ' ')} {_fmt(row.get(metric))}" for name, row in res.items()]
         lines.append(f"Cross distillation ({run.cross['task']}, {metric}): " + ", ".join(parts))
+    if run.seeds:
+        f, n = run.seeds["final_top1"], len(run.seeds["runs"])
+        lines.append(f"{run.seeds['student']} by {run.seeds['method']} over {n} seeds: top-1 {f['mean']:.2f} ± {f['std']:.2f} (last epoch)")
     if not lines and run.students:
         for name, side in run.students.items():
             if _top1(side) is not None:
@@ -275,6 +280,12 @@ def section_results(run: RunFiles) -> Section:
         s.tables.append(("", ["network", "arch", "method", "teacher hints", "student hints", "top-1 %", "top-5 %"], rows))
     else:
         s.text.append("No trained network in this run yet.")
+    if run.seeds:
+        f, b = run.seeds["final_top1"], run.seeds["best_top1"]
+        rows = [[str(r["seed"]), _fmt(r["final_top1"]), _fmt(r["best_top1"])] for r in run.seeds["runs"]]
+        rows.append(["mean ± std", f"{f['mean']:.2f} ± {f['std']:.2f}", f"{b['mean']:.2f} ± {b['std']:.2f}"])
+        s.tables.append((f"The student once per seed (the first is the exported one; {len(run.seeds['runs'])} runs)",
+                         ["seed", "top-1 % (last epoch)", "best top-1 %"], rows))  # fmt: skip
     return s
 
 

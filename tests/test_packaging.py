@@ -45,7 +45,7 @@ def test_wheel_has_one_top_level_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"compressor"}
     assert "compressor/models/zoo.py" in names and "compressor/deploy/export/int8.py" in names
-    assert "compressor/pipeline/demo.yaml" in names
+    assert "compressor/pipeline/demo.yaml" in names and "compressor/pipeline/recipes/pursuhint-table4.yaml" in names
 
 
 @pytest.fixture

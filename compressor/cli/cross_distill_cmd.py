@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .refs import parse_seeds
+
 NAME = "cross-distill"
 HELP = "cross distillation: HEVC compressed-domain teacher -> pixel student (YOLOv3 detection or recognition)"
 PATH_KEYS = ("data.root", "teacher.checkpoint", "out")
@@ -23,18 +25,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--example", choices=("detection", "recognition"), help="start from a shipped example config instead")
     p.add_argument("--out", help="output folder (overrides the config's out)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. hints.method=cc")
+    p.add_argument("--seeds", type=parse_seeds, metavar="S1,S2,...", help="run once per seed into OUT/seed-<s>/ (teacher trained once); "
+                                                                         "OUT/seeds.md has every network's mean ± std")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..crossdistill import CrossConfig, run_cross_distill
+    from ..crossdistill.run import run_cross_distill_seeds
     from ..errors import UserError
 
     if bool(args.config) == bool(args.example):
         raise UserError("give exactly one of --config FILE or --example detection|recognition")
     path = args.config or EXAMPLES / f"{args.example}.example.yaml"
     config = load_config(CrossConfig, path, {"out": args.out}, args.set, PATH_KEYS, "cross-distillation config", REF_KEYS)
+    if args.seeds:
+        summary = run_cross_distill_seeds(config, args.seeds, progress=not args.quiet)
+        for name, row in summary["results"].items():
+            print(f"{name:16s} {summary['metric']} {row['mean']:6.2f} ± {row['std']:.2f} over seeds {args.seeds}")
+        print(f"wrote {Path(config.out) / 'seeds.md'} (also seeds.json; each seed's report in seed-<s>/)")
+        return 0
     report = run_cross_distill(config, progress=not args.quiet)
     metric = report["metric"]
     for name, row in report["results"].items():

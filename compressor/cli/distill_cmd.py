@@ -11,7 +11,7 @@ from ..config import read_yaml
 from ..errors import UserError
 from ..train import distill, load_distill_config
 from ..train.repeat import distill_seeds
-from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, parse_globs, parse_kwargs
+from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, parse_globs, parse_kwargs, parse_seeds
 
 NAME = "distill"
 HELP = "distill a student from a teacher (KD, AT, FitNet, CRD, ... and combinations)"
@@ -68,18 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--out", help="output folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. optim.milestones=[30,60]")
-    p.add_argument("--seeds", type=_seeds, metavar="S1,S2,...", help="run once per seed into OUT/seed-<s>/; OUT/seeds.md has mean ± std")
+    p.add_argument(
+        "--seeds", type=parse_seeds, metavar="S1,S2,...", help="run once per seed into OUT/seed-<s>/; OUT/seeds.md has mean ± std"
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in OUT (default: refuse, nothing is changed)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a teacher checkpoint you trust")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,6 +26,14 @@ def parse_kwargs(text: str) -> dict[str, Any]:
     return out
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` -> ``[0, 1, 2]``; the command checks that they make a repetition (exit 2)."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+
+
 def parse_globs(text: str) -> list[str]:
     globs = [g.strip() for g in text.split(",") if g.strip()]
     if not globs:

@@ -123,6 +123,41 @@ def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
         return _train_and_report(config, out, task, progress)
 
 
+def run_cross_distill_seeds(config: CrossConfig, seeds: list[int], progress: bool = True) -> dict:
+    """The scheme once per seed into ``OUT/seed-<s>/`` (the teacher trained with the first seed and
+    reused, as the thesis scores its students over three runs); ``OUT/seeds.json`` / ``seeds.md``
+    hold every network's score per seed and its mean ± sample std. A finished seed is not redone."""
+    from ..train.repeat import mean_std
+
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {','.join(map(str, seeds))}: give two or more different seeds (the thesis uses 3)")
+    out, reports = Path(config.out), []
+    for seed in seeds:
+        one = config.model_copy(deep=True)
+        one.seed, one.out = seed, str(out / f"seed-{seed}")
+        if config.data.builtin and not config.data.root:  # one generated set for every seed
+            one.data.root = str(out / "data")
+        if reports:
+            one.teacher.checkpoint = str(out / f"seed-{seeds[0]}" / "teacher.pt")
+        done = Path(one.out) / "report.json"
+        reports.append(json.loads(done.read_text()) if done.exists() else run_cross_distill(one, progress))
+    metric = reports[0]["metric"]
+    results = {}
+    for name in reports[0]["results"]:
+        values = [r["results"][name][metric] for r in reports]
+        results[name] = {"per_seed": values, **mean_std(values)}
+    summary = {"schema": "edge-compressor/cross-seeds", "version": 1, "task": config.task, "metric": metric, "seeds": seeds,
+               "results": results}  # fmt: skip
+    lines = [f"# Cross distillation ({config.task}), {metric} over seeds {', '.join(map(str, seeds))}", "",
+             "| network | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |", "|---|" + "---|" * (len(seeds) + 1)]  # fmt: skip
+    for name, row in results.items():
+        per_seed = " | ".join(f"{v:.2f}" for v in row["per_seed"])
+        lines.append(f"| {name.replace('_', ' ')} | {per_seed} | {row['mean']:.2f} ± {row['std']:.2f} |")
+    atomic_write_json(out / "seeds.json", summary)
+    atomic_write_text(out / "seeds.md", "\n".join(lines) + "\n")
+    return summary
+
+
 def _train_and_report(config: CrossConfig, out: Path, task, progress: bool) -> dict:
     root = prepare_data(config, out, progress)
     size = tuple(config.data.image_size)

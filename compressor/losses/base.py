@@ -62,6 +62,11 @@ class DistillLoss(nn.Module):
         FT's paraphraser, AB), or None when the method has none."""
         return None
 
+    @property
+    def has_init_stage(self) -> bool:
+        """Whether ``init_loss`` gives a loss, so that ``train.init_epochs`` > 0 has something to train."""
+        return type(self).init_loss is not DistillLoss.init_loss
+
     def set_epoch(self, epoch: int) -> None:
         """Called at the start of every epoch (DKD's warm-up)."""
 

@@ -31,5 +31,9 @@ class FitNet(DistillLoss):
     def forward(self, s: Outputs, t: Outputs) -> torch.Tensor:
         return self.hint_loss(s, t)
 
+    @property
+    def has_init_stage(self) -> bool:
+        return self.two_stage
+
     def init_loss(self, s: Outputs, t: Outputs) -> torch.Tensor | None:
         return self.hint_loss(s, t) if self.two_stage else None

@@ -30,6 +30,8 @@ class Recipe(Strict):
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["multistep", "cosine", "constant"] = "cosine"
     milestones: list[int] = Field(default_factory=list)
+    decay: float = Field(0.1, gt=0, le=1)  # multistep: lr *= decay at each milestone
+    nesterov: bool = False
     augment: bool = True
 
 
@@ -94,6 +96,7 @@ class PipelineConfig(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # one folder under out: no '..', no '/'
     out: str = "runs"  # the run folder is out/name
     seed: int = 0
+    seeds: list[int] | None = None  # repeat the distillation with these seeds (the first is the exported student): mean ± std
     device: str = "auto"
     data: DataSpec = Field(default_factory=DataSpec)
     teacher: TeacherSpec
@@ -105,6 +108,12 @@ class PipelineConfig(Strict):
     @property
     def run_dir(self) -> Path:
         return Path(self.out) / self.name
+
+    @model_validator(mode="after")
+    def _seeds(self):
+        if self.seeds is not None and (len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds)):
+            raise ValueError(f"seeds must be two or more different seeds, got {self.seeds}")
+        return self
 
 
 def check_names(c: PipelineConfig) -> None:

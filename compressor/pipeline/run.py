@@ -75,20 +75,28 @@ def _stage(ctx: Context, name: str, inputs: str, outputs: list[Path], work: Call
 
 def _recipe_overrides(r: Recipe) -> list[str]:
     return [f"optim.name={r.optimizer}", f"optim.lr={r.lr}", f"optim.weight_decay={r.weight_decay}", f"optim.schedule={r.schedule}",
-            f"optim.milestones={r.milestones}", f"train.epochs={r.epochs}", f"data.batch_size={r.batch_size}",
+            f"optim.milestones={r.milestones}", f"optim.decay={r.decay}", f"optim.nesterov={str(r.nesterov).lower()}",
+            f"train.epochs={r.epochs}", f"data.batch_size={r.batch_size}",
             f"data.augment={str(r.augment).lower()}"]  # fmt: skip
 
 
-def _train(ctx: Context, out: Path, name: str, flags: dict[str, Any], recipe: Recipe) -> None:
-    c = ctx.config
-    flags = {**flags, "out": str(out), "name": name, "data.train": c.data.train, "data.eval": c.data.eval,
-             "data.workers": c.data.workers, "train.seed": c.seed, "train.device": c.device}  # fmt: skip
+def train_network(out: Path, name: str, flags: dict[str, Any], recipe: Recipe, train: str, eval_spec: str | None, workers: int, seed: int,
+                  device: str, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+    """One distillation (or plain training) run into ``out``: resumed when ``out`` holds a run of the
+    same config (a finished one is returned as it is), replaced when its inputs changed."""
+    flags = {**flags, "out": str(out), "name": name, "data.train": train, "data.eval": eval_spec, "data.workers": workers,
+             "train.seed": seed, "train.device": device}  # fmt: skip
     config = load_distill_config(None, flags, _recipe_overrides(recipe))
     state = out / "checkpoints" / "last.pt"
     resume = state.exists() and load_state(state).get("fingerprint") == state_fingerprint(config)
     if resume:
-        ctx.log(f"  resuming from {state}")
-    distill(config, resume=resume, progress=ctx.progress, overwrite=not resume)  # the stage's inputs changed: redo
+        log(f"  resuming from {state}")
+    return distill(config, resume=resume, progress=progress, overwrite=not resume)  # the stage's inputs changed: redo
+
+
+def _train(ctx: Context, out: Path, name: str, flags: dict[str, Any], recipe: Recipe) -> None:
+    c = ctx.config
+    train_network(out, name, flags, recipe, c.data.train, c.data.eval, c.data.workers, c.seed, c.device, ctx.progress, ctx.log)
 
 
 def stage_teacher(ctx: Context) -> None:
@@ -127,14 +135,34 @@ def stage_distill(ctx: Context) -> None:
     d, c = ctx.config.distill, ctx.config
     out = ctx.run / "distill"
     weights = out / "student.pt"
-    inputs = _digest(d.model_dump(), c.data.model_dump(), c.seed, ctx.digests["teacher"], ctx.digests.get("plan"))
+    inputs = _digest(d.model_dump(), c.data.model_dump(), c.seeds or c.seed, ctx.digests["teacher"], ctx.digests.get("plan"))
     flags = {"teacher.checkpoint": str(ctx.paths["teacher"]), "teacher.arch": c.teacher.arch, "teacher.trusted": c.teacher.trusted,
              "teacher.kwargs": c.teacher.kwargs, "teacher.points": c.teacher.points, "student.arch": d.student,
              "student.kwargs": d.student_kwargs, "student.points": d.student_points,
              "hints.plan": str(ctx.paths["plan"]) if "plan" in ctx.paths else None,
              "loss": d.loss.model_dump(), "train.init_epochs": d.init_epochs}  # fmt: skip
-    _stage(ctx, "distill", inputs, [weights, out / "student.json"], lambda: _train(ctx, out, "student", flags, d.recipe))
+    if not c.seeds:
+        _stage(ctx, "distill", inputs, [weights, out / "student.json"], lambda: _train(ctx, out, "student", flags, d.recipe))
+    else:
+        _stage(ctx, "distill", inputs, [weights, out / "student.json", out / "seeds.json"], lambda: _train_seeds(ctx, out, flags, d.recipe))
     ctx.paths["student"], ctx.digests["student"] = weights, file_digest(weights)
+
+
+def _train_seeds(ctx: Context, out: Path, flags: dict[str, Any], recipe: Recipe) -> None:
+    """The student once per seed: the first is the run's student (exported and profiled), the others
+    go to ``distill/seeds/seed-<s>/``; ``distill/seeds.json`` / ``seeds.md`` hold mean ± std."""
+    from ..train.repeat import write_seeds
+
+    c, runs = ctx.config, []
+    for i, seed in enumerate(c.seeds):
+        folder = out if i == 0 else out / "seeds" / f"seed-{seed}"
+        ctx.log(f"  seed {seed}")
+        summary = train_network(folder, "student", flags, recipe, c.data.train, c.data.eval, c.data.workers, seed, c.device, ctx.progress,
+                                ctx.log)  # fmt: skip
+        runs.append(
+            {"seed": seed, "final_top1": summary["final"]["top1"], "best_top1": summary["best_top1"], "weights": summary["weights"]}
+        )
+    write_seeds(out, c.distill.loss.method, c.distill.student, c.data.train, runs)
 
 
 def stage_export(ctx: Context) -> None:

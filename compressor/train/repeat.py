@@ -40,11 +40,15 @@ def distill_seeds(
             summary = distill(one, resume=resume and (out / f"seed-{seed}").exists(), progress=progress, overwrite=overwrite)
             runs.append({"seed": seed, "final_top1": summary["final"]["top1"], "best_top1": summary["best_top1"],
                          "weights": summary.get("weights")})  # fmt: skip
-        report = {"schema": SCHEMA, "version": 1, "method": config.loss.method, "student": config.student.arch, "data": config.data.train,
-                  "runs": runs, "final_top1": mean_std([r["final_top1"] for r in runs]),
-                  "best_top1": mean_std([r["best_top1"] for r in runs])}  # fmt: skip
-        atomic_write_json(out / "seeds.json", report)
-        atomic_write_text(out / "seeds.md", seeds_markdown(report))
+        return write_seeds(out, config.loss.method, config.student.arch, config.data.train, runs)
+
+
+def write_seeds(out: Path, method: str, student: str, data: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``out/seeds.json`` and ``out/seeds.md`` from per-seed ``{seed, final_top1, best_top1, weights}``."""
+    report = {"schema": SCHEMA, "version": 1, "method": method, "student": student, "data": data, "runs": runs,
+              "final_top1": mean_std([r["final_top1"] for r in runs]), "best_top1": mean_std([r["best_top1"] for r in runs])}  # fmt: skip
+    atomic_write_json(out / "seeds.json", report)
+    atomic_write_text(out / "seeds.md", seeds_markdown(report))
     return report
 
 

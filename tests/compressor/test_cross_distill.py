@@ -77,6 +77,23 @@ def test_recognition_with_cc_hints_end_to_end(tmp_path):
     assert again == saved and 0 <= saved["top1"] <= 100
 
 
+@needs_encoder
+def test_repeated_seeds_train_the_teacher_once_and_report_mean_and_std(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    sets = ["data.train=24", "data.test=12", "teacher.arch=resnet8", "student.arch=resnet8", "teacher.epochs=1", "student.epochs=1",
+            "hints.samples=24", "hints.k=2", "optim.batch_size=12"]  # fmt: skip
+    given = sum((["--set", s] for s in sets), [])
+    assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", "--seeds", "3,4", *given]) == 0
+    summary = json.loads((out / "seeds.json").read_text())
+    assert summary["seeds"] == [3, 4] and set(summary["results"]) == {"teacher", "vanilla_student", "cross_student"}
+    teacher = summary["results"]["teacher"]
+    assert teacher["per_seed"][0] == teacher["per_seed"][1] and teacher["std"] == 0  # trained with seed 3, reused for seed 4
+    assert len(summary["results"]["cross_student"]["per_seed"]) == 2 and "mean ± std" in (out / "seeds.md").read_text()
+    assert (out / "seed-4" / "report.html").exists() and "over seeds [3, 4]" in capsys.readouterr().out
+    one = ["cross-distill", "--example", "recognition", "--out", str(tmp_path / "one"), "--seeds", "5", *given]
+    assert main(one) == 2 and "two or more different seeds" in capsys.readouterr().err  # one seed is not a repetition
+
+
 def test_student_points_follow_the_teacher_hints_stages():
     teacher = create_model("yolov3_darknet53_s", num_classes=1)
     student = create_model("yolov3_mobilenetv2_s", num_classes=1)

@@ -17,6 +17,7 @@ from compressor.report import SECTIONS
 TINY = {
     "name": "tiny",
     "out": "runs",
+    "seeds": [0, 1],  # the student twice: mean ± std in the summary
     "data": {"train": "synthetic:classes=4,train=96,test=48"},
     "teacher": {"arch": "resnet14", "recipe": {"epochs": 2, "batch_size": 32}},
     "hints": {"samples": 48, "k": 3},
@@ -80,7 +81,10 @@ def test_report_tells_the_run_from_teacher_to_deployed_student(run_dir):
     summary = text.split("## Summary")[1].split("## Teacher")[0]
     claim = r"resnet8 student: [\d.]+x faster than resnet14 on ONNX Runtime CPU \(batch 1\), \d+% fewer parameters, top-1"
     assert re.search(claim, summary)
-    assert "INT8 (student.int8.onnx): top-1" in summary
+    assert "INT8 (student.int8.onnx): top-1" in summary and re.search(r"resnet8 by at\+kd over 2 seeds: top-1 [\d.]+ ± [\d.]+", summary)
+    seeds = json.loads((run_dir / "distill" / "seeds.json").read_text())
+    assert [r["seed"] for r in seeds["runs"]] == [0, 1] and (run_dir / "distill" / "seeds" / "seed-1" / "student.pt").exists()
+    assert "| mean ± std |" in text
     for title in SECTIONS.values():
         assert f"## {title}" in text
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):  # every image the Markdown shows is a file of the run
