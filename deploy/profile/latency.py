@@ -50,6 +50,7 @@ def interleaved_latency(
     seed: int = 0,
     max_seconds: float = 20.0,
     settle: int = 3,
+    pause: float = 0.05,
 ) -> dict[Hashable, dict[str, Any]]:
     """Time every configuration in ``rounds`` interleaved rounds, so that a burst of load on a
     shared machine hits all of them alike instead of whichever runs at that moment.
@@ -66,6 +67,11 @@ def interleaved_latency(
             first call after a switch measured 2.4x (PyTorch after ONNX Runtime) and the next two
             1.8x (ONNX Runtime after PyTorch) their steady-state time; three untimed calls bring
             interleaved medians back to those of each runtime timed alone.
+        pause: seconds of idle before each turn, so that the thread pools of the runtimes that ran
+            before park. Two ONNX Runtime sessions in one process each keep a pool; without the
+            pause, resnet20's batch-8 median was 5.8-6.9 ms in every round after the first (2.9 ms
+            alone) once another session had run batch 32, settle calls or not; with 50 ms it was
+            2.9 ms in every round.
 
     Returns:
         Per key, ``summarize``'s single-call figures plus ``round_median_ms`` (median of the rounds'
@@ -81,6 +87,7 @@ def interleaved_latency(
         shift = r % max(len(configs), 1)
         for key, runtime, _, _ in configs[shift:] + configs[:shift]:
             times: list[float] = []
+            time.sleep(pause)
             deadline = clock() + max_seconds / rounds
             for _ in range(settle):
                 runtime(inputs[key])

@@ -197,7 +197,7 @@ def test_interleaved_rounds_share_a_burst_of_load():
             return super().__call__(batch)
 
     configs = [("a", Timed(1.0), (3, 4, 4), 1), ("b", Timed(2.0), (3, 4, 4), 1)]
-    out = interleaved_latency(configs, iters=10, rounds=5, clock=lambda: now[0], settle=0)
+    out = interleaved_latency(configs, iters=10, rounds=5, clock=lambda: now[0], settle=0, pause=0)
     assert out["a"]["round_median_ms"] == pytest.approx(1.0) and out["b"]["round_median_ms"] == pytest.approx(2.0)
     assert out["a"]["round_p90_ms"] > 10 and out["b"]["round_p90_ms"] > 10  # both saw the burst
     assert out["a"]["spread"] > 1 and out["a"]["iters"] == 10 and out["a"]["rounds"] == 5
@@ -222,7 +222,7 @@ def test_interleaved_rounds_leave_the_cost_of_switching_backends_untimed():
             return super().__call__(batch)
 
     configs = [("a", Switching(1.0), (3, 4, 4), 1), ("b", Switching(2.0), (3, 4, 4), 1)]
-    slow = interleaved_latency(configs, iters=15, rounds=5, clock=lambda: now[0], settle=0)
-    settled = interleaved_latency(configs, iters=15, rounds=5, clock=lambda: now[0], settle=3)
+    slow = interleaved_latency(configs, iters=15, rounds=5, clock=lambda: now[0], settle=0, pause=0)
+    settled = interleaved_latency(configs, iters=15, rounds=5, clock=lambda: now[0], settle=3, pause=0)
     assert slow["a"]["mean_ms"] > 1.5 and slow["b"]["mean_ms"] > 3.0  # switches land in the timed calls
     assert settled["a"]["p99_ms"] == pytest.approx(1.0) and settled["b"]["p99_ms"] == pytest.approx(2.0)
