@@ -138,3 +138,8 @@ _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorPro
 
 def _dim(d) -> int | str:
     return d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+
+
+def is_qdq(path: str | Path) -> bool:
+    """Whether an ONNX file is already quantized (holds QuantizeLinear nodes)."""
+    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)

@@ -11,13 +11,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..crossdistill.config import EXAMPLES, PATH_KEYS, REF_KEYS
 from .refs import parse_seeds
 
 NAME = "cross-distill"
 HELP = "cross distillation: HEVC compressed-domain teacher -> pixel student (YOLOv3 detection or recognition)"
-PATH_KEYS = ("data.root", "teacher.checkpoint", "out")
-REF_KEYS = ("teacher.arch", "student.arch")  # model references: a factory's file resolves like a path
-EXAMPLES = Path(__file__).resolve().parent.parent / "crossdistill"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from ..config import Strict
+
+PATH_KEYS = ("data.root", "teacher.checkpoint", "out")  # relative paths resolve against the YAML's folder
+REF_KEYS = ("teacher.arch", "student.arch")  # model references: a factory's file resolves like a path
+EXAMPLES = Path(__file__).resolve().parent  # detection.example.yaml, recognition.example.yaml
 
 
 class DataSection(Strict):

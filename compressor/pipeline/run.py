@@ -24,7 +24,7 @@ from ..outdir import claim
 from ..report import write_run_report
 from ..train import distill, load_distill_config
 from ..train.artifacts import load_state
-from ..train.engine import state_fingerprint
+from ..train.parts import state_fingerprint
 from .config import PipelineConfig, Recipe
 
 STAGES = ("teacher", "hints", "distill", "export", "profile")

@@ -213,9 +213,9 @@ class TableRun:
     def cross_cell(self, i: int, row: Row, col: Column) -> list[dict[str, float]]:
         """A cross-distillation row runs once per seed (teacher, vanilla and cross student together); the
         teacher is trained with the first seed and reused, as the thesis scores students over three runs."""
-        from ..cli.cross_distill_cmd import EXAMPLES, PATH_KEYS, REF_KEYS
         from ..config import load_config
         from ..crossdistill import CrossConfig, run_cross_distill
+        from ..crossdistill.config import EXAMPLES, PATH_KEYS, REF_KEYS
 
         base = EXAMPLES / f"{self.c.cross}.example.yaml" if self.c.cross in ("detection", "recognition") else Path(self.c.cross)
         scores, first = [], None
@@ -278,7 +278,7 @@ def _teacher_scores(path: Path, arch: str, data: tuple[str, str | None]) -> dict
     from ..checkpoint import load_checkpoint
     from ..data import open_dataset
     from ..train.distributed import World
-    from ..train.engine import evaluate
+    from ..train.parts import evaluate
 
     eval_set = open_dataset(data[1] or data[0], "test")
     model = load_checkpoint(path, arch=arch, num_classes=eval_set.info.num_classes).model

@@ -9,14 +9,11 @@ Runs unchanged under ``torchrun`` (DDP): sharded sampling, gradients all-reduced
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import math
 import os
 import sys
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +23,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from compressor.models import ModelReferenceError, attach_points, build_model, canonical_reference, ensure_points, is_factory
+from compressor.models import attach_points, ensure_points, is_factory
 from compressor.models.stats import count_params
 
-from .. import __version__
-from ..checkpoint import STUDENT_SCHEMA, LoadedCheckpoint, in_memory, load_checkpoint
+from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
 from ..config import save_config
-from ..data import ImageDataset, open_dataset
-from ..device import check_device
+from ..data import ImageDataset
 from ..errors import UserError
 from ..io import file_digest
 from ..losses import (
@@ -51,14 +46,23 @@ from ..outdir import claim
 from . import artifacts
 from .config import DistillConfig
 from .data import eval_loader, train_loader
-from .distributed import World, all_gather, all_reduce_sum, barrier, broadcast_buffers, init_world, shutdown
+from .distributed import World, all_gather, barrier, broadcast_buffers, init_world, shutdown
 from .hints import HintPairs, resolve_hints
+from .parts import (
+    TrainingDiverged,
+    autocast_for,
+    build_student,
+    datasets,
+    evaluate,
+    learning_rate,
+    make_optimizer,
+    points_at,
+    resolve_device,
+    state_fingerprint,
+    student_sidecar,
+)
 from .runner import FeatureTap
 from .teacher import Teacher
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 class Trainee(nn.Module):
@@ -102,40 +106,6 @@ class Setup:
     notes: list[str]
 
 
-def resolve_device(name: str, world: World) -> torch.device:
-    device = check_device(name, "train.device")
-    if device.type == "cuda":
-        device = torch.device("cuda", world.local_rank if world.distributed else (device.index or 0))
-        torch.cuda.set_device(device)
-    return device
-
-
-def _autocast(amp: str, device: torch.device):
-    if amp == "off":
-        return contextlib.nullcontext
-    if amp == "fp16" and device.type != "cuda":
-        raise UserError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return lambda: torch.autocast(device.type, dtype=dtype)
-
-
-def _datasets(config: DistillConfig, num_classes: int | None) -> tuple[ImageDataset, ImageDataset]:
-    """Train and eval sets; with a teacher (``num_classes`` given) both must match its classes."""
-    train_set = open_dataset(config.data.train, "train")
-    eval_set = open_dataset(config.data.eval or config.data.train, "test")
-    for name, ds in (("train", train_set), ("eval", eval_set)):
-        expected = num_classes if num_classes is not None else train_set.info.num_classes
-        if ds.info.num_classes != expected:
-            whom = "the teacher was trained for" if num_classes is not None else "the training data has"
-            raise UserError(
-                f"data.{name} ({ds.info.name}) has {ds.info.num_classes} classes but {whom} {expected}; "
-                "give the teacher's dataset, or a teacher trained on this one"
-            )
-    if config.data.augment:
-        train_set.transform = train_set.augmentation()  # CIFAR's pad-4 crop, or the ImageNet protocol for image folders
-    return train_set, eval_set
-
-
 def _teacher(config: DistillConfig) -> LoadedCheckpoint | None:
     if config.teacher is not None:
         t = config.teacher
@@ -150,26 +120,6 @@ def _ensemble_member(path: str, config: DistillConfig, num_classes: int) -> nn.M
     if loaded.num_classes != num_classes:
         raise UserError(f"teacher.ensemble member {path} has {loaded.num_classes} classes but the teacher {num_classes}")
     return loaded.model
-
-
-def _points_at(attach: Callable[..., Any], model: nn.Module, input_size: tuple[int, int], patterns: list[str] | None) -> None:
-    try:
-        attach(model, input_size, patterns=patterns)
-    except ValueError as e:
-        raise UserError(f"{type(model).__name__}: {e}") from None
-
-
-def _student(config: DistillConfig, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
-    c = config.student
-    if c.checkpoint:
-        loaded = load_checkpoint(
-            c.checkpoint, arch=c.arch, num_classes=num_classes, kwargs=c.kwargs, points=c.points, input_size=input_size
-        )
-        return loaded.model.train()
-    try:
-        return build_model(c.arch, num_classes, c.kwargs, input_size, c.points)
-    except ModelReferenceError as e:
-        raise UserError(f"student.arch: {e}") from None
 
 
 def _prepare_terms(config: DistillConfig, names: list[str], loaded: LoadedCheckpoint | None, student: nn.Module, train_set: ImageDataset,
@@ -213,27 +163,6 @@ def _loss_context(
     )
 
 
-def _optimizer(config: DistillConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    o = config.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-
-
-def learning_rate(config: DistillConfig, epoch: int) -> float:
-    """lr of a (0-based) epoch; the initialisation stage runs at the base lr."""
-    o, e = config.optim, epoch - config.train.init_epochs
-    if e < 0:
-        return o.lr
-    if e < o.warmup_epochs:
-        return o.lr * (e + 1) / o.warmup_epochs
-    if o.schedule == "multistep":
-        return o.lr * o.decay ** sum(e >= m for m in o.milestones)
-    if o.schedule == "cosine":
-        return 0.5 * o.lr * (1 + math.cos(math.pi * e / config.train.epochs))
-    return o.lr
-
-
 def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student_model: nn.Module | None = None) -> Setup:
     """Check and build everything; raises UserError before any file is written."""
     cuda = config.train.device.startswith("cuda") or (config.train.device == "auto" and torch.cuda.is_available())
@@ -246,16 +175,16 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
     except ValueError as e:
         raise UserError(f"loss.method: {e}") from None
     loaded = in_memory(teacher_model) if teacher_model is not None else _teacher(config)
-    train_set, eval_set = _datasets(config, loaded.num_classes if loaded else None)
+    train_set, eval_set = datasets(config, loaded.num_classes if loaded else None)
     num_classes, size = train_set.info.num_classes, train_set.info.input_size
     patterns = config.teacher.points if config.teacher else None
     if teacher_model is not None:
-        _points_at(ensure_points, teacher_model, size, patterns)
+        points_at(ensure_points, teacher_model, size, patterns)
     elif loaded is not None and is_factory(loaded.arch):  # its points depend on the input size, known only now
-        _points_at(attach_points, loaded.model, size, patterns)
+        points_at(attach_points, loaded.model, size, patterns)
     if student_model is not None:
-        _points_at(ensure_points, student_model, size, config.student.points)
-    student = student_model if student_model is not None else _student(config, num_classes, size)
+        points_at(ensure_points, student_model, size, config.student.points)
+    student = student_model if student_model is not None else build_student(config, num_classes, size)
     hints = HintPairs([], [], False, "none")
     names = parse_method(config.loss.method)
     try:
@@ -302,14 +231,14 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
         trainee = nn.parallel.DistributedDataParallel(
             core, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
-    optimizer = _optimizer(config, [p for p in core.parameters() if p.requires_grad])
+    optimizer = make_optimizer(config, [p for p in core.parameters() if p.requires_grad])
     out = Path(config.out)
     notes = (list(loaded.notes) if loaded else []) + list(hints.notes) + ([init_note] if init_note else [])
     if teacher is not None and teacher.int8_check is not None:
         notes.append(teacher.int8_check.summary())
     scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     return Setup(config, world, device, out, loaded, teacher, trainee, core, optimizer, train_set, eval_set, hints,
-                 _autocast(t.amp, device), scaler, notes)  # fmt: skip
+                 autocast_for(t.amp, device), scaler, notes)  # fmt: skip
 
 
 def _quantize_teacher(config: DistillConfig, teacher: Teacher, train_set: ImageDataset, eval_set: ImageDataset,
@@ -390,49 +319,6 @@ def train_epoch(s: Setup, epoch: int, progress: bool) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     means = {k: float(v) / max(seen, 1) for k, v in sums.items()}
     return {**means, "images_per_s": seen * s.world.size / elapsed, "seconds": elapsed}
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: ImageDataset, batch_size: int, workers: int, device: torch.device, world: World) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (%) and mean cross-entropy of ``model`` on ``data`` (with fewer
-    than 5 classes, ``top5`` is top-K, i.e. 100%)."""
-    was = model.training
-    model.eval()
-    k = min(5, data.info.num_classes)
-    totals = torch.zeros(4, dtype=torch.float64)  # n, top1, topk, loss
-    for batch in eval_loader(data, batch_size, workers, world):
-        images, labels, _ = (x.to(device) for x in batch)
-        logits = model(images).float()
-        topk = logits.topk(k, dim=1).indices
-        totals += torch.tensor([len(labels), (topk[:, 0] == labels).sum().item(), (topk == labels[:, None]).any(1).sum().item(),
-                                nn.functional.cross_entropy(logits, labels, reduction="sum").item()], dtype=torch.float64)  # fmt: skip
-    model.train(was)
-    n, top1, topk_hits, loss = all_reduce_sum(totals, world).tolist()
-    return {"top1": 100 * top1 / n, "top5": 100 * topk_hits / n, "loss": loss / n}
-
-
-def state_fingerprint(config: DistillConfig) -> str:
-    """What must not change between a run and its resumption."""
-    key = [config.student.arch, config.loss.model_dump_json(), config.hints.model_dump_json(), config.data.train, str(config.train.seed)]
-    return hashlib.sha256("|".join(key).encode()).hexdigest()[:16]
-
-
-def student_sidecar(config: DistillConfig, info, made_by: dict[str, Any], metrics: dict[str, Any], arch: str | None = None) -> dict:
-    """The JSON beside a saved student: what it is, how to feed it, how it was made."""
-    return {
-        "schema": STUDENT_SCHEMA,
-        "version": 1,
-        "arch": arch or canonical_reference(config.student.arch),
-        "arch_kwargs": dict(config.student.kwargs),
-        "points": config.student.points,
-        "num_classes": info.num_classes,
-        "input_size": list(info.input_size),
-        "mean": list(info.mean),
-        "std": list(info.std),
-        "class_names": list(info.class_names),
-        "made_by": {"tool_version": __version__, "method": config.loss.method, "data": config.data.train, **made_by},
-        "metrics": metrics,
-    }
 
 
 def _capacity_ratio(s: Setup) -> float | None:

@@ -26,13 +26,13 @@ from . import artifacts
 from .config import DistillConfig
 from .data import train_loader
 from .distributed import init_world, shutdown
-from .engine import (
+from .parts import (
     TrainingDiverged,
-    _datasets,
-    _optimizer,
-    _student,
+    build_student,
+    datasets,
     evaluate,
     learning_rate,
+    make_optimizer,
     resolve_device,
     state_fingerprint,
     student_sidecar,
@@ -57,19 +57,19 @@ def _train(config: DistillConfig, method: str, world, resume: bool, progress: bo
     notes = [f"{method} trains without a teacher: teacher.checkpoint is not used"] if c.teacher is not None else []
     if t.init_epochs:
         raise UserError(f"{method} has no initialisation stage: set train.init_epochs to 0")
-    train_set, eval_set = _datasets(c, None)
+    train_set, eval_set = datasets(c, None)
     n = train_set.info.num_classes
     try:
         loss = LOSSES.get(method)(**c.loss.params.get(method, {}))
         size = train_set.info.input_size
-        student = _student(c, n, size)
+        student = build_student(c, n, size)
         net = loss.build_network(student, lambda arch: build_model(arch or c.student.arch, n, None if arch else c.student.kwargs, size))
     except (TypeError, ValueError) as e:
         raise UserError(f"loss.params.{method}: {e}") from None
     if hasattr(net, "build_gate"):
         net.build_gate(torch.stack([eval_set[i][0] for i in range(2)]))
     net = net.to(device)
-    optimizer = _optimizer(c, [p for p in net.parameters() if p.requires_grad])
+    optimizer = make_optimizer(c, [p for p in net.parameters() if p.requires_grad])
     out = Path(c.out)
     ckpt, metrics_path = out / "checkpoints" / "last.pt", out / "metrics.jsonl"
     fingerprint = state_fingerprint(c)

@@ -26,11 +26,11 @@ from compressor.data import open_dataset
 from compressor.errors import UserError
 from compressor.io import atomic_write, atomic_write_json, file_digest
 
-from ..artifact import EXPORT_SCHEMA, ModelArtifact
+from ..artifact import EXPORT_SCHEMA, ModelArtifact, is_qdq
 from ..profile.accuracy import accuracy, agreement, predict
 from ..runtime.ort_runtime import OrtRuntime
 from .detection import DetectorExport
-from .int8 import is_qdq, quantize_qdq
+from .int8 import quantize_qdq
 from .onnx_export import export_onnx, torch_to_onnx
 
 

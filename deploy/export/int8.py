@@ -35,13 +35,6 @@ class _Reader:
 TARGETS = ("cpu", "tensorrt")
 
 
-def is_qdq(path: str | Path) -> bool:
-    """Whether an ONNX file is already quantized (holds QuantizeLinear nodes)."""
-    import onnx
-
-    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
-
-
 def quantize_qdq(
     fp32_path: str | Path, out_path: str | Path, batches: Iterator[np.ndarray], method: str = "minmax", target: str = "cpu"
 ) -> Path:

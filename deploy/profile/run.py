@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from compressor.models import MODELS, Registry, family, is_factory
+from compressor.models import MODELS, is_factory
 from compressor.models.stats import count_macs, count_params
 from tqdm import tqdm
 
@@ -17,137 +16,16 @@ from compressor.errors import UserError
 
 from ..artifact import ModelArtifact, load_artifact
 from ..errors import BackendUnavailable
-from ..export import ExportOptions, export_artifact, export_int8
-from ..export.detection import DetectorExport
-from ..export.int8 import is_qdq
 from ..runtime.base import Runtime
-from ..runtime.ort_runtime import OrtRuntime
-from ..runtime.torch_runtime import TorchRuntime
 from .accuracy import accuracy, predict
 from .analytic import analytic_memory
+from .backends import BACKENDS, Exports, ProfileOptions, is_detector
 from .e2e import image_files, measure_e2e, write_samples
 from .latency import interleaved_latency, measure_latency
 from .machine import machine_info
 from .memory import PeakMemory
 from .tegrastats import TegrastatsSampler
 from .worker import measure_memory
-
-
-@dataclass
-class ProfileOptions:
-    backends: list[str] = field(default_factory=lambda: ["torch", "ort-cpu", "ort-cpu-int8"])
-    batches: list[int] = field(default_factory=lambda: [1, 8, 32])
-    data: str | None = None  # evaluation spec (test split); also calibration (train split) for INT8
-    eval_samples: int = 1000
-    warmup: int = 10
-    iters: int = 50
-    max_seconds: float = 10.0
-    progress: bool = True
-    memory_worker: bool = True  # memory measured per (model, backend) in a fresh process (``worker.py``)
-    rounds: int = 5  # latency: every (model, backend, batch) timed in this many interleaved rounds
-    spread_warning: float = 0.25  # warn when the p10-p90 range of a configuration's round medians exceeds this fraction
-    trusted: bool = False  # the worker reloads the model with the same trust
-    e2e: str | None = None  # end-to-end latency from image files: a file or folder, or "" for PNGs of the data's test images
-    e2e_iters: int = 30
-
-
-class Exports:
-    """ONNX files of one model, made on first need under ``folder``."""
-
-    def __init__(self, art: ModelArtifact, folder: Path, options: ProfileOptions):
-        self.art, self.folder, self.options = art, folder, options
-        self.files: dict[str, Path] = {}
-        self.info: dict[str, Any] = {}
-
-    def get(self, kind: str) -> Path:
-        if self.art.model is None:  # an .onnx file was given: the other forms are made from it where they can be
-            return self._from_onnx(kind)
-        if kind not in self.files:
-            if kind.startswith("int8") and is_detector(self.art):
-                raise UserError(
-                    f"{self.art.name} is a detector: INT8 export covers classifiers so far; profile it with --backend torch,ort-cpu"
-                )
-            if kind.startswith("int8") and not self.options.data:
-                raise UserError("INT8 backends need --data to calibrate on (its train split)")
-            opts = ExportOptions(calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
-            if "onnx" not in self.files:
-                self.files.update(export_artifact(self.art, self.folder, opts, stem=self.art.name).files)
-            if kind in ("int8", "int8-trt"):
-                target = "cpu" if kind == "int8" else "tensorrt"
-                path = self.folder / f"{self.art.name}.{kind}.onnx"
-                self.files[kind], self.info[kind] = export_int8(self.files["onnx"], self.art, opts, path, target)
-        return self.files[kind]
-
-    def _from_onnx(self, kind: str) -> Path:
-        int8 = is_qdq(self.art.path)
-        if kind == "onnx" and not int8 or kind == "int8" and int8:
-            return self.art.path
-        if kind == "onnx":
-            raise BackendUnavailable(f"{self.art.path.name} is already INT8 (Q/DQ); the fp32 backends need an fp32 file")
-        if kind != "int8":
-            raise BackendUnavailable(f"a {kind} export needs the PyTorch model; {self.art.path.name} is an ONNX file")
-        if not self.options.data:
-            raise BackendUnavailable("INT8 from an ONNX file needs --data to calibrate on (its train split)")
-        if kind not in self.files:
-            opts = ExportOptions(calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
-            path = self.folder / f"{self.art.path.stem}.int8.onnx"
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.files[kind], self.info[kind] = export_int8(self.art.path, self.art, opts, path, "cpu")
-        return self.files[kind]
-
-
-def is_detector(art: ModelArtifact) -> bool:
-    return family(art.arch) == "detection"
-
-
-def _pytorch_model(art: ModelArtifact):
-    """The model as the torch backends run it: a detector with its decoding (boxes, scores), as exported."""
-    if art.model is None:
-        raise BackendUnavailable(f"{art.path.name} is an ONNX file; the torch backends need a checkpoint or student artifact")
-    return DetectorExport(art.model, with_nms=False) if is_detector(art) else art.model
-
-
-def _torch(art: ModelArtifact, exports: Exports) -> Runtime:
-    return TorchRuntime(_pytorch_model(art))
-
-
-def _torch_compile(art: ModelArtifact, exports: Exports) -> Runtime:
-    return TorchRuntime(_pytorch_model(art), compile_model=True)
-
-
-def _torch_cuda(precision: str) -> Callable[[ModelArtifact, Exports], Runtime]:
-    def build(art: ModelArtifact, exports: Exports) -> Runtime:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BackendUnavailable("the torch CUDA backends need an NVIDIA GPU and a CUDA build of torch; none is visible")
-        return TorchRuntime(_pytorch_model(art), device="cuda", precision=precision)
-
-    return build
-
-
-def _trt(precision: str) -> Callable[[ModelArtifact, Exports], Runtime]:
-    def build(art: ModelArtifact, exports: Exports) -> Runtime:
-        from ..runtime.trt_runtime import TensorRTRuntime
-        from ..tensorrt.build import build_engine
-
-        source = exports.get("int8-trt" if precision == "int8" else "onnx")
-        return TensorRTRuntime(build_engine(source, exports.folder, precision=precision))
-
-    return build
-
-
-BACKENDS: Registry[Callable[[ModelArtifact, Exports], Runtime]] = Registry("backend")
-BACKENDS.register("torch", _torch)
-BACKENDS.register("torch-compile", _torch_compile)
-BACKENDS.register("torch-cuda", _torch_cuda("fp32"))
-BACKENDS.register("torch-cuda-fp16", _torch_cuda("fp16"))
-BACKENDS.register("ort-cpu", lambda art, ex: OrtRuntime(ex.get("onnx")))
-BACKENDS.register("ort-cpu-int8", lambda art, ex: OrtRuntime(ex.get("int8")))
-BACKENDS.register("ort-cuda", lambda art, ex: OrtRuntime(ex.get("onnx"), provider="cuda"))
-BACKENDS.register("ort-tensorrt", lambda art, ex: OrtRuntime(ex.get("onnx"), provider="tensorrt", precision="fp16", cache_dir=ex.folder))
-BACKENDS.register("tensorrt-fp16", _trt("fp16"))
-BACKENDS.register("tensorrt-int8", _trt("int8"))
 
 
 def profile_backend(runtime: Runtime, art: ModelArtifact, options: ProfileOptions, eval_data) -> dict[str, Any]:

@@ -55,8 +55,8 @@ def _measure(request: dict[str, Any]) -> dict[str, dict[str, float]]:
     import numpy as np
 
     from ..artifact import load_artifact
+    from .backends import BACKENDS, Exports, ProfileOptions
     from .memory import PeakMemory, current_rss
-    from .run import BACKENDS, Exports, ProfileOptions
 
     baseline = current_rss()
     source = {k: (tuple(v) if isinstance(v, list) else v) for k, v in request["source"].items() if v is not None}

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifact import is_qdq
 from ..errors import BackendUnavailable
-from ..export.int8 import is_qdq
 from .base import Runtime
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}

@@ -21,8 +21,8 @@ import numpy as np
 
 from compressor.io import atomic_write, atomic_write_json
 
+from ..artifact import is_qdq
 from ..errors import BackendUnavailable
-from ..export.int8 import is_qdq
 
 
 def import_tensorrt():

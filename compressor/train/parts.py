@@ -1,0 +1,147 @@
+"""Pieces both training loops use (the distillation engine and the online cohort loop): the device,
+the data, the student, the optimiser and its schedule, evaluation, the resume fingerprint and the
+student's sidecar."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from compressor.models import ModelReferenceError, build_model, canonical_reference
+
+from .. import __version__
+from ..checkpoint import STUDENT_SCHEMA, load_checkpoint
+from ..data import ImageDataset, open_dataset
+from ..device import check_device
+from ..errors import UserError
+from .config import DistillConfig
+from .data import eval_loader
+from .distributed import World, all_reduce_sum
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str, world: World) -> torch.device:
+    device = check_device(name, "train.device")
+    if device.type == "cuda":
+        device = torch.device("cuda", world.local_rank if world.distributed else (device.index or 0))
+        torch.cuda.set_device(device)
+    return device
+
+
+def autocast_for(amp: str, device: torch.device):
+    if amp == "off":
+        return contextlib.nullcontext
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def datasets(config: DistillConfig, num_classes: int | None) -> tuple[ImageDataset, ImageDataset]:
+    """Train and eval sets; with a teacher (``num_classes`` given) both must match its classes."""
+    train_set = open_dataset(config.data.train, "train")
+    eval_set = open_dataset(config.data.eval or config.data.train, "test")
+    for name, ds in (("train", train_set), ("eval", eval_set)):
+        expected = num_classes if num_classes is not None else train_set.info.num_classes
+        if ds.info.num_classes != expected:
+            whom = "the teacher was trained for" if num_classes is not None else "the training data has"
+            raise UserError(
+                f"data.{name} ({ds.info.name}) has {ds.info.num_classes} classes but {whom} {expected}; "
+                "give the teacher's dataset, or a teacher trained on this one"
+            )
+    if config.data.augment:
+        train_set.transform = train_set.augmentation()  # CIFAR's pad-4 crop, or the ImageNet protocol for image folders
+    return train_set, eval_set
+
+
+def points_at(attach: Callable[..., Any], model: nn.Module, input_size: tuple[int, int], patterns: list[str] | None) -> None:
+    try:
+        attach(model, input_size, patterns=patterns)
+    except ValueError as e:
+        raise UserError(f"{type(model).__name__}: {e}") from None
+
+
+def build_student(config: DistillConfig, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
+    c = config.student
+    if c.checkpoint:
+        loaded = load_checkpoint(
+            c.checkpoint, arch=c.arch, num_classes=num_classes, kwargs=c.kwargs, points=c.points, input_size=input_size
+        )
+        return loaded.model.train()
+    try:
+        return build_model(c.arch, num_classes, c.kwargs, input_size, c.points)
+    except ModelReferenceError as e:
+        raise UserError(f"student.arch: {e}") from None
+
+
+def make_optimizer(config: DistillConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    o = config.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def learning_rate(config: DistillConfig, epoch: int) -> float:
+    """lr of a (0-based) epoch; the initialisation stage runs at the base lr."""
+    o, e = config.optim, epoch - config.train.init_epochs
+    if e < 0:
+        return o.lr
+    if e < o.warmup_epochs:
+        return o.lr * (e + 1) / o.warmup_epochs
+    if o.schedule == "multistep":
+        return o.lr * o.decay ** sum(e >= m for m in o.milestones)
+    if o.schedule == "cosine":
+        return 0.5 * o.lr * (1 + math.cos(math.pi * e / config.train.epochs))
+    return o.lr
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageDataset, batch_size: int, workers: int, device: torch.device, world: World) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy of ``model`` on ``data`` (with fewer
+    than 5 classes, ``top5`` is top-K, i.e. 100%)."""
+    was = model.training
+    model.eval()
+    k = min(5, data.info.num_classes)
+    totals = torch.zeros(4, dtype=torch.float64)  # n, top1, topk, loss
+    for batch in eval_loader(data, batch_size, workers, world):
+        images, labels, _ = (x.to(device) for x in batch)
+        logits = model(images).float()
+        topk = logits.topk(k, dim=1).indices
+        totals += torch.tensor([len(labels), (topk[:, 0] == labels).sum().item(), (topk == labels[:, None]).any(1).sum().item(),
+                                nn.functional.cross_entropy(logits, labels, reduction="sum").item()], dtype=torch.float64)  # fmt: skip
+    model.train(was)
+    n, top1, topk_hits, loss = all_reduce_sum(totals, world).tolist()
+    return {"top1": 100 * top1 / n, "top5": 100 * topk_hits / n, "loss": loss / n}
+
+
+def state_fingerprint(config: DistillConfig) -> str:
+    """What must not change between a run and its resumption."""
+    key = [config.student.arch, config.loss.model_dump_json(), config.hints.model_dump_json(), config.data.train, str(config.train.seed)]
+    return hashlib.sha256("|".join(key).encode()).hexdigest()[:16]
+
+
+def student_sidecar(config: DistillConfig, info, made_by: dict[str, Any], metrics: dict[str, Any], arch: str | None = None) -> dict:
+    """The JSON beside a saved student: what it is, how to feed it, how it was made."""
+    return {
+        "schema": STUDENT_SCHEMA,
+        "version": 1,
+        "arch": arch or canonical_reference(config.student.arch),
+        "arch_kwargs": dict(config.student.kwargs),
+        "points": config.student.points,
+        "num_classes": info.num_classes,
+        "input_size": list(info.input_size),
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "class_names": list(info.class_names),
+        "made_by": {"tool_version": __version__, "method": config.loss.method, "data": config.data.train, **made_by},
+        "metrics": metrics,
+    }
