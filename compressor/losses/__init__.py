@@ -19,7 +19,7 @@ from .ab import AB
 from .afd import AFD
 from .at import AT
 from .averager import Averager
-from .base import DistillLoss, LossContext, Outputs
+from .base import DistillLoss, LossContext, Outputs, PrepareContext
 from .bss import BSS
 from .cc import CC
 from .crd import CRD
@@ -174,6 +174,6 @@ def build_objective(
 
 
 __all__ = [
-    "online_method", "LOSSES", "DistillLoss", "LossContext", "Outputs", "Objective", "build_objective", "parse_method", "needs_hints",
-    "needs_student_hints",
+    "online_method", "LOSSES", "DistillLoss", "LossContext", "PrepareContext", "Outputs", "Objective", "build_objective", "parse_method",
+    "needs_hints", "needs_student_hints",
 ]  # fmt: skip

@@ -4,7 +4,7 @@ from torch import nn
 
 from compressor.models.features import baseline_hints, feature_hooks, hint_points
 
-from .base import DistillLoss, LossContext, Outputs
+from .base import DistillLoss, LossContext, Outputs, PrepareContext
 from .ekd import AuxHead
 
 
@@ -75,11 +75,12 @@ class Averager(DistillLoss):
         loss.exit_names = list(exit_names or [])
         return loss
 
-    @staticmethod
-    def prepare(teacher, student: nn.Module, dataset, t_points, s_points, params: dict, device, epochs: int) -> dict:
+    @classmethod
+    def prepare(cls, ctx: PrepareContext) -> dict:
         """With ``exits``: the student's stage outputs but the last, and their shapes (one dry run)."""
-        if not params.get("exits"):
+        if not ctx.params.get("exits"):
             return {}
+        student, dataset, device = ctx.student, ctx.dataset, ctx.device
         points = baseline_hints(student)[:-1]
         if not points:
             raise ValueError(f"exits: true needs a student with two or more stages; {type(student).__name__} has one")

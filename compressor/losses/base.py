@@ -11,7 +11,9 @@ the saved student stays clean.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,21 @@ class Outputs:
     labels: torch.Tensor  # (B,)
     index: torch.Tensor  # (B,) dataset indices (CRD's memory bank)
     inputs: torch.Tensor | None = None  # the batch itself (BSS attacks it); set for the student's outputs
+
+
+@dataclass(frozen=True)
+class PrepareContext:
+    """What ``DistillLoss.prepare`` sees before the optimiser and the loss exist: the networks (the
+    engine's own modules), the training set, the hint points, the method's ``loss.params``."""
+
+    teacher: nn.Module | None
+    student: nn.Module
+    dataset: Any  # the training ImageDataset
+    teacher_points: list[int]
+    student_points: list[int]
+    params: dict[str, Any]
+    device: torch.device
+    epochs: int
 
 
 @dataclass(frozen=True)
@@ -52,10 +69,35 @@ class DistillLoss(nn.Module):
     default_weight = 1.0
     needs_init = False  # True: ``init_loss`` must run for ``init_epochs`` > 0 before distillation
     reads_student_feats = True  # False: a feature method that reads only the teacher's hint features (EKD)
+    state_file: str | None = None  # where the engine saves ``export_state()`` (with ``report``'s figures) beside the student
+
+    # The hooks below are every optional step the engine runs for a method, in its order; the defaults do nothing.
+
+    @staticmethod
+    def default_hints(teacher: nn.Module, student: nn.Module, params: dict[str, Any]) -> tuple[list[int], list[int]] | None:
+        """(teacher points, student points) this method places itself (letKD's penultimate layer), or
+        None for the engine's rule (the plan's, else the stage ends). Raises ValueError on bad ``params``."""
+        return None
+
+    @classmethod
+    def prepare(cls, ctx: PrepareContext) -> dict[str, Any]:
+        """Work before the optimiser and the loss are built (fit on teacher features, attach layers to
+        the student, keep references to the networks); returns extra keyword arguments of ``build``.
+        Raises ValueError on bad ``ctx.params``."""
+        return {}
 
     @classmethod
     def build(cls, ctx: LossContext, **params) -> DistillLoss:
         return cls(**params)
+
+    def report(self, teacher_outputs: Iterable[Outputs]) -> dict[str, Any] | None:
+        """Figures of the method's own parts on the eval set at the end of the run (EKD's heads), or
+        None. ``teacher_outputs`` are the teacher's eval-set outputs, batch by batch, with ``inputs`` set."""
+        return None
+
+    def export_state(self) -> dict[str, Any]:
+        """Tensors and numbers saved in ``state_file`` beside the student when ``report`` gave figures."""
+        return {}
 
     def init_loss(self, s: Outputs, t: Outputs) -> torch.Tensor | None:
         """Loss of an initialisation stage run before distillation proper (FitNet stage 1,

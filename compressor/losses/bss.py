@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import DistillLoss, LossContext, Outputs, kl_soft
+from .base import DistillLoss, LossContext, Outputs, PrepareContext, kl_soft
 
 VARIANTS = ("authors", "paper")
 
@@ -124,9 +124,9 @@ class BSS(DistillLoss):
             raise ValueError("bss attacks the teacher during training: run it through compressor distill")
         return cls(models, **params)
 
-    @staticmethod
-    def prepare(teacher: nn.Module, student: nn.Module, dataset, t_points, s_points, params: dict, device, epochs: int) -> dict:
-        return {"models": {"teacher": teacher, "student": student}, "decay_epochs": params.get("decay_epochs", epochs)}
+    @classmethod
+    def prepare(cls, ctx: PrepareContext) -> dict:
+        return {"models": {"teacher": ctx.teacher, "student": ctx.student}, "decay_epochs": ctx.params.get("decay_epochs", ctx.epochs)}
 
     def set_epoch(self, epoch: int) -> None:
         """The weight's schedule at 0-based ``epoch``: see the module docstring for each variant."""

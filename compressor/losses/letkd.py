@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Subset
 from compressor.models.features import forward_features, hint_points
 from compressor.models.letkd import attach_kd_layers
 
-from .base import DistillLoss, LossContext, Outputs
+from .base import DistillLoss, LossContext, Outputs, PrepareContext
 
 
 def kmeans_soft_labels(f: torch.Tensor, centres: torch.Tensor, tau: float) -> torch.Tensor:
@@ -96,11 +96,12 @@ class LetKD(DistillLoss):
 
         return points(teacher, "teacher"), points(student, "student")
 
-    @staticmethod
+    @classmethod
     @torch.no_grad()
-    def prepare(teacher: nn.Module, student: nn.Module, dataset, t_points: list[int], s_points: list[int], params: dict,
-                device: torch.device, epochs: int) -> dict:  # fmt: skip
+    def prepare(cls, ctx: PrepareContext) -> dict:
         """Fit the supervision on teacher features of a training subset and attach the KD layers."""
+        teacher, student, dataset, params, device = ctx.teacher, ctx.student, ctx.dataset, ctx.params, ctx.device
+        t_points, s_points = ctx.teacher_points, ctx.student_points
         from sklearn.cluster import KMeans
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 

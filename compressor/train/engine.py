@@ -36,6 +36,7 @@ from ..losses import (
     LossContext,
     Objective,
     Outputs,
+    PrepareContext,
     build_objective,
     needs_hints,
     needs_student_hints,
@@ -128,15 +129,13 @@ def _prepare_terms(config: DistillConfig, names: list[str], loaded: LoadedCheckp
     layers) do it here, before the optimiser and the loss are built."""
     prepared = {}
     for name in names:
-        cls = LOSSES.get(name)
-        if hasattr(cls, "prepare"):
-            try:
-                params = config.loss.params.get(name, {})
-                args = (loaded.model, student, train_set, hints.teacher, hints.student, params, device, config.train.epochs)
-                prepared[name] = cls.prepare(*args)
-            except ValueError as e:
-                raise UserError(f"loss.params.{name}: {e}") from None
-    return prepared
+        ctx = PrepareContext(loaded.model if loaded else None, student, train_set, hints.teacher, hints.student,
+                             config.loss.params.get(name, {}), device, config.train.epochs)  # fmt: skip
+        try:
+            prepared[name] = LOSSES.get(name).prepare(ctx)
+        except ValueError as e:
+            raise UserError(f"loss.params.{name}: {e}") from None
+    return {name: extra for name, extra in prepared.items() if extra}
 
 
 def _loss_context(
@@ -188,8 +187,7 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
     hints = HintPairs([], [], False, "none")
     names = parse_method(config.loss.method)
     try:
-        placed = [LOSSES.get(n).default_hints(loaded.model, student, config.loss.params.get(n, {})) for n in names
-                  if hasattr(LOSSES.get(n), "default_hints")]  # fmt: skip
+        placed = [p for n in names if (p := LOSSES.get(n).default_hints(loaded.model, student, config.loss.params.get(n, {})))]
     except ValueError as e:
         raise UserError(f"loss.params: {e}") from None
     if uses_hints:
@@ -475,7 +473,7 @@ def _term_reports(s: Setup) -> dict[str, Any]:
     them on the eval set (``report``, ``export_state`` and ``state_file`` on the loss)."""
     found = {}
     for name, term in s.core.objective.terms.items():
-        if not hasattr(term, "report") or s.teacher is None:
+        if s.teacher is None or term.state_file is None:
             continue
         report = term.report(_teacher_eval_outputs(s))
         if report is None:

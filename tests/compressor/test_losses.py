@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from compressor.models import UnknownNameError, create_model
 from torch import nn
 
-from compressor.losses import LOSSES, LossContext, Outputs, build_objective, parse_method
+from compressor.losses import LOSSES, LossContext, Outputs, PrepareContext, build_objective, parse_method
 from compressor.losses.crd import nce_loss
 
 B, K = 6, 5
@@ -486,7 +486,7 @@ def test_averager_exits_add_ce_and_the_averaged_term_per_exit_and_report_the_ens
 
     torch.manual_seed(0)
     student, data = create_model("resnet8", num_classes=4), open_dataset("synthetic:classes=4,train=16,test=8")
-    prepared = Averager.prepare(None, student, data, [], [], {"exits": True}, "cpu", 1)
+    prepared = Averager.prepare(PrepareContext(None, student, data, [], [], {"exits": True}, torch.device("cpu"), 1))
     assert prepared["exit_points"] == [1, 2] and prepared["exit_shapes"] == [(16, 32, 32), (32, 16, 16)]
     c = LossContext((), (), 64, 64, 4, 16)
     term = LOSSES.get("averager").build(c, T=4.0, exits=True, **prepared)
@@ -794,3 +794,18 @@ def test_letkd_kernels_come_from_the_3x3_that_feeds_bn_relu():
     bottleneck = create_model("ResNet50", num_classes=4)
     last = len(bottleneck.hint_points())
     assert _last_3x3(bottleneck, last) is bottleneck.get_submodule(bottleneck.hint_points()[-1].name).conv2
+
+
+def test_loss_hooks_are_declared_on_the_base_class_and_never_probed():
+    import inspect
+
+    from compressor.losses import DistillLoss
+    from compressor.train import engine
+
+    assert "hasattr(" not in inspect.getsource(engine)  # the engine calls the declared hooks, whose defaults do nothing
+    for name in LOSSES:
+        cls = LOSSES.get(name)
+        assert list(inspect.signature(cls.prepare).parameters) == ["ctx"], name
+        assert list(inspect.signature(cls.default_hints).parameters) == ["teacher", "student", "params"], name
+        if cls.report is not DistillLoss.report:  # a method with parts of its own saves them
+            assert cls.state_file and cls.export_state is not DistillLoss.export_state, name
