@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from compressor.models import MODELS, short_name
+from compressor.models import MODELS, family, short_name
 from compressor.models.resolve import DEFAULT_INPUT_SIZE
 from torch import nn
 
@@ -143,3 +143,8 @@ def _dim(d) -> int | str:
 def is_qdq(path: str | Path) -> bool:
     """Whether an ONNX file is already quantized (holds QuantizeLinear nodes)."""
     return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def is_detector(art: ModelArtifact) -> bool:
+    """A zoo detector (YOLOv3): exported with its box decoding, scored by AP rather than top-1."""
+    return family(art.arch) == "detection"

@@ -167,13 +167,13 @@ def _train_seeds(ctx: Context, out: Path, flags: dict[str, Any], recipe: Recipe)
 
 def stage_export(ctx: Context) -> None:
     from compressor.deploy.artifact import load_artifact
-    from compressor.deploy.export import ExportOptions, export_artifact
+    from compressor.deploy.export import ExportOptions, export_artifact, wanted_formats
 
     e, c = ctx.config.export, ctx.config
     out = ctx.run / "export"
-    outputs = [out / "student.onnx"] + ([out / "student.int8.onnx"] if e.int8 else []) + ([out / "student.fp16.onnx"] if e.fp16 else [])
-    inputs = _digest(e.model_dump(), c.data.train, ctx.digests["student"])
     options = ExportOptions(opset=e.opset, int8=e.int8, calib=c.data.train, calib_samples=e.calib_samples, fp16=e.fp16, trt=e.trt)
+    outputs = [f.path(out, "student") for f in wanted_formats(options) if f.name != "trt"]  # a plan is named by its GPU
+    inputs = _digest(e.model_dump(), c.data.train, ctx.digests["student"])
 
     def work() -> None:
         result = export_artifact(load_artifact(ctx.paths["student"]), out, options, stem="student")
@@ -182,9 +182,7 @@ def stage_export(ctx: Context) -> None:
             ctx.log(f"  INT8 top-1 {q['fp32_top1']:.2f}% -> {q['int8_top1']:.2f}% (agreement {q['top1_agreement']:.1f}%)")
 
     _stage(ctx, "export", inputs, outputs, work)
-    ctx.paths["onnx"] = out / "student.onnx"
-    if e.int8:
-        ctx.paths["int8"] = out / "student.int8.onnx"
+    ctx.paths.update({f.name: f.path(out, "student") for f in wanted_formats(options) if f.name in ("onnx", "int8")})
 
 
 def stage_profile(ctx: Context) -> None:

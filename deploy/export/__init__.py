@@ -1,14 +1,16 @@
 """``export_artifact``: a student (or any zoo checkpoint) -> ONNX, INT8 Q/DQ ONNX, FP16 ONNX, TensorRT plan.
 
-A thin coordinator: each format is one plain function, post-checked after it runs (parity for
-ONNX, accuracy change for INT8), and every file gets a JSON sidecar.
+A thin coordinator over ``FORMATS``, the one registry of export formats (its name, the file name
+after the stem, when it is wanted, whether it needs the PyTorch model, and its builder, which
+post-checks what it wrote: parity for ONNX, the accuracy change for INT8). ``export``, ``profile``
+and the pipeline all read it. Every file gets a JSON sidecar.
 """
 
 from __future__ import annotations
 
 import copy
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from compressor.models import family
+from compressor.models import Registry
 from torch import nn
 from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
 from torch.utils.data import DataLoader, Subset
@@ -26,7 +28,7 @@ from compressor.data import open_dataset
 from compressor.errors import UserError
 from compressor.io import atomic_write, atomic_write_json, file_digest
 
-from ..artifact import EXPORT_SCHEMA, ModelArtifact, is_qdq
+from ..artifact import EXPORT_SCHEMA, ModelArtifact, is_detector, is_qdq
 from ..profile.accuracy import accuracy, agreement, predict
 from ..runtime.ort_runtime import OrtRuntime
 from .detection import DetectorExport
@@ -96,67 +98,93 @@ class ExportResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Format:
+    """One export format. ``build(art, options, files, path)`` writes ``path`` from the formats built
+    before it (``files``, by name) and returns ``(path, info for ExportResult.info or None)``."""
+
+    name: str
+    suffix: str  # the file name after the stem (a TensorRT plan is named by the builder: GPU and version)
+    wanted: Callable[[ExportOptions], bool]
+    needs_model: bool  # made from the PyTorch model (not from an ONNX file)
+    build: Callable[[ModelArtifact, ExportOptions, dict[str, Path], Path], tuple[Path, dict[str, Any] | None]]
+
+    def path(self, out: Path, stem: str) -> Path:
+        return out / f"{stem}{self.suffix}"
+
+
+def _build_onnx(art: ModelArtifact, options: ExportOptions, files: dict[str, Path], path: Path) -> tuple[Path, dict[str, Any] | None]:
+    if art.model is None:  # an ONNX file is the fp32 model itself
+        return art.path, None
+    model, extra = art.model, {}
+    if is_detector(art):
+        model = DetectorExport(model, options.nms, options.nms_iou, options.nms_score, options.nms_max)
+        extra = {"outputs": list(model.output_names), "nms": options.nms and {"iou": options.nms_iou, "score": options.nms_score,
+                                                                             "max_per_class": options.nms_max}}  # fmt: skip
+    parity = export_onnx(model, path, art.input_size, options.opset, options.dynamic_batch, options.dynamo)
+    _sidecar(path, art, options, precision="fp32", extra={"parity": vars(parity), **extra})
+    return path, vars(parity)
+
+
+def _build_int8(target: str):
+    return lambda art, options, files, path: export_int8(files["onnx"], art, options, path, target)
+
+
+def _build_fp16(art: ModelArtifact, options: ExportOptions, files: dict[str, Path], path: Path) -> tuple[Path, None]:
+    return _fp16(art, path, options), None
+
+
+def _build_trt(art: ModelArtifact, options: ExportOptions, files: dict[str, Path], path: Path) -> tuple[Path, None]:
+    from ..tensorrt.build import build_engine
+
+    source = files["int8-trt"] if options.trt_precision == "int8" else files["onnx"]
+    return build_engine(source, path.parent, precision=options.trt_precision), None
+
+
+FORMATS: Registry[Format] = Registry("export format")  # in build order: later formats are made from earlier ones
+for _format in (
+    Format("onnx", ".onnx", lambda o: True, False, _build_onnx),
+    Format("int8", ".int8.onnx", lambda o: o.int8, False, _build_int8("cpu")),
+    Format("int8-trt", ".int8-trt.onnx", lambda o: o.trt and o.trt_precision == "int8", False, _build_int8("tensorrt")),
+    Format("fp16", ".fp16.onnx", lambda o: o.fp16, True, _build_fp16),
+    Format("trt", ".plan", lambda o: o.trt, False, _build_trt),
+):
+    FORMATS.register(_format.name, _format)
+
+
+def wanted_formats(options: ExportOptions) -> list[Format]:
+    return [f for f in (FORMATS.get(n) for n in FORMATS.names()) if f.wanted(options)]
+
+
+def check_export(art: ModelArtifact, options: ExportOptions) -> None:
+    """What this model can be exported to, before anything is written (the one detector check)."""
+    if is_detector(art) and (options.int8 or options.fp16 or options.dynamo or options.trt_precision == "int8" and options.trt):
+        raise UserError("detectors export as fp32 ONNX through the default exporter (and TensorRT from it); "
+                        "--int8, --fp16 and --dynamo are for classifiers so far")  # fmt: skip
+    if options.nms and not is_detector(art):
+        raise UserError(f"--nms is for detectors; {art.arch or art.path.name} is a classifier")
+    if art.model is None:  # an ONNX file: only what can be made from it
+        if options.fp16 or options.dynamo or options.nms:
+            raise UserError(f"{art.path.name} is an ONNX file: --fp16, --dynamo and --nms need the PyTorch model (a checkpoint)")
+        if not (options.int8 or options.trt):
+            raise UserError(f"{art.path.name} is already ONNX: add --int8 (with --calib) or --trt to build from it")
+        if is_qdq(art.path) and options.int8:
+            raise UserError(f"{art.path.name} is already INT8 (Q/DQ); give the fp32 ONNX file")
+    options.check(art)
+
+
 def export_artifact(art: ModelArtifact, out: str | Path, options: ExportOptions, stem: str = "student") -> ExportResult:
     """Write ``out/<stem>.onnx`` (+ .int8.onnx for CPU runtimes, .int8-trt.onnx and a plan for
     TensorRT, .fp16.onnx) with sidecars. An ``.onnx`` artifact (any ONNX file) is the fp32 model
     itself: its INT8 forms and TensorRT engine are built from it."""
-    detector = family(art.arch) == "detection"
-    if detector and (options.int8 or options.fp16 or options.dynamo):
-        raise UserError("detectors export as fp32 ONNX through the default exporter (and TensorRT from it); "
-                        "--int8, --fp16 and --dynamo are for classifiers so far")  # fmt: skip
-    if options.nms and not detector:
-        raise UserError(f"--nms is for detectors; {art.arch or art.path.name} is a classifier")
-    options.check(art)
-    if art.model is None:
-        return _from_onnx(art, Path(out), options, stem)
-    model, extra = art.model, {}
-    if detector:
-        model = DetectorExport(model, options.nms, options.nms_iou, options.nms_score, options.nms_max)
-        extra = {"outputs": list(model.output_names), "nms": options.nms and {"iou": options.nms_iou, "score": options.nms_score,
-                                                                             "max_per_class": options.nms_max}}  # fmt: skip
+    check_export(art, options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = ExportResult()
-    fp32 = out / f"{stem}.onnx"
-    parity = export_onnx(model, fp32, art.input_size, options.opset, options.dynamic_batch, options.dynamo)
-    result.files["onnx"] = fp32
-    result.info["parity"] = vars(parity)
-    _sidecar(fp32, art, options, precision="fp32", extra={"parity": vars(parity), **extra})
-    if options.int8:
-        result.files["int8"], result.info["int8"] = export_int8(fp32, art, options, out / f"{stem}.int8.onnx", "cpu")
-    if options.trt and options.trt_precision == "int8":
-        result.files["int8-trt"], result.info["int8-trt"] = export_int8(fp32, art, options, out / f"{stem}.int8-trt.onnx", "tensorrt")
-    if options.fp16:
-        result.files["fp16"] = _fp16(art, out / f"{stem}.fp16.onnx", options)
-    if options.trt:
-        from ..tensorrt.build import build_engine
-
-        source = result.files["int8-trt"] if options.trt_precision == "int8" else fp32
-        result.files["trt"] = build_engine(source, out, precision=options.trt_precision)
-    return result
-
-
-def _from_onnx(art: ModelArtifact, out: Path, options: ExportOptions, stem: str) -> ExportResult:
-    """INT8 and TensorRT from a given ONNX file; what needs the PyTorch model is refused up front."""
-    if options.fp16 or options.dynamo or options.nms:
-        raise UserError(f"{art.path.name} is an ONNX file: --fp16, --dynamo and --nms need the PyTorch model (a checkpoint)")
-    if not (options.int8 or options.trt):
-        raise UserError(f"{art.path.name} is already ONNX: add --int8 (with --calib) or --trt to build from it")
-    if is_qdq(art.path) and options.int8:
-        raise UserError(f"{art.path.name} is already INT8 (Q/DQ); give the fp32 ONNX file")
-    out.mkdir(parents=True, exist_ok=True)
-    result = ExportResult()
-    result.files["onnx"] = art.path
-    result.info["parity"] = None
-    if options.int8:
-        result.files["int8"], result.info["int8"] = export_int8(art.path, art, options, out / f"{stem}.int8.onnx", "cpu")
-    if options.trt and options.trt_precision == "int8":
-        result.files["int8-trt"], result.info["int8-trt"] = export_int8(art.path, art, options, out / f"{stem}.int8-trt.onnx", "tensorrt")
-    if options.trt:
-        from ..tensorrt.build import build_engine
-
-        source = result.files["int8-trt"] if options.trt_precision == "int8" else art.path
-        result.files["trt"] = build_engine(source, out, precision=options.trt_precision)
+    for fmt in wanted_formats(options):
+        result.files[fmt.name], info = fmt.build(art, options, result.files, fmt.path(out, stem))
+        if fmt.name == "onnx" or info is not None:
+            result.info["parity" if fmt.name == "onnx" else fmt.name] = info
     return result
 
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compressor.models import Registry, family
+from compressor.models import Registry
 
 from compressor.errors import UserError
 
-from ..artifact import ModelArtifact, is_qdq
+from ..artifact import ModelArtifact, is_detector, is_qdq
 from ..errors import BackendUnavailable
-from ..export import ExportOptions, export_artifact, export_int8
+from ..export import FORMATS, ExportOptions
 from ..export.detection import DetectorExport
 from ..runtime.base import Runtime
 from ..runtime.ort_runtime import OrtRuntime
@@ -48,44 +48,33 @@ class Exports:
         self.info: dict[str, Any] = {}
 
     def get(self, kind: str) -> Path:
-        if self.art.model is None:  # an .onnx file was given: the other forms are made from it where they can be
-            return self._from_onnx(kind)
-        if kind not in self.files:
-            if kind.startswith("int8") and is_detector(self.art):
-                raise UserError(
-                    f"{self.art.name} is a detector: INT8 export covers classifiers so far; profile it with --backend torch,ort-cpu"
-                )
-            if kind.startswith("int8") and not self.options.data:
+        """The ``kind`` file (a name of the export registry), made with what it is made from first."""
+        art = self.art
+        if art.model is None and kind == ("int8" if is_qdq(art.path) else "onnx"):  # the given ONNX file itself
+            return art.path
+        if kind in self.files:
+            return self.files[kind]
+        if art.model is None:  # an .onnx file was given: its INT8 form is made from it, nothing else
+            if kind == "onnx":
+                raise BackendUnavailable(f"{art.path.name} is already INT8 (Q/DQ); the fp32 backends need an fp32 file")
+            if kind != "int8":
+                raise BackendUnavailable(f"a {kind} export needs the PyTorch model; {art.path.name} is an ONNX file")
+            if not self.options.data:
+                raise BackendUnavailable("INT8 from an ONNX file needs --data to calibrate on (its train split)")
+        elif kind.startswith("int8"):
+            if is_detector(art):
+                raise UserError(f"{art.name} is a detector: INT8 export covers classifiers so far; profile it with --backend torch,ort-cpu")
+            if not self.options.data:
                 raise UserError("INT8 backends need --data to calibrate on (its train split)")
-            opts = ExportOptions(calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
-            if "onnx" not in self.files:
-                self.files.update(export_artifact(self.art, self.folder, opts, stem=self.art.name).files)
-            if kind in ("int8", "int8-trt"):
-                target = "cpu" if kind == "int8" else "tensorrt"
-                path = self.folder / f"{self.art.name}.{kind}.onnx"
-                self.files[kind], self.info[kind] = export_int8(self.files["onnx"], self.art, opts, path, target)
+        opts = ExportOptions(int8=kind.startswith("int8"), calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
+        fmt = FORMATS.get(kind)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        made_from = {"onnx": self.get("onnx")} if kind != "onnx" else {}
+        stem = art.name if art.model is not None else art.path.stem
+        self.files[kind], info = fmt.build(art, opts, made_from, fmt.path(self.folder, stem))
+        if info is not None and kind != "onnx":
+            self.info[kind] = info
         return self.files[kind]
-
-    def _from_onnx(self, kind: str) -> Path:
-        int8 = is_qdq(self.art.path)
-        if kind == "onnx" and not int8 or kind == "int8" and int8:
-            return self.art.path
-        if kind == "onnx":
-            raise BackendUnavailable(f"{self.art.path.name} is already INT8 (Q/DQ); the fp32 backends need an fp32 file")
-        if kind != "int8":
-            raise BackendUnavailable(f"a {kind} export needs the PyTorch model; {self.art.path.name} is an ONNX file")
-        if not self.options.data:
-            raise BackendUnavailable("INT8 from an ONNX file needs --data to calibrate on (its train split)")
-        if kind not in self.files:
-            opts = ExportOptions(calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
-            path = self.folder / f"{self.art.path.stem}.int8.onnx"
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.files[kind], self.info[kind] = export_int8(self.art.path, self.art, opts, path, "cpu")
-        return self.files[kind]
-
-
-def is_detector(art: ModelArtifact) -> bool:
-    return family(art.arch) == "detection"
 
 
 def _pytorch_model(art: ModelArtifact):

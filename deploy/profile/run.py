@@ -14,12 +14,12 @@ from tqdm import tqdm
 from compressor.data import open_dataset
 from compressor.errors import UserError
 
-from ..artifact import ModelArtifact, load_artifact
+from ..artifact import ModelArtifact, is_detector, load_artifact
 from ..errors import BackendUnavailable
 from ..runtime.base import Runtime
 from .accuracy import accuracy, predict
 from .analytic import analytic_memory
-from .backends import BACKENDS, Exports, ProfileOptions, is_detector
+from .backends import BACKENDS, Exports, ProfileOptions
 from .e2e import image_files, measure_e2e, write_samples
 from .latency import interleaved_latency, measure_latency
 from .machine import machine_info

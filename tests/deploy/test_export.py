@@ -72,6 +72,22 @@ def test_int8_export_keeps_top1_agreement(tmp_path, student):
     assert side["precision"] == "int8" and side["int8"]["samples"] == 256 and side["arch"] == "resnet8"
 
 
+def test_one_registry_names_every_exported_file_for_export_profile_and_pipeline(tmp_path, student):
+    """export, profile's on-demand exports and the pipeline take file names and builders from FORMATS."""
+    from compressor.deploy.export import FORMATS, wanted_formats
+    from compressor.deploy.profile.backends import Exports, ProfileOptions
+
+    assert len({FORMATS.get(n).suffix for n in FORMATS.names()}) == len(FORMATS.names())
+    options = ExportOptions(int8=True, fp16=True, calib=DATA, calib_samples=32, eval_samples=32)
+    assert [f.name for f in wanted_formats(options)] == ["onnx", "int8", "fp16"]
+    art = load_artifact(student)
+    result = export_artifact(art, tmp_path / "export", options, stem="student")
+    assert result.files == {f.name: f.path(tmp_path / "export", "student") for f in wanted_formats(options)}
+    exports = Exports(art, tmp_path / "profile", ProfileOptions(data=DATA, eval_samples=32))
+    assert exports.get("int8") == FORMATS.get("int8").path(tmp_path / "profile", art.name) and set(exports.files) == {"onnx", "int8"}
+    assert exports.info["int8"]["target"] == "cpu" and exports.get("int8") == exports.files["int8"]  # made once
+
+
 def activation_zero_points(path):
     """Element types of the zero points of the QuantizeLinear nodes (activations) of a model."""
     model = onnx.load(str(path))
