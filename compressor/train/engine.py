@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from compressor.models import attach_points, ensure_points, is_factory
 from compressor.models.stats import count_params
@@ -47,11 +45,10 @@ from ..outdir import claim
 from . import artifacts
 from .config import DistillConfig
 from .data import eval_loader, train_loader
-from .distributed import World, all_gather, barrier, broadcast_buffers, init_world, shutdown
+from .distributed import World, all_gather, init_world, shutdown
 from .hints import HintPairs, resolve_hints
+from .loop import LoopSettings, Precision, Task, fit, step
 from .parts import (
-    TrainingDiverged,
-    autocast_for,
     build_student,
     datasets,
     evaluate,
@@ -102,8 +99,7 @@ class Setup:
     train_set: ImageDataset
     eval_set: ImageDataset
     hints: HintPairs
-    autocast: Any
-    scaler: torch.amp.GradScaler  # loss scaling for fp16 autocast; disabled otherwise
+    precision: Precision  # autocast and loss scaling of train.amp
     notes: list[str]
 
 
@@ -234,9 +230,8 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
     notes = (list(loaded.notes) if loaded else []) + list(hints.notes) + ([init_note] if init_note else [])
     if teacher is not None and teacher.int8_check is not None:
         notes.append(teacher.int8_check.summary())
-    scaler = torch.amp.GradScaler(device.type, enabled=t.amp == "fp16")
     return Setup(config, world, device, out, loaded, teacher, trainee, core, optimizer, train_set, eval_set, hints,
-                 autocast_for(t.amp, device), scaler, notes)  # fmt: skip
+                 Precision(t.amp, device), notes)  # fmt: skip
 
 
 def _quantize_teacher(config: DistillConfig, teacher: Teacher, train_set: ImageDataset, eval_set: ImageDataset,
@@ -267,56 +262,46 @@ def _batch_to(batch, device: torch.device, channels_last: bool):
     return images, labels, index
 
 
+class DistillTask(Task):
+    """Distillation (and plain training, method ``ce``) as a task of the loop: the frozen teacher's
+    forward without gradients, the student's forward and the loss terms (001 eq. 8)."""
+
+    def __init__(self, s: Setup):
+        self.s, self.module, self.optimizer, self.init_stage = s, s.core, s.optimizer, False
+
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        c = self.s.config
+        lr = learning_rate(c, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.s.core.objective.set_epoch(epoch - c.train.init_epochs)
+        self.init_stage = epoch < c.train.init_epochs
+        return {"stage": "init" if self.init_stage else "distill", "lr": lr}
+
+    def batches(self, epoch: int):
+        c = self.s.config
+        for batch in train_loader(self.s.train_set, c.data.batch_size, c.data.workers, c.train.seed, epoch, self.s.world):
+            yield _batch_to(batch, self.s.device, c.train.channels_last)
+
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        images, labels, index = batch
+        t_out = self.s.teacher(images, labels, index) if self.s.teacher is not None else None
+        return self.s.trainee(images, t_out, labels, index, self.init_stage)
+
+    def evaluate(self) -> dict[str, float]:
+        c = self.s.config
+        return evaluate(self.s.core.student, self.s.eval_set, c.data.eval_batch_size, c.data.workers, self.s.device, self.s.world)
+
+    def train(self) -> None:
+        self.s.trainee.train()
+
+
 def train_step(s: Setup, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, init_stage: bool, where: str = "") -> dict:
-    """Teacher forward, student forward + loss terms, backward, optimiser step; returns the
-    detached loss terms. Stops with ``TrainingDiverged`` on a non-finite loss (before stepping)."""
-    with s.autocast():
-        t_out = s.teacher(images, labels, index) if s.teacher is not None else None
-        parts = s.trainee(images, t_out, labels, index, init_stage)
-    loss = parts["loss"]
-    if not torch.isfinite(loss.detach()).item():
-        shown = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
-        last = s.out / "checkpoints" / "last.pt"
-        kept = f"The last good checkpoint is kept ({last}; --resume continues from it)" if last.exists() else "No epoch had finished"
-        raise TrainingDiverged(
-            f"the loss became {float(loss.detach())} at {where} ({shown}); stopped. {kept}. Lower optim.lr or the weight of "
-            "the diverging term"
-        )
-    s.optimizer.zero_grad(set_to_none=True)
-    s.scaler.scale(loss).backward()
-    if s.config.optim.clip_grad:
-        s.scaler.unscale_(s.optimizer)  # clip the true gradients, not the scaled ones
-        nn.utils.clip_grad_norm_(s.core.parameters(), s.config.optim.clip_grad)
-    s.scaler.step(s.optimizer)
-    s.scaler.update()
-    return {k: v.detach().float() for k, v in parts.items()}
-
-
-def train_epoch(s: Setup, epoch: int, progress: bool) -> dict[str, float]:
-    """One epoch; returns the mean of every loss term and the throughput."""
-    c = s.config
-    init_stage = epoch < c.train.init_epochs
-    for group in s.optimizer.param_groups:
-        group["lr"] = learning_rate(c, epoch)
-    s.core.objective.set_epoch(epoch - c.train.init_epochs)
-    s.trainee.train()
-    loader = train_loader(s.train_set, c.data.batch_size, c.data.workers, c.train.seed, epoch, s.world)
-    sums: dict[str, torch.Tensor] = {}
-    seen, start = 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{c.train.init_epochs + c.train.epochs}", leave=False,
-               disable=None if progress and s.world.is_main else True)  # fmt: skip
-    for step, batch in enumerate(bar):
-        images, labels, index = _batch_to(batch, s.device, c.train.channels_last)
-        parts = train_step(s, images, labels, index, init_stage, where=f"epoch {epoch + 1}, step {step + 1}")
-        n = len(labels)
-        seen += n
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0) + v * n
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{float(parts['loss']):.3f}")
-    elapsed = time.perf_counter() - start
-    means = {k: float(v) / max(seen, 1) for k, v in sums.items()}
-    return {**means, "images_per_s": seen * s.world.size / elapsed, "seconds": elapsed}
+    """One step of the loop on one batch (teacher forward, student forward + loss terms, backward,
+    optimiser step); returns the detached loss terms. ``TrainingDiverged`` on a non-finite loss."""
+    task = DistillTask(s)
+    task.init_stage = init_stage
+    return step(task, (images, labels, index), s.precision, s.config.optim.clip_grad, s.out, where)
 
 
 def _capacity_ratio(s: Setup) -> float | None:
@@ -386,17 +371,8 @@ def _claim_run(config: DistillConfig, resume: bool, overwrite: bool):
 
 def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     c, out = s.config, s.out
-    metrics_path = out / "metrics.jsonl"
-    fingerprint = state_fingerprint(c)
-    start_epoch, best, rows = 0, -1.0, []
-    if resume:
-        state, rows = artifacts.resume_state(out, fingerprint)
-        s.core.load_state_dict(state["trainee"])
-        s.optimizer.load_state_dict(state["optimizer"])
-        s.scaler.load_state_dict(state.get("scaler", {}))
-        start_epoch, best = int(state["epoch"]), float(state["best_top1"])
     total = c.train.init_epochs + c.train.epochs
-    if resume and start_epoch >= total:
+    if resume and int(artifacts.load_state(out / "checkpoints" / "last.pt").get("epoch", 0)) >= total:
         finished = _finished_run(out, c.name)
         if finished is not None:  # nothing left to do: the run stays as it is
             if progress:
@@ -407,28 +383,10 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
         save_config(c, out / "config.yaml")
         for note in s.notes if progress else ():
             print(f"note: {note}", file=sys.stderr, flush=True)
-    writer = _tensorboard(out, c.train.tensorboard and s.world.is_main)
-    final: dict[str, float] = {}
-    if start_epoch >= total:  # killed after the last checkpoint, before the student was saved: finish that
-        final = evaluate(s.core.student, s.eval_set, c.data.eval_batch_size, c.data.workers, s.device, s.world)
-    for epoch in range(start_epoch, total):
-        train_stats = train_epoch(s, epoch, progress)
-        broadcast_buffers(s.core, s.world)
-        final = evaluate(s.core.student, s.eval_set, c.data.eval_batch_size, c.data.workers, s.device, s.world)
-        best = max(best, final["top1"])
-        stage = "init" if epoch < c.train.init_epochs else "distill"
-        row = {"epoch": epoch + 1, "stage": stage, "lr": learning_rate(c, epoch), "train": train_stats, "eval": final}
-        rows.append(row)
-        if s.world.is_main:
-            state = {"epoch": epoch + 1, "best_top1": best, "fingerprint": fingerprint,
-                     "trainee": s.core.state_dict(), "optimizer": s.optimizer.state_dict(), "scaler": s.scaler.state_dict()}  # fmt: skip
-            artifacts.save_state(out / "checkpoints" / "last.pt", state)
-            artifacts.rewrite_metrics(metrics_path, rows)
-            _log(writer, row)
-            if progress:
-                print(f"epoch {epoch + 1}/{total} [{stage}] loss {train_stats['loss']:.4f} top1 {final['top1']:.2f}% "
-                      f"({train_stats['images_per_s']:.0f} img/s)", flush=True)  # fmt: skip
-        barrier(s.world)
+    settings = LoopSettings(out, total, state_fingerprint(c), s.device, s.world, c.train.amp, c.optim.clip_grad, c.train.tensorboard,
+                            progress)  # fmt: skip
+    fitted = fit(DistillTask(s), settings, resume)
+    final, best, metrics_path = fitted.final, fitted.best, out / "metrics.jsonl"
     digests = all_gather(_weights_digest(s.core.student), s.world)
     summary: dict[str, Any] = {"final": final, "best_top1": best, "epochs": total, "rank_weight_digests": digests,
                                "ranks_identical": len(set(digests)) == 1, "notes": s.notes}  # fmt: skip
@@ -438,8 +396,6 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     if s.world.is_main:
         weights, sidecar = artifacts.save_student(out, s.core.student, _sidecar(s, final, best, total), name=c.name)
         summary.update(weights=str(weights), sidecar=str(sidecar), metrics=str(metrics_path))
-    if writer is not None:
-        writer.close()
     return summary
 
 
@@ -490,22 +446,3 @@ def _weights_digest(model: nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _tensorboard(out: Path, wanted: bool):
-    if not wanted:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional: metrics.jsonl always has everything
-        return None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))
-
-
-def _log(writer, row: dict[str, Any]) -> None:
-    if writer is None:
-        return
-    for group in ("train", "eval"):
-        for k, v in row[group].items():
-            writer.add_scalar(f"{group}/{k}", v, row["epoch"])
-    writer.add_scalar("lr", row["lr"], row["epoch"])

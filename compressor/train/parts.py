@@ -4,7 +4,6 @@ student's sidecar."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 from collections.abc import Callable
@@ -35,15 +34,6 @@ def resolve_device(name: str, world: World) -> torch.device:
         device = torch.device("cuda", world.local_rank if world.distributed else (device.index or 0))
         torch.cuda.set_device(device)
     return device
-
-
-def autocast_for(amp: str, device: torch.device):
-    if amp == "off":
-        return contextlib.nullcontext
-    if amp == "fp16" and device.type != "cuda":
-        raise UserError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def datasets(config: DistillConfig, num_classes: int | None) -> tuple[ImageDataset, ImageDataset]:
