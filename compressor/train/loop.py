@@ -57,6 +57,10 @@ class Task(ABC):
     def evaluate(self) -> dict[str, float]:
         """Scores on the evaluation data (``metric`` among them)."""
 
+    def row(self) -> dict[str, Any]:
+        """More of this epoch for its metrics row, after ``evaluate`` (an online cohort's members)."""
+        return {}
+
     def batch_size(self, batch: Any) -> int:
         return len(batch[-1]) if isinstance(batch, list | tuple) else len(batch)
 
@@ -166,7 +170,7 @@ def fit(task: Task, s: LoopSettings, resume: bool = False) -> Fitted:
         broadcast_buffers(task.module, s.world)
         final = task.evaluate()
         best = max(best, final[task.metric])
-        row = {"epoch": epoch + 1, **about, "train": train_stats, "eval": final}
+        row = {"epoch": epoch + 1, **about, "train": train_stats, "eval": final, **task.row()}
         rows.append(row)
         if s.world.is_main:
             state = {"epoch": epoch + 1, "best": best, "fingerprint": s.fingerprint, "trainee": task.module.state_dict(),

@@ -9,25 +9,23 @@ shared layers, a plain zoo model; DML's other peers are saved beside it. One pro
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from compressor.models import build_model
 
 from ..config import save_config
 from ..errors import UserError
-from ..losses import LOSSES
+from ..losses import LOSSES, online_method
 from . import artifacts
 from .config import DistillConfig
 from .data import train_loader
 from .distributed import init_world, shutdown
+from .loop import LoopSettings, Task, fit
 from .parts import (
-    TrainingDiverged,
     build_student,
     datasets,
     evaluate,
@@ -48,6 +46,41 @@ def train_online(config: DistillConfig, method: str, resume: bool = False, progr
         return _train(config, method, world, resume, progress)
     finally:
         shutdown(world)
+
+
+class CohortTask(Task):
+    """The cohort network of an online method as a task of the loop: the method's ``network_loss``
+    on every member's logits; each member is evaluated, the first one's top-1 is the run's."""
+
+    def __init__(self, config: DistillConfig, loss, net: nn.Module, optimizer, train_set, eval_set, device, world):
+        self.c, self.loss_term, self.module, self.optimizer = config, loss, net, optimizer
+        self.train_set, self.eval_set, self.device, self.world = train_set, eval_set, device, world
+        self.members: dict[str, dict[str, float]] = {}
+
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        lr = learning_rate(self.c, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.loss_term.set_epoch(epoch)  # ONE's ramp of the KL term
+        return {"stage": online_method(self.c.loss.method), "lr": lr}
+
+    def batches(self, epoch: int):
+        c = self.c
+        for images, labels, _ in train_loader(self.train_set, c.data.batch_size, c.data.workers, c.train.seed, epoch, self.world):
+            yield images.to(self.device), labels.to(self.device)
+
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        return self.loss_term.network_loss(self.module(images), labels)
+
+    def evaluate(self) -> dict[str, float]:
+        c = self.c
+        self.members = {name: evaluate(m, self.eval_set, c.data.eval_batch_size, c.data.workers, self.device, self.world)
+                        for name, m in self.module.members().items()}  # fmt: skip
+        return next(iter(self.members.values()))
+
+    def row(self) -> dict[str, Any]:
+        return {"members": self.members}
 
 
 def _train(config: DistillConfig, method: str, world, resume: bool, progress: bool) -> dict[str, Any]:
@@ -71,63 +104,21 @@ def _train(config: DistillConfig, method: str, world, resume: bool, progress: bo
     net = net.to(device)
     optimizer = make_optimizer(c, [p for p in net.parameters() if p.requires_grad])
     out = Path(c.out)
-    ckpt, metrics_path = out / "checkpoints" / "last.pt", out / "metrics.jsonl"
-    fingerprint = state_fingerprint(c)
-    start, best, rows = 0, -1.0, []
-    if resume:
-        state, rows = artifacts.resume_state(out, fingerprint)
-        net.load_state_dict(state["network"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, best = int(state["epoch"]), float(state["best_top1"])
     out.mkdir(parents=True, exist_ok=True)
     save_config(c, out / "config.yaml")
-    scores: dict[str, dict[str, float]] = {}
-    for epoch in range(start, t.epochs):
-        lr = learning_rate(c, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss.set_epoch(epoch)  # ONE's ramp of the KL term
-        stats = _epoch(net, loss, optimizer, train_loader(train_set, c.data.batch_size, c.data.workers, t.seed, epoch, world),
-                       device, f"epoch {epoch + 1}/{t.epochs}", progress)  # fmt: skip
-        scores = {name: evaluate(m, eval_set, c.data.eval_batch_size, c.data.workers, device, world) for name, m in net.members().items()}
-        first = next(iter(scores))
-        best = max(best, scores[first]["top1"])
-        rows.append({"epoch": epoch + 1, "stage": method, "lr": lr, "train": stats, "eval": scores[first], "members": scores})
-        artifacts.save_state(ckpt, {"epoch": epoch + 1, "best_top1": best, "fingerprint": fingerprint,
-                                    "network": net.state_dict(), "optimizer": optimizer.state_dict()})  # fmt: skip
-        artifacts.rewrite_metrics(metrics_path, rows)
-        if progress:
-            shown = ", ".join(f"{k} {v['top1']:.2f}%" for k, v in scores.items())
-            print(f"epoch {epoch + 1}/{t.epochs} loss {stats['loss']:.4f} top1: {shown}", flush=True)
-    first = next(iter(net.members()))
-    final = scores.get(first) or rows[-1]["eval"]
-    made_by = {"teacher_arch": None, "epochs": t.epochs, "online": {"method": method, "members": rows[-1]["members"]}}
-    sidecar_meta = student_sidecar(c, train_set.info, made_by, {"final": final, "best_top1": best})
+    task = CohortTask(c, loss, net, optimizer, train_set, eval_set, device, world)
+    settings = LoopSettings(out, t.epochs, state_fingerprint(c), device, world, t.amp, c.optim.clip_grad, t.tensorboard, progress)
+    fitted = fit(task, settings, resume)
+    members, final = fitted.rows[-1]["members"], fitted.final
+    made_by = {"teacher_arch": None, "epochs": t.epochs, "online": {"method": method, "members": members}}
+    sidecar_meta = student_sidecar(c, train_set.info, made_by, {"final": final, "best_top1": fitted.best})
     weights, sidecar = artifacts.save_student(out, student, sidecar_meta, name=c.name)
-    summary = {"final": final, "best_top1": best, "epochs": t.epochs, "members": rows[-1]["members"], "notes": notes,
-               "ranks_identical": True, "weights": str(weights), "sidecar": str(sidecar), "metrics": str(metrics_path)}  # fmt: skip
+    summary = {"final": final, "best_top1": fitted.best, "epochs": t.epochs, "members": members, "notes": notes, "ranks_identical": True,
+               "weights": str(weights), "sidecar": str(sidecar), "metrics": str(out / "metrics.jsonl")}  # fmt: skip
+    first = next(iter(net.members()))
     for name, peer in net.members().items():  # DML: the other peers are students too
         if name != first and isinstance(peer, nn.Module) and hasattr(peer, "hint_points"):
             arch = getattr(peer, "arch", c.student.arch)
-            artifacts.save_student(out, peer, student_sidecar(c, train_set.info, {**made_by, "peer": name}, {"final": scores[name]}, arch),
+            artifacts.save_student(out, peer, student_sidecar(c, train_set.info, {**made_by, "peer": name}, {"final": members[name]}, arch),
                                    name=f"{c.name}_{name}")  # fmt: skip
     return summary
-
-
-def _epoch(net: nn.Module, loss, optimizer, loader, device, desc: str, progress: bool) -> dict[str, float]:
-    net.train()
-    sums: dict[str, float] = {}
-    seen, start = 0, time.perf_counter()
-    for step, (images, labels, _) in enumerate(tqdm(loader, desc=desc, leave=False, disable=None if progress else True)):
-        images, labels = images.to(device), labels.to(device)
-        parts = loss.network_loss(net(images), labels)
-        if not torch.isfinite(parts["loss"].detach()):
-            raise TrainingDiverged(f"the loss became {float(parts['loss'])} at {desc}, step {step + 1}; lower optim.lr")
-        optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        optimizer.step()
-        seen += len(labels)
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(labels)
-    elapsed = time.perf_counter() - start
-    return {**{k: v / max(seen, 1) for k, v in sums.items()}, "images_per_s": seen / elapsed, "seconds": elapsed}
