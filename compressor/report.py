@@ -220,7 +220,8 @@ def _curve(row: dict[str, Any]) -> tuple[dict[str, float], float | None]:
     """(loss terms by name, top-1) of one metrics row, in the engine's or cross distillation's format."""
     terms = row.get("train", row)
     losses = {k: float(v) for k, v in terms.items() if k not in NOT_TERMS and isinstance(v, int | float)}
-    return losses, (row.get("eval") or {}).get("top1")
+    scores = row.get("eval") or {}
+    return losses, scores.get("top1", scores.get("AP50"))
 
 
 def plot_training(metrics: dict[str, list[dict[str, Any]]]) -> bytes:
@@ -240,7 +241,7 @@ def plot_training(metrics: dict[str, list[dict[str, Any]]]) -> bytes:
             ax_acc.plot(epochs, [float("nan") if t is None else t for t in top1], marker="o", color="#2a7")
         else:
             ax_acc.text(0.5, 0.5, "not evaluated per epoch", ha="center", va="center", transform=ax_acc.transAxes)
-        ax_acc.set(title=f"{name}: top-1 on the evaluation split", xlabel="epoch", ylabel="top-1 (%)")
+        ax_acc.set(title=f"{name}: score on the evaluation split", xlabel="epoch", ylabel="top-1 or AP50 (%)")
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -75,3 +75,10 @@ def test_dependency_direction():
         elif m.startswith("compressor.deploy"):
             bad = [u for u in used if not u.startswith(DEPLOY_MAY_IMPORT)]
             assert not bad, f"{m} imports {bad}: deployment may use only {DEPLOY_MAY_IMPORT}"
+
+
+def test_one_backward_call_site():
+    """Every training runs on the one loop: ``backward()`` is called in exactly one place."""
+    calls = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in modules().values() for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "backward"]  # fmt: skip
+    assert len(calls) == 1 and calls[0].startswith("compressor/train/loop.py:"), calls

@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. hints.method=cc")
     p.add_argument("--seeds", type=parse_seeds, metavar="S1,S2,...", help="run once per seed into OUT/seed-<s>/ (teacher trained once); "
                                                                          "OUT/seeds.md has every network's mean ± std")  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue a stopped run in OUT: finished networks are kept, the interrupted "
+                                                         "one continues from its last checkpoint")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:16s} {summary['metric']} {row['mean']:6.2f} ± {row['std']:.2f} over seeds {args.seeds}")
         print(f"wrote {Path(config.out) / 'seeds.md'} (also seeds.json; each seed's report in seed-<s>/)")
         return 0
-    report = run_cross_distill(config, progress=not args.quiet)
+    report = run_cross_distill(config, progress=not args.quiet, resume=args.resume)
     metric = report["metric"]
     for name, row in report["results"].items():
         print(f"{name:16s} {row['arch']:22s} {row['domain']:6s} {metric} {row[metric]:6.2f}")

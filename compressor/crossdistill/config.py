@@ -57,6 +57,7 @@ class OptimSection(Strict):
     backbone_lr_mult: float = Field(1.0, ge=0)  # the backbone's learning rate = lr * this (0.1 or 1 in the thesis)
     batch_size: int = Field(16, ge=1)
     workers: int = Field(0, ge=0)
+    clip_grad: float | None = Field(10.0, gt=0)  # max global gradient norm (the YOLO loss spikes in a scratch run's first steps)
 
 
 class CrossConfig(Strict):
@@ -68,7 +69,9 @@ class CrossConfig(Strict):
     optim: OptimSection = Field(default_factory=OptimSection)
     vanilla: bool = True  # also train the student without hints, for the comparison
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto
+    amp: Literal["off", "bf16", "fp16"] = "off"  # autocast: bf16 on CPU or CUDA, fp16 on CUDA with loss scaling
+    tensorboard: bool = False
     out: str = "runs/cross"
 
     @model_validator(mode="after")

@@ -16,9 +16,13 @@ Same-domain (classical) and reverse (pixel teacher -> HEVC student) ablations ar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -26,29 +30,38 @@ from torch.utils.data import DataLoader, Dataset
 from compressor.models.features import hint_points
 from compressor.models.stats import count_params
 
-from ..checkpoint import load_checkpoint
+from .. import __version__
+from ..checkpoint import STUDENT_SCHEMA, load_checkpoint
 from ..config import save_config
 from ..data.scenes import generate_plates, generate_vehicles
 from ..errors import UserError
 from ..hints.plot import plot_similarity
 from ..hints.select import HintConfig, build_plan
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, file_digest
+from ..losses import LOSSES
 from ..outdir import claim
 from ..report import write_run_report
-from ..train.artifacts import save_student
+from ..train.artifacts import read_metrics, save_student
+from ..train.distributed import World, all_gather, barrier, init_world, shutdown
+from ..train.loop import LoopSettings, fit
+from ..train.parts import resolve_device, weights_digest
 from .config import CrossConfig
 from .data import DOMAINS, MEAN, STD, PairedSet, collate, normalise
 from .tasks import TASKS
-from .train import Hints, fit
+from .train import CrossTask, Hints
 
 GENERATORS = {"plates": generate_plates, "vehicles": generate_vehicles}
 OUTPUTS = ("teacher.pt", "vanilla_student.pt", "cross_student.pt", "report.json")
 
 
+def data_root(config: CrossConfig, out: Path) -> Path:
+    return Path(config.data.root) if config.data.root else out / "data"
+
+
 def prepare_data(config: CrossConfig, out: Path, progress: bool) -> Path:
     """The paired set's root; a builtin set is generated and converted on first use."""
     d = config.data
-    root = Path(d.root) if d.root else out / "data"
+    root = data_root(config, out)
     if d.builtin is None:
         if not root.is_dir():
             folders = "pixel/, hevc/ and labels/" if config.task == "detection" else "pixel/ and hevc/"
@@ -106,21 +119,32 @@ def _check_hint_method(method: str) -> None:
         raise UserError(f"hints.method {method!r} is not a feature loss; use at, cc, ft or another hint method")
 
 
-def run_cross_distill(config: CrossConfig, progress: bool = True) -> dict:
-    """Run the scheme; returns the report. Raises UserError on bad data, names or outputs."""
+def run_cross_distill(config: CrossConfig, progress: bool = True, resume: bool = False) -> dict:
+    """Run the scheme; returns the report. Raises UserError on bad data, names or outputs.
+
+    ``resume`` continues a run that was stopped (kill -9 included): finished networks are loaded,
+    an interrupted one continues from its last checkpoint (``train/<network>/``) to the same
+    weights an uninterrupted run gives."""
     out = Path(config.out)
     taken = [name for name in OUTPUTS if (out / name).exists()]
-    if taken:
-        raise UserError(f"{out} already holds {', '.join(taken)} from an earlier run; choose another out so nothing is overwritten")
-    task = TASKS.get(config.task)
+    if taken and not resume:
+        raise UserError(f"{out} already holds {', '.join(taken)} from an earlier run; choose another out so nothing is overwritten, "
+                        "or --resume to continue it")  # fmt: skip
+    if resume and not (out / "config.yaml").exists():
+        raise UserError(f"--resume: {out} holds no cross-distillation run; start without --resume")
+    kind = TASKS.get(config.task)
     for net in (config.teacher, config.student):
         try:
-            task.check(net.arch)
+            kind.check(net.arch)
         except ValueError as e:
             raise UserError(f"{'teacher' if net is config.teacher else 'student'}.arch: {e}") from None
     _check_hint_method(config.hints.method)
-    with claim(out, [], "cross-distill", reuse=True):  # the outputs were checked above; the lock keeps a second run out
-        return _train_and_report(config, out, task, progress)
+    world = init_world(use_cuda=config.device.startswith("cuda") or config.device == "auto" and torch.cuda.is_available())
+    try:
+        with claim(out, [], "cross-distill", reuse=True) if world.is_main else nullcontext(out):  # outputs checked above; one run at a time
+            return _train_and_report(config, out, kind, progress, resume, world)
+    finally:
+        shutdown(world)
 
 
 def run_cross_distill_seeds(config: CrossConfig, seeds: list[int], progress: bool = True) -> dict:
@@ -158,75 +182,87 @@ def run_cross_distill_seeds(config: CrossConfig, seeds: list[int], progress: boo
     return summary
 
 
-def _train_and_report(config: CrossConfig, out: Path, task, progress: bool) -> dict:
-    root = prepare_data(config, out, progress)
+@dataclass
+class Scheme:
+    """What every network of one run shares: the config, the data, where things go."""
+
+    config: CrossConfig
+    out: Path
+    kind: Any  # the TASKS entry: detection or recognition
+    train: PairedSet
+    test: PairedSet
+    size: tuple[int, int]
+    device: torch.device
+    world: World
+    progress: bool
+    resume: bool
+
+    def fit(self, name: str, model: torch.nn.Module, domain: str, epochs: int, hints: Hints | None = None) -> dict[str, float]:
+        """Train one network on the loop into ``out/train/<name>/`` (or load it when a resumed run
+        already saved it), save it with its sidecar and return its scores on the test split."""
+        c = self.config
+        if self.resume and _complete(self.out, name):
+            model.load_state_dict(torch.load(self.out / f"{name}.pt", map_location="cpu", weights_only=True))
+            return json.loads((self.out / f"{name}.json").read_text())["scores"]
+        folder = self.out / "train" / name
+        try:
+            task = CrossTask(model, self.kind, self.train, self.test, domain, c.optim, self.size, epochs, c.seed, self.device, self.world,
+                             hints)  # fmt: skip
+        except ValueError as e:
+            raise UserError(f"hints: {e}") from None
+        key = json.dumps([name, c.model_dump(exclude={"out"}, mode="json")], sort_keys=True)
+        settings = LoopSettings(folder, task.total_epochs, hashlib.sha256(key.encode()).hexdigest()[:16], self.device, self.world, c.amp,
+                                c.optim.clip_grad, c.tensorboard, self.progress, desc=name.replace("_", " "))  # fmt: skip
+        try:
+            fitted = fit(task, settings, resume=self.resume and (folder / "checkpoints" / "last.pt").exists())
+            scores = fitted.final or task.evaluate()
+        finally:
+            task.close()
+        if self.world.is_main:
+            self.save(model, name, domain, scores, fitted.best, epochs, hints)
+        return scores
+
+    def save(self, model: torch.nn.Module, name: str, domain: str, scores: dict, best: float, epochs: int, hints: Hints | None) -> None:
+        """``<name>.pt`` and a sidecar with the schema of ``compressor distill``'s (plus task, domain, scores)."""
+        c = self.config
+        net = c.teacher if name == "teacher" else c.student
+        made_by = {"tool_version": __version__, "method": f"cross-distillation ({c.hints.method})" if hints else c.task,
+                   "data": c.data.root or f"builtin:{c.data.builtin}", "teacher_arch": c.teacher.arch if hints else None,
+                   "teacher_hints": hints.teacher_points if hints else [], "student_hints": hints.student_points if hints else [],
+                   "epochs": epochs}  # fmt: skip
+        sidecar = {"schema": STUDENT_SCHEMA, "version": 1, "arch": net.arch, "arch_kwargs": dict(net.kwargs), "points": net.points,
+                   "num_classes": self.train.classes, "input_size": list(self.size), "mean": list(MEAN), "std": list(STD),
+                   "class_names": list(getattr(self.train, "class_names", [])), "task": c.task, "domain": domain, "made_by": made_by,
+                   "metrics": {"final": scores, "best": best}, "scores": scores}  # fmt: skip
+        save_student(self.out, model, sidecar, name)
+
+
+def _complete(out: Path, name: str) -> bool:
+    """A network a stopped run had finished: its weights match its sidecar's digest."""
+    try:
+        meta = json.loads((out / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (out / f"{name}.pt").is_file() and meta.get("digest") == file_digest(out / f"{name}.pt")
+
+
+def _train_and_report(config: CrossConfig, out: Path, kind, progress: bool, resume: bool, world: World) -> dict:
+    root = prepare_data(config, out, progress) if world.is_main else data_root(config, out)  # one process generates, the others wait
+    barrier(world)
     size = tuple(config.data.image_size)
     labels = root / "labels" if config.task == "detection" else None
     train = PairedSet(root / "pixel", root / "hevc", "train", size, labels, config.data.num_classes)
     test = PairedSet(root / "pixel", root / "hevc", "test", size, labels, train.classes)
-    save_config(config, out / "config.yaml")
-    o = config.optim
-    loader = DataLoader(train, o.batch_size, shuffle=True, num_workers=o.workers, collate_fn=collate, drop_last=len(train) > o.batch_size,
-                        generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
-    test_loader = DataLoader(test, o.batch_size, shuffle=False, num_workers=o.workers, collate_fn=collate)
-    history: list[dict] = []
-    log = history.append
-
-    def score(model: torch.nn.Module, domain: str) -> dict[str, float]:
-        d = DOMAINS.index(domain)
-        return task.evaluate(model, ((b[d], b[2]) for b in test_loader), size)
-
-    def save(model: torch.nn.Module, name: str, arch: str, domain: str, scores: dict) -> None:
-        sidecar = {
-            "arch": arch,
-            "num_classes": train.classes,
-            "task": config.task,
-            "domain": domain,
-            "input_size": list(size),
-            "mean": list(MEAN),
-            "std": list(STD),
-            "class_names": getattr(train, "class_names", []),
-            "scores": scores,
-        }
-        save_student(out, model, sidecar, name)
-
-    timings = {}
-    # 2. teacher
+    if world.is_main:
+        save_config(config, out / "config.yaml")
+    scheme = Scheme(config, out, kind, train, test, size, resolve_device(config.device, world), world, progress, resume)
     start = time.perf_counter()
-    if config.teacher.checkpoint:
-        t = config.teacher
-        teacher = load_checkpoint(
-            t.checkpoint, arch=t.arch, num_classes=train.classes, kwargs=t.kwargs, points=t.points, input_size=size
-        ).model
-    else:
-        torch.manual_seed(config.seed)
-        teacher = task.build(config.teacher.arch, train.classes, size, config.teacher.kwargs, config.teacher.points)
-        fit(teacher, task, loader, config.teacher.domain, config.teacher.epochs, o, size, desc="teacher", log=log)
-    teacher.eval().requires_grad_(False)
-    teacher_scores = score(teacher, config.teacher.domain)
-    save(teacher, "teacher", config.teacher.arch, config.teacher.domain, teacher_scores)
-    timings["teacher_s"] = round(time.perf_counter() - start, 1)
-
-    # 3. hints
+    teacher, teacher_scores = _teacher(scheme)
+    timings = {"teacher_s": round(time.perf_counter() - start, 1)}
+    teacher_points, plan = _teacher_hints(scheme, teacher, root)
     h = config.hints
-    if h.teacher_points:
-        teacher_points = list(h.teacher_points)
-        plan = None
-    else:
-        hint_cfg = HintConfig(samples=h.samples, k=h.k, metric=h.metric, batch_size=64, seed=config.seed)
-        try:
-            hint_cfg.validate()
-        except UserError as e:
-            raise UserError(f"hints: {e}") from None
-        plan = build_plan(teacher, config.teacher.arch, train.classes, DomainView(train, config.teacher.domain),
-                          f"{root} ({config.teacher.domain})", hint_cfg, progress=progress, checkpoint=str(out / "teacher.pt"))  # fmt: skip
-        plan.save(out / "hints" / "plan.json")
-        plot_similarity(plan, out / "hints" / "similarity.png")
-        teacher_points = plan.hints
-
-    # 4. students from the same initial weights
-    torch.manual_seed(config.seed + 1)
-    template = task.build(config.student.arch, train.classes, size, config.student.kwargs, config.student.points)
+    torch.manual_seed(config.seed + 1)  # both students start from the same weights
+    template = kind.build(config.student.arch, train.classes, size, config.student.kwargs, config.student.points)
     initial = template.state_dict()
     try:
         student_points = list(h.student_points) if h.student_points else match_student_points(teacher, template, teacher_points)
@@ -235,41 +271,75 @@ def _train_and_report(config: CrossConfig, out: Path, task, progress: bool) -> d
     if len(student_points) != len(teacher_points):
         raise UserError(f"hints.student_points has {len(student_points)} entries for {len(teacher_points)} teacher hints")
     results = {"teacher": {"arch": config.teacher.arch, "domain": config.teacher.domain, **teacher_scores}}
-    runs = (["vanilla"] if config.vanilla else []) + ["cross"]
-    for kind in runs:
+    for name in (["vanilla_student"] if config.vanilla else []) + ["cross_student"]:
         start = time.perf_counter()
-        student = task.build(config.student.arch, train.classes, size, config.student.kwargs, config.student.points)
+        student = kind.build(config.student.arch, train.classes, size, config.student.kwargs, config.student.points)
         student.load_state_dict(initial)
-        hints = None
-        if kind == "cross":
-            try:
-                hints = Hints(teacher, config.teacher.domain, teacher_points, student_points, h)
-                fit(student, task, loader, config.student.domain, config.student.epochs, o, size, hints, desc="cross student", log=log)
-            except ValueError as e:
-                raise UserError(f"hints: {e}") from None
-        else:
-            fit(student, task, loader, config.student.domain, config.student.epochs, o, size, desc="vanilla student", log=log)
-        scores = score(student, config.student.domain)
-        save(student, f"{kind}_student", config.student.arch, config.student.domain, scores)
-        results[f"{kind}_student"] = {"arch": config.student.arch, "domain": config.student.domain, **scores}
-        timings[f"{kind}_student_s"] = round(time.perf_counter() - start, 1)
-
+        hints = Hints(teacher, config.teacher.domain, teacher_points, student_points, h) if name == "cross_student" else None
+        results[name] = {"arch": config.student.arch, "domain": config.student.domain,
+                         **scheme.fit(name, student, config.student.domain, config.student.epochs, hints)}  # fmt: skip
+        timings[f"{name}_s"] = round(time.perf_counter() - start, 1)
+    digests = all_gather(weights_digest(student), world)  # under torchrun every rank must end with the same weights
     params = {"teacher": count_params(teacher), "student": count_params(student)}
     for key, row in results.items():
         row["params"] = params["teacher" if key == "teacher" else "student"]
-    report = {
-        "version": 1,
-        "task": config.task,
-        "metric": task.metric,
-        "hint_method": h.method,
-        "lambda": hints.weight,
-        "teacher_points": teacher_points,
-        "student_points": student_points,
-        "hint_plan": None if plan is None else "hints/plan.json",
-        "results": results,
-        "timings": timings,
-    }
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    report = {"version": 1, "task": config.task, "metric": kind.metric, "hint_method": h.method,
+              "lambda": h.weight if h.weight is not None else LOSSES.get(h.method).default_weight, "teacher_points": teacher_points,
+              "student_points": student_points, "hint_plan": None if plan is None else "hints/plan.json", "results": results,
+              "timings": timings, "ranks": world.size, "ranks_identical": len(set(digests)) == 1}  # fmt: skip
+    if world.is_main:
+        _write_outputs(out, report)
+    return report
+
+
+def _write_outputs(out: Path, report: dict) -> None:
+    """metrics.jsonl of every network (one row per epoch, tagged with the network), report.json and the run report."""
+    rows = []
+    for name in ("teacher", "vanilla_student", "cross_student"):
+        for r in read_metrics(out / "train" / name / "metrics.jsonl"):
+            terms = {k: round(v, 5) for k, v in r["train"].items() if k not in ("images_per_s", "seconds")}
+            rows.append({"model": name.replace("_", " "), "epoch": r["epoch"], "eval": r["eval"], **terms})
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_json(out / "report.json", report)
     write_run_report(out, overwrite=True)  # the folder was checked to be new or ours (claim): its report is ours to write
-    return report
+
+
+def _teacher(scheme: Scheme) -> tuple[torch.nn.Module, dict[str, float]]:
+    """The frozen teacher: loaded from ``teacher.checkpoint``, or trained on its domain with the task loss."""
+    c, t = scheme.config, scheme.config.teacher
+    if t.checkpoint:
+        teacher = load_checkpoint(t.checkpoint, arch=t.arch, num_classes=scheme.train.classes, kwargs=t.kwargs, points=t.points,
+                                  input_size=scheme.size).model.to(scheme.device).eval()  # fmt: skip
+        d = DOMAINS.index(t.domain)
+        loader = DataLoader(scheme.test, c.optim.batch_size, collate_fn=collate)
+        batches = ((b[d].to(scheme.device), b[2].to(scheme.device)) for b in loader)
+        scores = scheme.kind.evaluate(teacher, batches, scheme.size)
+        if scheme.world.is_main:
+            scheme.save(teacher, "teacher", t.domain, scores, scores[scheme.kind.metric], 0, None)
+    else:
+        torch.manual_seed(c.seed)
+        teacher = scheme.kind.build(t.arch, scheme.train.classes, scheme.size, t.kwargs, t.points)
+        scores = scheme.fit("teacher", teacher, t.domain, t.epochs)
+    return teacher.to(scheme.device).eval().requires_grad_(False), scores
+
+
+def _teacher_hints(scheme: Scheme, teacher: torch.nn.Module, root: Path) -> tuple[list[int], Any]:
+    """The teacher's hint points: given, or chosen once per run by clustering its backbone (PURSUhInT)."""
+    c, h = scheme.config, scheme.config.hints
+    if h.teacher_points:
+        return list(h.teacher_points), None
+    path = scheme.out / "hints" / "plan.json"
+    if scheme.resume and path.exists():
+        return json.loads(path.read_text())["hints"], path
+    hint_cfg = HintConfig(samples=h.samples, k=h.k, metric=h.metric, batch_size=64, seed=c.seed)
+    try:
+        hint_cfg.validate()
+    except UserError as e:
+        raise UserError(f"hints: {e}") from None
+    view = DomainView(scheme.train, c.teacher.domain)
+    plan = build_plan(teacher, c.teacher.arch, scheme.train.classes, view, f"{root} ({c.teacher.domain})", hint_cfg,
+                      progress=scheme.progress, checkpoint=str(scheme.out / "teacher.pt"))  # fmt: skip
+    if scheme.world.is_main:
+        plan.save(path)
+        plot_similarity(plan, scheme.out / "hints" / "similarity.png")
+    return plan.hints, plan

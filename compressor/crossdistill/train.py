@@ -7,27 +7,31 @@ image, psi_i the student's on the paired student-domain image, and DA_i a convol
 adaptor (3x3 conv-BN-ReLU, 1x1 conv to the teacher's width) trained with the student and
 dropped afterwards. L_feat is any registered feature loss (AT, CC, FT, ...).
 
-The learning rate follows a cosine schedule over the run, and gradients are clipped to a global
-norm of 10 (the YOLO loss spikes in the first steps of a scratch run); both are this
-toolchain's choices, the thesis states neither.
+Each network trains as a task of the one training loop (``compressor.train.loop``): AMP,
+torchrun DDP, exact ``--resume``, the divergence stop and metrics come from there. The learning
+rate follows a cosine schedule over the epochs, and gradients are clipped to a global norm of 10
+by default (``optim.clip_grad``; the YOLO loss spikes in the first steps of a scratch run); both
+are this toolchain's choices, the thesis states neither.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from compressor.models.features import feature_hooks, forward_features
 
 from ..losses import LOSSES, DistillLoss, LossContext, Outputs
+from ..train.data import train_loader
+from ..train.distributed import World
+from ..train.loop import Task
 from .config import HintSection, OptimSection
-from .data import DOMAINS, normalise
+from .data import DOMAINS, collate, normalise
 from .tasks import backbone_parameters
 
 
@@ -111,70 +115,103 @@ def make_optimizer(model: nn.Module, extra: list[nn.Parameter], cfg: OptimSectio
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def fit(model: nn.Module, task, loader: DataLoader, domain: str, epochs: int, cfg: OptimSection, size: tuple[int, int],
-        hints: Hints | None = None, desc: str = "train", log: Callable[[dict], None] | None = None) -> None:  # fmt: skip
-    """Train ``model`` on ``domain`` images for ``epochs`` (cosine schedule), with hints if given."""
-    criterion = task.criterion(model)
-    d = DOMAINS.index(domain)
-    if hints is not None:
-        hints.build(model, normalise(next(iter(loader))[d][:2]))
-        if hints.config.init_epochs:
-            _init_stage(hints, loader, hints.config.init_epochs, cfg)
-    extra = hints.trainable() if hints is not None else []
-    optimizer = make_optimizer(model, extra, cfg)
-    total = max(1, epochs * len(loader))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
-    t_index = DOMAINS.index(hints.teacher_domain) if hints is not None else 0
-    captured: dict[int, torch.Tensor] = {}
-    context = feature_hooks(model, hints.student_points, captured.__setitem__) if hints is not None else None
-    if context is not None:
-        context.__enter__()
-    try:
-        for epoch in range(epochs):
-            model.train()
-            if hints is not None:
-                hints.adaptors.train()
-                hints.term.train()
-            sums: dict[str, float] = {}
-            bar = tqdm(loader, desc=f"{desc} {epoch + 1}/{epochs}", unit="batch", leave=False, disable=None)
-            for batch in bar:
-                images, targets = batch[d], batch[2]
-                captured.clear()
-                parts = task.loss(criterion, model(normalise(images)), targets, size)
-                loss = parts["loss"]
-                if hints is not None:
-                    s_feats = [a(captured[i]) for a, i in zip(hints.adaptors, hints.student_points, strict=True)]
-                    hint = hints.term(hints.outputs(s_feats), hints.outputs(hints.teacher_feats(batch[t_index])))
-                    parts = {**parts, "hint": hint}
-                    loss = loss + hints.weight * hint
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{desc}: the loss became {loss.item()} in epoch {epoch + 1}; lower optim.lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 10.0)
-                optimizer.step()
-                schedule.step()
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            if log is not None:
-                log({"model": desc, "epoch": epoch + 1, **{k: round(v / len(loader), 5) for k, v in sums.items()}})
-    finally:
-        if context is not None:
-            context.__exit__(None, None, None)
+class CrossTrainee(nn.Module):
+    """The network being trained, its domain adaptors and the hint loss as one module (so that DDP
+    syncs them together); ``forward`` returns the named loss terms of one paired batch."""
+
+    def __init__(self, model: nn.Module, kind, domain: str, size: tuple[int, int], hints: Hints | None):
+        super().__init__()
+        self.model, self.kind, self.size, self.hints = model, kind, size, hints
+        self.domain = DOMAINS.index(domain)
+        self.criterion = kind.criterion(model)
+        if hints is not None:
+            self.adaptors, self.term = hints.adaptors, hints.term
+        self.captured: dict[int, torch.Tensor] = {}
+        self.init_stage = False
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        h = self.hints
+        if self.init_stage:  # the hint method's initialisation (FT's paraphraser) on teacher features alone
+            t = h.outputs(h.teacher_feats(batch[DOMAINS.index(h.teacher_domain)]))
+            init = self.term.init_loss(t, t)
+            return {"loss": init, "init": init}
+        self.captured.clear()
+        parts = self.kind.loss(self.criterion, self.model(normalise(batch[self.domain])), batch[2], self.size)
+        if h is None:
+            return parts
+        s_feats = [a(self.captured[i]) for a, i in zip(self.adaptors, h.student_points, strict=True)]
+        hint = self.term(h.outputs(s_feats), h.outputs(h.teacher_feats(batch[DOMAINS.index(h.teacher_domain)])))
+        return {**parts, "loss": parts["loss"] + h.weight * hint, "hint": hint}
 
 
-def _init_stage(hints: Hints, loader: DataLoader, epochs: int, cfg: OptimSection) -> None:
-    """Initialisation losses of the hint method (FT's paraphraser) on teacher features alone."""
-    params = list(hints.term.parameters())
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    t_index = DOMAINS.index(hints.teacher_domain)
-    for _ in range(epochs):
+class CrossTask(Task):
+    """One network of the scheme as a task of the loop: the task loss on its own domain, plus
+    lambda times the hint loss through the domain adaptors when ``hints`` are given (after the hint
+    method's initialisation stage, ``hints.init_epochs``). The learning rate follows a cosine over
+    the epochs of training proper, the backbone's scaled by ``backbone_lr_mult``."""
+
+    def __init__(self, model: nn.Module, kind, train_set, test_set, domain: str, cfg: OptimSection, size: tuple[int, int],
+                 epochs: int, seed: int, device: torch.device, world: World, hints: Hints | None = None):  # fmt: skip
+        self.kind, self.metric, self.cfg, self.size, self.epochs, self.seed = kind, kind.metric, cfg, size, epochs, seed
+        self.train_set, self.test_set, self.domain, self.device, self.world = train_set, test_set, DOMAINS.index(domain), device, world
+        model.to(device)
+        if hints is not None:
+            sample = next(iter(DataLoader(train_set, 2, collate_fn=collate)))
+            hints.build(model, normalise(sample[self.domain].to(device)))
+            hints.adaptors.to(device)
+            hints.term.to(device)
+        self.init_epochs = hints.config.init_epochs if hints is not None else 0
+        if self.init_epochs and not hints.term.has_init_stage:
+            raise ValueError(f"hints.init_epochs > 0 but hint method {hints.config.method!r} has no initialisation stage")
+        self.core = CrossTrainee(model, kind, domain, size, hints)
+        self.module = self.core
+        self._hooks = feature_hooks(model, hints.student_points, self.core.captured.__setitem__) if hints is not None else None
+        if self._hooks is not None:
+            self._hooks.__enter__()
+        self.wrapped = self.core if not world.distributed else nn.parallel.DistributedDataParallel(
+            self.core, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)  # fmt: skip
+        self.optimizer = make_optimizer(model, hints.trainable() if hints is not None else [], cfg)
+        for group in self.optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+
+    @property
+    def total_epochs(self) -> int:
+        return self.init_epochs + self.epochs
+
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        self.core.init_stage = epoch < self.init_epochs
+        e = epoch - self.init_epochs
+        factor = 1.0 if self.core.init_stage else 0.5 * (1 + math.cos(math.pi * e / max(self.epochs, 1)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        return {"stage": "init" if self.core.init_stage else "train", "lr": self.cfg.lr * factor}
+
+    def batches(self, epoch: int):
+        loader = train_loader(self.train_set, self.cfg.batch_size, self.cfg.workers, self.seed, epoch, self.world, collate_fn=collate)
         for batch in loader:
-            t = hints.outputs(hints.teacher_feats(batch[t_index]))
-            loss = hints.term.init_loss(t, t)
-            if loss is None:
-                raise ValueError(f"hints.init_epochs > 0 but hint method {hints.config.method!r} has no initialisation stage")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            yield tuple(x.to(self.device) for x in batch)
+
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        return self.wrapped(batch)
+
+    def batch_size(self, batch) -> int:
+        return len(batch[0])
+
+    def train(self) -> None:
+        self.wrapped.train()
+        if self.core.hints is not None:
+            self.core.hints.teacher.eval()
+
+    def evaluate(self) -> dict[str, float]:
+        loader = DataLoader(self.test_set, self.cfg.batch_size, shuffle=False, num_workers=self.cfg.workers, collate_fn=collate)
+        model = self.core.model
+        was = model.training
+        scores = self.kind.evaluate(model, ((b[self.domain].to(self.device), b[2].to(self.device)) for b in loader), self.size)
+        model.train(was)
+        return scores
+
+    def close(self) -> None:
+        """Remove the hooks that capture the student's hint features (the network leaves clean)."""
+        if self._hooks is not None:
+            self._hooks.__exit__(None, None, None)
+            self._hooks = None

@@ -14,7 +14,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def train_loader(data: ImageDataset, batch_size: int, workers: int, seed: int, epoch: int, world: World) -> DataLoader:
+def train_loader(data: ImageDataset, batch_size: int, workers: int, seed: int, epoch: int, world: World, collate_fn=None) -> DataLoader:
     """Shuffled batches for one epoch; the order and the augmentation depend only on (seed, epoch)."""
     torch.manual_seed(seed * 100_003 + epoch)  # augmentation in this process (workers=0)
     if world.distributed:
@@ -30,6 +30,7 @@ def train_loader(data: ImageDataset, batch_size: int, workers: int, seed: int, e
         drop_last=len(data) >= 2 * batch_size,  # BN needs > 1 sample; tiny sets keep their last batch
         generator=epoch_generator(seed, epoch),  # seeds the workers' augmentation RNG
         persistent_workers=False,
+        collate_fn=collate_fn,
     )
 
 

@@ -9,7 +9,6 @@ Runs unchanged under ``torchrun`` (DDP): sharded sampling, gradients all-reduced
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -58,6 +57,7 @@ from .parts import (
     resolve_device,
     state_fingerprint,
     student_sidecar,
+    weights_digest,
 )
 from .runner import FeatureTap
 from .teacher import Teacher
@@ -387,7 +387,7 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
                             progress)  # fmt: skip
     fitted = fit(DistillTask(s), settings, resume)
     final, best, metrics_path = fitted.final, fitted.best, out / "metrics.jsonl"
-    digests = all_gather(_weights_digest(s.core.student), s.world)
+    digests = all_gather(weights_digest(s.core.student), s.world)
     summary: dict[str, Any] = {"final": final, "best_top1": best, "epochs": total, "rank_weight_digests": digests,
                                "ranks_identical": len(set(digests)) == 1, "notes": s.notes}  # fmt: skip
     if s.teacher is not None:
@@ -438,11 +438,3 @@ def _term_reports(s: Setup) -> dict[str, Any]:
         if s.world.is_main:
             artifacts.save_state(s.out / term.state_file, {**term.export_state(), "report": found[name]})
     return found
-
-
-def _weights_digest(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]

@@ -135,3 +135,12 @@ def student_sidecar(config: DistillConfig, info, made_by: dict[str, Any], metric
         "made_by": {"tool_version": __version__, "method": config.loss.method, "data": config.data.train, **made_by},
         "metrics": metrics,
     }
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short digest of a model's weights (to check that DDP ranks ended identical)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,4 +1,9 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +170,73 @@ def test_recognition_with_the_users_student(tmp_path):
     assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["results"]["cross_student"]["arch"] == custom and len(report["student_points"]) == 3
+
+
+# --- on the one training loop: resume, AMP, divergence, DDP (issue 17) -------------------------------------
+
+LOOP = ["data.train=24", "data.test=12", "teacher.arch=resnet8", "student.arch=resnet8", "teacher.epochs=3", "student.epochs=3",
+        "hints.samples=24", "hints.k=2", "optim.batch_size=8"]  # fmt: skip
+
+
+def _cross_cmd(out, *extra):
+    sets = sum((["--set", s] for s in LOOP), [])
+    return [
+        sys.executable,
+        "-m",
+        "compressor.cli",
+        "cross-distill",
+        "--example",
+        "recognition",
+        "--out",
+        str(out),
+        "--quiet",
+        *sets,
+        *extra,
+    ]
+
+
+@needs_encoder
+def test_cross_distill_resumes_after_kill_9_to_identical_weights(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cross_cmd(tmp_path / "straight"), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_cross_cmd(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "train" / "cross_student" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 1):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # within the cross student's training, after its first checkpoint
+    proc.wait()
+    assert not (tmp_path / "killed" / "cross_student.pt").exists() and (tmp_path / "killed" / "vanilla_student.pt").exists()
+    assert subprocess.run(_cross_cmd(tmp_path / "killed"), env=env, capture_output=True).returncode == 2  # nothing overwritten
+    subprocess.run(_cross_cmd(tmp_path / "killed", "--resume"), check=True, env=env, capture_output=True)
+    for name in ("teacher", "vanilla_student", "cross_student"):
+        a = torch.load(tmp_path / "straight" / f"{name}.pt", weights_only=True)
+        b = torch.load(tmp_path / "killed" / f"{name}.pt", weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    sidecar = json.loads((tmp_path / "killed" / "cross_student.json").read_text())
+    assert sidecar["schema"] == "edge-compressor/student" and sidecar["made_by"]["student_hints"] and "final" in sidecar["metrics"]
+    rows = [json.loads(r) for r in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["model"] == "cross student"] == [1, 2, 3] and all("hint" in r for r in rows[-3:])
+
+
+@needs_encoder
+def test_cross_distill_with_bf16_autocast_and_a_diverging_run_exits_2(tmp_path, capsys):
+    sets = sum((["--set", s] for s in LOOP), [])
+    assert main(["cross-distill", "--example", "recognition", "--out", str(tmp_path / "bf16"), "--quiet", *sets, "--set", "amp=bf16",
+                 "--set", "vanilla=false"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "bf16" / "report.json").read_text())["ranks_identical"] is True
+    assert main(["cross-distill", "--example", "recognition", "--out", str(tmp_path / "nan"), "--quiet", *sets, "--set", "optim.lr=1e30",
+                 "--set", "optim.optimizer=sgd", "--set", "optim.clip_grad=null"]) == 2  # fmt: skip
+    assert "the loss became" in capsys.readouterr().err
+
+
+@needs_encoder
+def test_cross_distill_under_torchrun_ends_with_identical_ranks(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sets = sum((["--set", s] for s in [*LOOP, "teacher.epochs=1", "student.epochs=1", "vanilla=false"]), [])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "compressor.cli", "cross-distill",
+           "--example", "recognition", "--out", str(tmp_path / "ddp"), "--quiet", *sets]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "ddp" / "report.json").read_text())
+    assert report["ranks"] == 2 and report["ranks_identical"] is True
