@@ -35,8 +35,8 @@ class Averager(DistillLoss):
     cross-entropy plus this same averaged-teacher term; the main classifier is trained as without
     exits. The run reports every exit's top-1, the student's and the ensemble's (mean of the main
     and exit logits) and saves the exits (``averager_exits.pt``); the exported student is the
-    single-exit network. The exits' hooks stay on the student for the run and are removed after
-    this report. The thesis does not describe the exits' architecture; the pool + FC head
+    single-exit network. The exits' hooks stay on the student for the run and are removed when it
+    ends (``close``). The thesis does not describe the exits' architecture; the pool + FC head
     is our choice. ``teacher.ensemble`` (several teachers' logits averaged first) is a different,
     multi-teacher option of this tool, not the thesis' "Ens"."""
 
@@ -124,7 +124,6 @@ class Averager(DistillLoss):
             correct += torch.tensor([float((z.argmax(1) == t.labels).sum()) for z in members], dtype=torch.float64)
             n += len(t.labels)
         student.train(was)
-        self._hooks.__exit__(None, None, None)  # the run is over: the student leaves without our hooks
         acc = [round(a, 2) for a in (100 * correct / max(n, 1)).tolist()]
         return {
             "exit_top1": acc[:-2],
@@ -133,6 +132,11 @@ class Averager(DistillLoss):
             "exit_points": self.exit_points,
             "exit_names": getattr(self, "exit_names", []),
         }
+
+    def close(self) -> None:
+        if self._hooks is not None:  # the student leaves without our hooks
+            self._hooks.__exit__(None, None, None)
+            self._hooks = None
 
     def export_state(self) -> dict:
         return {"exits": self.exits.state_dict(), "exit_points": self.exit_points}

@@ -99,6 +99,10 @@ class DistillLoss(nn.Module):
         """Tensors and numbers saved in ``state_file`` beside the student when ``report`` gave figures."""
         return {}
 
+    def close(self) -> None:
+        """The run is over (finished or not): remove what ``prepare`` attached to the engine's
+        networks (forward hooks), so that the user's model objects leave as they came."""
+
     def init_loss(self, s: Outputs, t: Outputs) -> torch.Tensor | None:
         """Loss of an initialisation stage run before distillation proper (FitNet stage 1,
         FT's paraphraser, AB), or None when the method has none."""

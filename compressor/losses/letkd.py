@@ -62,12 +62,18 @@ class LetKD(DistillLoss):
         self._layers = layers  # the student's own KD layers (not registered here: they belong to the student)
         self.kinds = [s["kind"] for s in supervision]
         self._stores = [s.get("store") for s in supervision]  # kernels: the teacher's latest 3x3 responses
+        self._handles = [s["handle"] for s in supervision if "handle" in s]  # the hook on the teacher's conv that fills them
         self.per_class = [int(s.get("per_class", 0)) for s in supervision]
         self.tau = tau
         for i, s in enumerate(supervision):
             for key, value in s.items():
                 if isinstance(value, torch.Tensor):
                     self.register_buffer(f"s{i}_{key}", value.float())
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     @classmethod
     def build(cls, ctx: LossContext, layers=None, fitted=None, tau: float = 1.0, variant: int = 1, templates: int = 32,
@@ -156,8 +162,8 @@ class LetKD(DistillLoss):
                                     "centres": torch.from_numpy(centres), "table": torch.from_numpy(table)})  # fmt: skip
         if supervision[-1]["kind"] == "kernels":  # the teacher's final 3x3 conv gives the labels; its width is K
             conv, store = _last_3x3(teacher, penultimate), {}
-            conv.register_forward_hook(lambda m, i, o: store.__setitem__("out", o))
-            supervision[-1].update(conv=conv, store=store)
+            handle = conv.register_forward_hook(lambda m, i, o: store.__setitem__("out", o))
+            supervision[-1].update(conv=conv, store=store, handle=handle)
         widths = []
         for s in supervision:
             if s["kind"] == "kmeans":

@@ -357,7 +357,12 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
             if s.world.is_main and not resume and not (s.out / "checkpoints" / "last.pt").exists():
                 (s.out / "config.yaml").unlink(missing_ok=True)  # no epoch finished: leave no half-begun run behind
             raise
-        finally:
+        finally:  # the networks may be the user's objects: they leave without our hooks
+            for term in s.core.objective.terms.values():
+                term.close()
+            s.core.tap.close()
+            if s.teacher is not None:
+                s.teacher.tap.close()
             shutdown(s.world)
 
 

@@ -20,7 +20,6 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch._inductor.config
 from torch import nn
@@ -71,10 +70,9 @@ class Int8Graph:
     """
 
     def __init__(self, graph: TeacherGraph, calibration: list[torch.Tensor]):
-        import onnxruntime as ort
-
         from compressor.deploy.export.int8 import quantize_qdq
         from compressor.deploy.export.onnx_export import torch_to_onnx
+        from compressor.deploy.runtime.ort_runtime import OrtRuntime
 
         names = ("logits", *(f"feat{i}" for i in range(len(graph.tap.indices))), "embedding")
         with tempfile.TemporaryDirectory() as tmp:
@@ -82,17 +80,13 @@ class Int8Graph:
             torch_to_onnx(graph.eval(), calibration[0][:1].cpu(), fp32, 17, True, False, names)
             quantize_qdq(fp32, int8, (b.cpu().numpy() for b in calibration))
             data = int8.read_bytes()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self.runtime = OrtRuntime(data, precision="int8", threads=torch.get_num_threads(), spin=False)  # the profiler's runtime
         self.input_size = tuple(calibration[0].shape[1:])
 
     def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
         if tuple(images.shape[1:]) != self.input_size:
             raise ValueError(f"the INT8 teacher was built for {self.input_size} images, got {tuple(images.shape[1:])}")
-        x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        return [torch.from_numpy(a) for a in self.session.run(None, {"input": x})]
+        return [torch.from_numpy(a) for a in self.runtime.run_all(images.detach().cpu().numpy())]
 
 
 def check_int8(graph: TeacherGraph, int8: Int8Graph, images: torch.Tensor) -> Int8Check:

@@ -14,8 +14,11 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "te
 class OrtRuntime(Runtime):
     """ONNX Runtime with the CPU, CUDA or TensorRT execution provider (ONNX Runtime's execution-provider documentation)."""
 
-    def __init__(self, path: str | Path, provider: str = "cpu", precision: str | None = None, cache_dir: str | Path | None = None,
-                 threads: int | None = None):  # fmt: skip
+    def __init__(self, path: str | Path | bytes, provider: str = "cpu", precision: str | None = None, cache_dir: str | Path | None = None,
+                 threads: int | None = None, spin: bool = True):  # fmt: skip
+        """``path``: an ONNX file, or its bytes (with ``precision`` given). ``spin: False`` stops the
+        threads from spinning between calls, for a runtime that shares the cores with other work
+        (the INT8 teacher of a training step)."""
         import onnxruntime as ort
 
         if provider not in PROVIDERS:
@@ -33,6 +36,8 @@ class OrtRuntime(Runtime):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list = [PROVIDERS[provider]]
         if provider == "tensorrt":
             trt_options = {"trt_fp16_enable": self.precision == "fp16", "trt_int8_enable": self.precision == "int8",
@@ -40,7 +45,7 @@ class OrtRuntime(Runtime):
             if cache_dir is not None:
                 trt_options["trt_engine_cache_path"] = str(cache_dir)
             providers = [(PROVIDERS[provider], trt_options), "CUDAExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=providers)
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         # a foreign graph may take float16 or float64 images; ours take float32

@@ -208,3 +208,23 @@ def test_ekd_from_flags_alone_with_a_student_of_other_depth(tmp_path):
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init_epochs"] == 1
     heads = torch.load(out / "ekd_heads.pt", weights_only=True)
     assert len(heads["head_points"]) == 5  # one per stage of the VGG teacher, the last included
+
+
+def test_methods_leave_the_users_networks_without_hooks(tmp_path, teacher):
+    """letKD's kernel supervision hooks the teacher's last 3x3 conv and the averager's exits hook the
+    student during the run; both are removed when it ends (the networks are the user's objects)."""
+    from compressor.train import distill, load_distill_config
+
+    for method, params, name in (
+        ("letkd", {"letkd": {"supervision": "kernels", "samples": 32}}, "k"),
+        ("averager", {"averager": {"exits": True}}, "a"),
+    ):
+        t = create_model("resnet14", 4)
+        t.load_state_dict(torch.load(teacher, weights_only=True))
+        s = create_model("resnet8", 4)
+        flags = {"student.arch": "resnet8", "loss.method": method, "loss.params": params, "data.train": DATA, "train.epochs": 1,
+                 "data.batch_size": 32, "out": str(tmp_path / name)}  # fmt: skip
+        distill(load_distill_config(None, flags), progress=False, teacher=t, student=s)
+        hooked = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in s.modules())
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in t.modules()), method
+        assert hooked == len(getattr(s, "kd_layers", [])), method  # only letKD's own layers, part of the student by design
