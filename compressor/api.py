@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from .checkpoint import STUDENT_SCHEMA, in_memory, object_reference
+from .config import validate
 from .errors import UserError
 from .hints.plan import HintPlan
 from .hints.select import HintConfig
@@ -46,10 +47,12 @@ def select_hints(
             candidate globs (see ``compressor select-hints --help``).
         settings: ``HintConfig`` fields: ``k``, ``metric``, ``samples``, ``position``, ``preact``, ...
     """
-    try:
-        config = HintConfig(**settings)
-    except TypeError as e:
-        raise UserError(f"select_hints: {e}") from None
+    unknown = sorted(set(settings) - set(HintConfig.model_fields))
+    if unknown:
+        raise UserError(
+            f"select_hints: unexpected keyword argument(s) {', '.join(unknown)}; settings are {', '.join(HintConfig.model_fields)}"
+        )
+    config = validate(HintConfig, settings, "select_hints settings")
     return _select_hints(teacher, data, out, config, arch=arch, trusted=trusted, device=device, progress=progress,
                          kwargs=kwargs, points=points, overwrite=overwrite)  # fmt: skip
 

@@ -47,19 +47,11 @@ def run(args: argparse.Namespace) -> int:
     options = {}
     if args.metric == "cka-rbf":
         options = {"bandwidth": args.rbf_bandwidth, "max_samples": args.rbf_max_samples}
-    config = HintConfig(
-        samples=args.samples,
-        k=args.k,
-        metric=args.metric,
-        normalize=args.normalize,
-        position=args.position,
-        preact=args.preact,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        seed=args.seed,
-        centroid=args.centroid,
-        metric_options=options,
-    )
+    settings = {"samples": args.samples, "k": args.k, "metric": args.metric, "normalize": args.normalize, "position": args.position,
+                "preact": args.preact, "batch_size": args.batch_size, "workers": args.workers, "seed": args.seed, "centroid": args.centroid,
+                "metric_options": options}  # fmt: skip
+    config = HintConfig.model_construct(**settings)  # argparse typed them; check() names what is wrong, flag by flag
+    config.check()
     plan = select_hints(
         args.teacher,
         args.data,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from ..config import Strict
+from ..hints.select import HintConfig
 
 PATH_KEYS = ("data.root", "teacher.checkpoint", "out")  # relative paths resolve against the YAML's folder
 REF_KEYS = ("teacher.arch", "student.arch")  # model references: a factory's file resolves like a path
@@ -36,12 +37,12 @@ class NetSection(Strict):
     epochs: int = Field(30, ge=0)
 
 
-class HintSection(Strict):
+class HintSection(HintConfig):
+    """Hint selection's section (samples, k, metric, ...: teacher hints chosen by clustering its
+    backbone; the thesis uses k = 3 for detection, 4 for recognition) and the hint loss."""
+
     method: str = "at"  # a feature-distillation loss: at, cc, ft, ... (compressor distill's names)
-    k: int = Field(3, ge=1)  # teacher hints chosen by clustering its backbone (3 detection, 4 recognition)
     weight: float | None = Field(None, ge=0)  # lambda of L = lambda * L_hint + L_task; None: the method's usual weight
-    metric: str = "cka"  # hint selection's similarity
-    samples: int = Field(500, ge=2)  # images for hint selection
     teacher_points: list[int] | None = None  # explicit teacher hints instead of clustering
     student_points: list[int] | None = None  # default: the student point in the teacher hint's stage
     init_epochs: int = Field(0, ge=0)  # initialisation stage (FT's paraphraser) before distillation

@@ -331,9 +331,9 @@ def _teacher_hints(scheme: Scheme, teacher: torch.nn.Module, root: Path) -> tupl
     path = scheme.out / "hints" / "plan.json"
     if scheme.resume and path.exists():
         return json.loads(path.read_text())["hints"], path
-    hint_cfg = HintConfig(samples=h.samples, k=h.k, metric=h.metric, batch_size=64, seed=c.seed)
+    hint_cfg = HintConfig(**h.model_dump(include=set(HintConfig.model_fields)) | {"seed": c.seed, "batch_size": min(h.batch_size, 64)})
     try:
-        hint_cfg.validate()
+        hint_cfg.check()
     except UserError as e:
         raise UserError(f"hints: {e}") from None
     view = DomainView(scheme.train, c.teacher.domain)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
 from torch import nn
 
 from compressor.models import ensure_points
@@ -14,6 +14,7 @@ from compressor.models.features import baseline_hints, hint_points
 
 from .. import __version__
 from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
+from ..config import Strict
 from ..data import open_dataset
 from ..device import check_device
 from ..errors import UserError
@@ -26,23 +27,24 @@ from .plot import plot_similarity
 from .similarity import METRICS
 
 
-@dataclass
-class HintConfig:
-    """Settings of hint selection; the CLI flags and the YAML keys have these names."""
+class HintConfig(Strict):
+    """Settings of hint selection, the one section for them: ``select-hints`` flags, the pipeline's
+    ``hints:`` and cross distillation's ``hints:`` (which add their own keys) have these names and
+    defaults."""
 
-    samples: int = 10_000
-    k: int = 3
-    metric: str = "cka"
+    samples: int = Field(10_000, ge=2)  # images whose representations are compared (the paper uses 10,000)
+    k: int = Field(3, ge=1)  # clusters = hints (3 on CIFAR, 4 on ImageNet)
+    metric: str = "cka"  # cka | cka-rbf | rcca
     normalize: bool = False
-    position: str = "center"
+    position: Literal["center", "last", "medoid"] = "center"
     preact: bool = False
-    batch_size: int = 256
-    workers: int = 0
+    batch_size: int = Field(256, ge=1)
+    workers: int = Field(0, ge=0)
     seed: int = 0
-    centroid: str | None = None  # matrix (the paper's eq. 7 in representation space; default for cka, rcca) | kernel
-    metric_options: dict[str, Any] = field(default_factory=dict)
+    centroid: Literal["matrix", "kernel"] | None = None  # matrix (the paper's eq. 7 in representation space; default for cka, rcca)
+    metric_options: dict[str, Any] = Field(default_factory=dict)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         problems = []
         if self.samples < 2:
             problems.append(f"samples={self.samples} (need >= 2; the paper uses 10000)")
@@ -93,7 +95,7 @@ def select_hints(
             folder that cannot be written. Nothing is written before the inputs are checked.
     """
     config = config or HintConfig()
-    config.validate()
+    config.check()
     device = str(check_device(device))
     dataset = open_dataset(data, split="train")
     size = tuple(dataset.info.input_size)

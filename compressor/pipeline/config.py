@@ -16,7 +16,10 @@ from compressor.models import ModelReferenceError, check_reference
 
 from ..config import Strict, parse_overrides, read_yaml, resolve_paths, resolve_references, set_dotted, validate
 from ..data import DATASETS, parse_spec
+from ..deploy.export import ExportOptions
+from ..deploy.profile.backends import ProfileOptions
 from ..errors import UserError
+from ..hints.select import HintConfig
 from ..train.config import LossConfig
 
 
@@ -50,14 +53,10 @@ class TeacherSpec(Strict):
         return self
 
 
-class HintsSpec(Strict):
+class HintsSpec(HintConfig):
+    """Hint selection's section (``compressor.hints.HintConfig``) and whether the pipeline selects."""
+
     enabled: bool = True  # false: the student uses the baseline (stage-end) hints
-    samples: int = Field(2000, ge=2)
-    k: int = Field(3, ge=1)
-    metric: str = "cka"
-    position: Literal["center", "last", "medoid"] = "center"
-    normalize: bool = False
-    preact: bool = False
 
 
 class DistillSpec(Strict):
@@ -69,19 +68,22 @@ class DistillSpec(Strict):
     init_epochs: int = Field(0, ge=0)
 
 
+_EXPORT, _PROFILE = ExportOptions(), ProfileOptions()  # the defaults of the export and profile stages are theirs
+
+
 class ExportSpec(Strict):
-    opset: int = Field(17, ge=13)
-    int8: bool = True
-    calib_samples: int = Field(256, ge=1)
-    fp16: bool = False
-    trt: bool = False
+    opset: int = Field(_EXPORT.opset, ge=13)
+    int8: bool = True  # the pipeline exports INT8 unless told not to
+    calib_samples: int = Field(_EXPORT.calib_samples, ge=1)
+    fp16: bool = _EXPORT.fp16
+    trt: bool = _EXPORT.trt
 
 
 class ProfileSpec(Strict):
-    backends: list[str] = Field(default_factory=lambda: ["torch", "ort-cpu", "ort-cpu-int8"])
-    batches: list[int] = Field(default_factory=lambda: [1, 8, 32])
-    eval_samples: int = Field(500, ge=1)
-    iters: int = Field(30, ge=1)
+    backends: list[str] = Field(default_factory=lambda: list(_PROFILE.backends))
+    batches: list[int] = Field(default_factory=lambda: list(_PROFILE.batches))
+    eval_samples: int = Field(_PROFILE.eval_samples, ge=1)
+    iters: int = Field(_PROFILE.iters, ge=1)
     compare_teacher: bool = True
     e2e: bool = False  # also time file -> answer (decode, resize, normalise, infer, answer) on PNGs of test images
 

@@ -122,7 +122,7 @@ def stage_hints(ctx: Context) -> None:
         return
     plan = ctx.run / "hints" / "plan.json"
     inputs = _digest(h.model_dump(), c.data.train, ctx.digests["teacher"], c.seed)
-    config = HintConfig(samples=h.samples, k=h.k, metric=h.metric, normalize=h.normalize, position=h.position, preact=h.preact, seed=c.seed)
+    config = HintConfig(**h.model_dump(exclude={"enabled"}) | {"seed": c.seed})
     arch = c.teacher.arch if c.teacher.checkpoint is None or c.teacher.arch else None
     work = lambda: select_hints(ctx.paths["teacher"], c.data.train, plan.parent, config, arch=arch,  # noqa: E731
                                 trusted=c.teacher.trusted, progress=ctx.progress, kwargs=c.teacher.kwargs or None,

@@ -86,8 +86,7 @@ class TableConfig(Strict):
     teachers: dict[str, TeacherEntry] = Field(default_factory=dict)
     teacher_recipe: Recipe = Field(default_factory=Recipe)
     student_recipe: Recipe = Field(default_factory=Recipe)
-    hint_samples: int = Field(2000, ge=2)
-    hint_k: int = Field(3, ge=1)
+    hints: HintConfig = Field(default_factory=HintConfig)  # hint selection (the metric per teacher: teachers.<arch>.metric)
     cross: str | None = None  # cross tables: a cross-distillation config (a YAML file, or 'detection' / 'recognition' for the examples)
     cross_set: dict[str, Any] = Field(default_factory=dict)  # values of the cross-distillation config for every row
     columns: list[Column]
@@ -205,7 +204,7 @@ class TableRun:
             entry = self.c.teachers.get(row.teacher, TeacherEntry())
             out = self.run / "hints" / _slug(f"{row.teacher}-{data[0]}")
             if not (out / "plan.json").exists():
-                config = HintConfig(samples=self.c.hint_samples, k=self.c.hint_k, metric=entry.metric, seed=self.c.seeds[0])
+                config = self.c.hints.model_copy(update={"metric": entry.metric, "seed": self.c.seeds[0]})
                 select_hints(self.teacher(row), data[0], out, config, arch=row.teacher, progress=self.progress, overwrite=True)
             self.plans[key] = out / "plan.json"
         return self.plans[key]

@@ -18,7 +18,8 @@ PAPERS = {"pursuhint-table4", "pursuhint-table5", "pursuhint-table6", "ekd-table
 def tiny_recipe(name: str, tmp_path: Path) -> Path:
     """The recipe with its first row, every column, one seed and a few steps on tiny data."""
     tree = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
-    tree.update(out=str(tmp_path / "runs"), seeds=[0], rows=tree["rows"][:1], hint_samples=6, data=TINY)
+    tree.update(out=str(tmp_path / "runs"), seeds=[0], rows=tree["rows"][:1], data=TINY)
+    tree["hints"] = {**tree.get("hints", {}), "samples": 6}
     tree["datasets"] = {k: TINY for k in tree.get("datasets", {})}
     for teacher in tree.get("teachers", {}).values():
         teacher["metric"] = "cka"  # R2CCA needs more samples than channels
