@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from ..config import Strict
 from ..hints.select import HintConfig
+from ..train.config import OptimConfig
 
 PATH_KEYS = ("data.root", "teacher.checkpoint", "out")  # relative paths resolve against the YAML's folder
 REF_KEYS = ("teacher.arch", "student.arch")  # model references: a factory's file resolves like a path
@@ -50,15 +51,13 @@ class HintSection(HintConfig):
     adaptor: Literal["conv", "deep"] = "conv"  # DA_i: one 3x3 conv (the thesis' "a convolutional layer") or 3x3-BN-ReLU-1x1
 
 
-class OptimSection(Strict):
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)  # SGD only
+class OptimSection(OptimConfig):
+    """``compressor distill``'s optimiser section (``optimizer``, ``lr``, ``schedule``, ...) and the
+    batch, the loader and the backbone's learning-rate multiplier."""
+
     backbone_lr_mult: float = Field(1.0, ge=0)  # the backbone's learning rate = lr * this (0.1 or 1 in the thesis)
     batch_size: int = Field(16, ge=1)
     workers: int = Field(0, ge=0)
-    clip_grad: float | None = Field(10.0, gt=0)  # max global gradient norm (the YOLO loss spikes in a scratch run's first steps)
 
 
 class CrossConfig(Strict):

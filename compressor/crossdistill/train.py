@@ -8,15 +8,14 @@ adaptor (3x3 conv-BN-ReLU, 1x1 conv to the teacher's width) trained with the stu
 dropped afterwards. L_feat is any registered feature loss (AT, CC, FT, ...).
 
 Each network trains as a task of the one training loop (``compressor.train.loop``): AMP,
-torchrun DDP, exact ``--resume``, the divergence stop and metrics come from there. The learning
-rate follows a cosine schedule over the epochs, and gradients are clipped to a global norm of 10
-by default (``optim.clip_grad``; the YOLO loss spikes in the first steps of a scratch run); both
-are this toolchain's choices, the thesis states neither.
+torchrun DDP, exact ``--resume``, the divergence stop and metrics come from there. The optimiser
+section is ``compressor distill``'s; the examples use a cosine schedule and clip gradients to a
+global norm of 10 (the YOLO loss spikes in the first steps of a scratch run); both are this
+toolchain's choices, the thesis states neither.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,7 @@ from ..losses import LOSSES, DistillLoss, LossContext, Outputs
 from ..train.data import train_loader
 from ..train.distributed import World
 from ..train.loop import Task
+from ..train.parts import schedule_factor
 from .config import HintSection, OptimSection
 from .data import DOMAINS, collate, normalise
 from .tasks import backbone_parameters
@@ -110,8 +110,8 @@ def make_optimizer(model: nn.Module, extra: list[nn.Parameter], cfg: OptimSectio
         {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult},
         {"params": [p for p in model.parameters() if id(p) not in ids] + extra, "lr": cfg.lr},
     ]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -147,8 +147,8 @@ class CrossTrainee(nn.Module):
 class CrossTask(Task):
     """One network of the scheme as a task of the loop: the task loss on its own domain, plus
     lambda times the hint loss through the domain adaptors when ``hints`` are given (after the hint
-    method's initialisation stage, ``hints.init_epochs``). The learning rate follows a cosine over
-    the epochs of training proper, the backbone's scaled by ``backbone_lr_mult``."""
+    method's initialisation stage, ``hints.init_epochs``). The learning rate follows ``optim``'s
+    schedule over the epochs of training proper, the backbone's scaled by ``backbone_lr_mult``."""
 
     def __init__(self, model: nn.Module, kind, train_set, test_set, domain: str, cfg: OptimSection, size: tuple[int, int],
                  epochs: int, seed: int, device: torch.device, world: World, hints: Hints | None = None):  # fmt: skip
@@ -180,8 +180,7 @@ class CrossTask(Task):
 
     def start_epoch(self, epoch: int) -> dict[str, Any]:
         self.core.init_stage = epoch < self.init_epochs
-        e = epoch - self.init_epochs
-        factor = 1.0 if self.core.init_stage else 0.5 * (1 + math.cos(math.pi * e / max(self.epochs, 1)))
+        factor = schedule_factor(self.cfg, epoch - self.init_epochs, self.epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         return {"stage": "init" if self.core.init_stage else "train", "lr": self.cfg.lr * factor}

@@ -8,7 +8,7 @@ architectures, methods, metrics, backends and dataset specs against their regist
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -20,22 +20,21 @@ from ..deploy.export import ExportOptions
 from ..deploy.profile.backends import ProfileOptions
 from ..errors import UserError
 from ..hints.select import HintConfig
-from ..train.config import LossConfig
+from ..train.config import DataConfig, LossConfig, OptimConfig, TrainConfig
 
 
-class Recipe(Strict):
-    """How a network is trained (teacher from scratch, or the student in distillation)."""
+class Recipe(OptimConfig):
+    """How a network is trained (teacher from scratch, or the student in distillation): the
+    optimiser section of ``compressor distill`` (``optimizer`` or ``name``, ``lr``, ``schedule``,
+    ``milestones``, ...) with the epochs, batch size and augmentation, defaults as there."""
 
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["multistep", "cosine", "constant"] = "cosine"
-    milestones: list[int] = Field(default_factory=list)
-    decay: float = Field(0.1, gt=0, le=1)  # multistep: lr *= decay at each milestone
-    nesterov: bool = False
-    augment: bool = True
+    epochs: int = Field(TrainConfig.model_fields["epochs"].default, ge=1)
+    batch_size: int = Field(DataConfig.model_fields["batch_size"].default, ge=1)
+    augment: bool = DataConfig.model_fields["augment"].default
+
+    @property
+    def optim(self) -> OptimConfig:
+        return OptimConfig(**self.model_dump(include=set(OptimConfig.model_fields)))
 
 
 class TeacherSpec(Strict):

@@ -73,20 +73,14 @@ def _stage(ctx: Context, name: str, inputs: str, outputs: list[Path], work: Call
     ctx.log(f"[{name}] done in {time.perf_counter() - start:.1f} s")
 
 
-def _recipe_overrides(r: Recipe) -> list[str]:
-    return [f"optim.name={r.optimizer}", f"optim.lr={r.lr}", f"optim.weight_decay={r.weight_decay}", f"optim.schedule={r.schedule}",
-            f"optim.milestones={r.milestones}", f"optim.decay={r.decay}", f"optim.nesterov={str(r.nesterov).lower()}",
-            f"train.epochs={r.epochs}", f"data.batch_size={r.batch_size}",
-            f"data.augment={str(r.augment).lower()}"]  # fmt: skip
-
-
 def train_network(out: Path, name: str, flags: dict[str, Any], recipe: Recipe, train: str, eval_spec: str | None, workers: int, seed: int,
                   device: str, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
     """One distillation (or plain training) run into ``out``: resumed when ``out`` holds a run of the
     same config (a finished one is returned as it is), replaced when its inputs changed."""
     flags = {**flags, "out": str(out), "name": name, "data.train": train, "data.eval": eval_spec, "data.workers": workers,
-             "train.seed": seed, "train.device": device}  # fmt: skip
-    config = load_distill_config(None, flags, _recipe_overrides(recipe))
+             "data.batch_size": recipe.batch_size, "data.augment": recipe.augment, "train.seed": seed, "train.device": device,
+             "train.epochs": recipe.epochs}  # fmt: skip
+    config = load_distill_config(None, flags).model_copy(update={"optim": recipe.optim})  # the recipe's typed optimiser section
     state = out / "checkpoints" / "last.pt"
     resume = state.exists() and load_state(state).get("fingerprint") == state_fingerprint(config)
     if resume:

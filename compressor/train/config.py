@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from ..config import Strict, load_config
 
@@ -70,7 +70,10 @@ class LossConfig(Strict):
 
 
 class OptimConfig(Strict):
-    name: Literal["sgd", "adamw"] = "sgd"
+    """The optimiser and its schedule: the one section for them (distill's ``optim``, the pipeline's
+    recipes and cross distillation's ``optim`` extend it)."""
+
+    name: Literal["sgd", "adamw"] = Field("sgd", validation_alias=AliasChoices("name", "optimizer"))
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False

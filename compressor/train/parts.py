@@ -19,7 +19,7 @@ from ..checkpoint import STUDENT_SCHEMA, load_checkpoint
 from ..data import ImageDataset, open_dataset
 from ..device import check_device
 from ..errors import UserError
-from .config import DistillConfig
+from .config import DistillConfig, OptimConfig
 from .data import eval_loader
 from .distributed import World, all_reduce_sum
 
@@ -82,16 +82,21 @@ def make_optimizer(config: DistillConfig, params: list[nn.Parameter]) -> torch.o
 
 def learning_rate(config: DistillConfig, epoch: int) -> float:
     """lr of a (0-based) epoch; the initialisation stage runs at the base lr."""
-    o, e = config.optim, epoch - config.train.init_epochs
-    if e < 0:
-        return o.lr
-    if e < o.warmup_epochs:
-        return o.lr * (e + 1) / o.warmup_epochs
+    return config.optim.lr * schedule_factor(config.optim, epoch - config.train.init_epochs, config.train.epochs)
+
+
+def schedule_factor(o: OptimConfig, epoch: int, epochs: int) -> float:
+    """The factor on the base lr at 0-based ``epoch`` of ``epochs`` (a negative epoch: an
+    initialisation stage, at the base lr): warm-up, then multistep, cosine or constant."""
+    if epoch < 0:
+        return 1.0
+    if epoch < o.warmup_epochs:
+        return (epoch + 1) / o.warmup_epochs
     if o.schedule == "multistep":
-        return o.lr * o.decay ** sum(e >= m for m in o.milestones)
+        return o.decay ** sum(epoch >= m for m in o.milestones)
     if o.schedule == "cosine":
-        return 0.5 * o.lr * (1 + math.cos(math.pi * e / config.train.epochs))
-    return o.lr
+        return 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+    return 1.0
 
 
 @torch.no_grad()
