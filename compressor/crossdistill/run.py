@@ -34,6 +34,7 @@ from .. import __version__
 from ..checkpoint import STUDENT_SCHEMA, load_checkpoint
 from ..config import save_config
 from ..data.scenes import generate_plates, generate_vehicles
+from ..distributed import World, all_gather, barrier, init_world, shutdown
 from ..errors import UserError
 from ..hints.plot import plot_similarity
 from ..hints.select import HintConfig, build_plan
@@ -42,7 +43,6 @@ from ..losses import LOSSES
 from ..outdir import claim
 from ..report import write_run_report
 from ..train.artifacts import read_metrics, save_student
-from ..train.distributed import World, all_gather, barrier, init_world, shutdown
 from ..train.loop import LoopSettings, fit
 from ..train.parts import resolve_device, weights_digest
 from .config import CrossConfig

@@ -25,9 +25,9 @@ from torch.utils.data import DataLoader
 
 from compressor.models.features import feature_hooks, forward_features
 
+from ..distributed import World
 from ..losses import LOSSES, DistillLoss, LossContext, Outputs
 from ..train.data import train_loader
-from ..train.distributed import World
 from ..train.loop import Task
 from ..train.parts import schedule_factor
 from .config import HintSection, OptimSection

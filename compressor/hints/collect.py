@@ -17,6 +17,8 @@ from tqdm import tqdm
 
 from compressor.models.features import feature_hooks
 
+from ..distributed import World, all_gather
+
 
 def sample_indices(num_items: int, samples: int, seed: int = 0) -> np.ndarray:
     """``samples`` distinct dataset indices drawn with a fixed seed (all of them if fewer exist)."""
@@ -36,6 +38,7 @@ def collect_representations(
     workers: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    world: World | None = None,
 ) -> list[np.ndarray]:
     """Spatially averaged features of the chosen hint points over every item of ``data``.
 
@@ -44,11 +47,16 @@ def collect_representations(
         data: yields ``(image, label, ...)``; use ``Subset`` for the N samples.
         indices: 1-based hint points; None = every candidate.
         preact: before the sub-block's last ReLU instead of after it.
+        world: under torchrun, each rank computes every ``size``-th item and the ranks gather the
+            rows back into the data's order (every rank returns the whole arrays).
 
     Returns:
         One float32 array (N, C_i) per chosen point, in the order of ``indices``.
     """
     model.eval().to(device)
+    world = world or World()
+    if world.distributed:
+        data = Subset(data, list(range(world.rank, len(data), world.size)))
     n = len(data)
     buffers: dict[int, torch.Tensor] = {}
     cursor = [0, 0]  # [start, end) rows of the current batch
@@ -70,7 +78,18 @@ def collect_representations(
             cursor[0] = cursor[1]
             bar.update(len(images))
         bar.close()
-    return [buffers[i].numpy() for i in chosen]
+    mine = [buffers[i].numpy() for i in chosen]
+    if not world.distributed:
+        return mine
+    shards = all_gather(mine, world)  # rank r holds items r, r + size, r + 2 size, ...
+    total = sum(len(s[0]) for s in shards)
+    merged = []
+    for j in range(len(mine)):
+        rows = np.empty((total, mine[j].shape[1]), dtype=np.float32)
+        for rank, shard in enumerate(shards):
+            rows[rank :: world.size] = shard[j]
+        merged.append(rows)
+    return merged
 
 
 def subset(data: Dataset, samples: int, seed: int = 0) -> Subset:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
 from ..config import Strict
 from ..data import open_dataset
 from ..device import check_device
+from ..distributed import World, all_gather, init_world, shutdown
 from ..errors import UserError
 from ..outdir import claim
 from .cluster import cluster_layers
@@ -109,12 +111,28 @@ def select_hints(
     if dataset.info.num_classes != loaded.num_classes:
         notes.append(f"the data has {dataset.info.num_classes} classes but the teacher {loaded.num_classes}: is this its training data?")
     _check_k(loaded.model, loaded.arch, config.k)
-    with claim(out, ["plan.json", "similarity.png"], "select-hints", overwrite=overwrite) as folder:
-        plan = build_plan(loaded.model, loaded.arch, loaded.num_classes, dataset, data, config, notes, device, progress,
-                          checkpoint=checkpoint, digest=loaded.digest)  # fmt: skip
-        plan.teacher_kwargs = dict(getattr(loaded.model, "arch_kwargs", None) or {})
-        plan.save(folder / "plan.json")
-        plot_similarity(plan, folder / "similarity.png")
+    world = init_world(use_cuda=device.startswith("cuda"))  # under torchrun the ranks share the feature extraction
+    if world.distributed and device.startswith("cuda"):
+        device = f"cuda:{world.local_rank}"
+    try:
+        with ExitStack() as stack:
+            refused = None
+            if world.is_main:  # rank 0 alone claims and writes the folder; the others learn whether it could
+                try:
+                    folder = stack.enter_context(claim(out, ["plan.json", "similarity.png"], "select-hints", overwrite=overwrite))
+                except UserError as e:
+                    refused = str(e)
+            refusal = all_gather(refused, world)[0]
+            if refusal is not None:
+                raise UserError(refusal)
+            plan = build_plan(loaded.model, loaded.arch, loaded.num_classes, dataset, data, config, notes, device,
+                              progress and world.is_main, checkpoint=checkpoint, digest=loaded.digest, world=world)  # fmt: skip
+            plan.teacher_kwargs = dict(getattr(loaded.model, "arch_kwargs", None) or {})
+            if world.is_main:
+                plan.save(folder / "plan.json")
+                plot_similarity(plan, folder / "similarity.png")
+    finally:
+        shutdown(world)
     return plan
 
 
@@ -134,7 +152,8 @@ def _check_k(model: nn.Module, arch: str, k: int) -> list:
 
 
 def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: HintConfig, notes: list[str] | None = None,
-               device: str = "cpu", progress: bool = True, checkpoint: str = "", digest: str = "") -> HintPlan:  # fmt: skip
+               device: str = "cpu", progress: bool = True, checkpoint: str = "", digest: str = "",
+               world: World | None = None) -> HintPlan:  # fmt: skip
     """Steps 1 and 2 on a model already in memory: representations of ``config.samples`` items
     of ``dataset`` (yielding ``(image, label, ...)``), clustering, and the plan (not yet saved).
 
@@ -149,7 +168,14 @@ def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: H
 
     start = time.perf_counter()
     reps = collect_representations(
-        model, chosen, preact=config.preact, batch_size=config.batch_size, workers=config.workers, device=device, progress=progress
+        model,
+        chosen,
+        preact=config.preact,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        device=device,
+        progress=progress,
+        world=world,
     )
     step1 = time.perf_counter() - start
     try:

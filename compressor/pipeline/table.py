@@ -276,7 +276,7 @@ def _teacher_scores(path: Path, arch: str, data: tuple[str, str | None]) -> dict
 
     from ..checkpoint import load_checkpoint
     from ..data import open_dataset
-    from ..train.distributed import World
+    from ..distributed import World
     from ..train.parts import evaluate
 
     eval_set = open_dataset(data[1] or data[0], "test")

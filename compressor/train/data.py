@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subs
 
 from ..data import ImageDataset
 from ..data.augment import PadCropFlip  # noqa: F401  (re-exported: tests and callers import it from here)
-from .distributed import World
+from ..distributed import World
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

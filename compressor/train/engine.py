@@ -26,6 +26,7 @@ from compressor.models.stats import count_params
 from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
 from ..config import save_config
 from ..data import ImageDataset
+from ..distributed import World, all_gather, init_world, shutdown
 from ..errors import UserError
 from ..io import file_digest
 from ..losses import (
@@ -44,7 +45,6 @@ from ..outdir import claim
 from . import artifacts
 from .config import DistillConfig
 from .data import eval_loader, train_loader
-from .distributed import World, all_gather, init_world, shutdown
 from .hints import HintPairs, resolve_hints
 from .loop import LoopSettings, Precision, Task, fit, step
 from .parts import (

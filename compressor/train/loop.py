@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..distributed import World, barrier, broadcast_buffers
 from ..errors import UserError
 from . import artifacts
-from .distributed import World, barrier, broadcast_buffers
 from .parts import TrainingDiverged
 
 

@@ -18,12 +18,12 @@ from torch import nn
 from compressor.models import build_model
 
 from ..config import save_config
+from ..distributed import init_world, shutdown
 from ..errors import UserError
 from ..losses import LOSSES, online_method
 from . import artifacts
 from .config import DistillConfig
 from .data import train_loader
-from .distributed import init_world, shutdown
 from .loop import LoopSettings, Task, fit
 from .parts import (
     build_student,

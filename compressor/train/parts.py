@@ -18,10 +18,10 @@ from .. import __version__
 from ..checkpoint import STUDENT_SCHEMA, load_checkpoint
 from ..data import ImageDataset, open_dataset
 from ..device import check_device
+from ..distributed import World, all_reduce_sum
 from ..errors import UserError
 from .config import DistillConfig, OptimConfig
 from .data import eval_loader
-from .distributed import World, all_reduce_sum
 
 
 class TrainingDiverged(UserError):

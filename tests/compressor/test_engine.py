@@ -12,10 +12,10 @@ import yaml
 from compressor.checkpoint import load_checkpoint
 from compressor.cli import main
 from compressor.data import open_dataset
+from compressor.distributed import World
 from compressor.losses import LOSSES
 from compressor.train import evaluate, learning_rate, load_distill_config
 from compressor.train.data import PadCropFlip
-from compressor.train.distributed import World
 from compressor.train.engine import setup, train_step
 
 DATA = "synthetic:classes=4,train=96,test=32"

@@ -96,3 +96,22 @@ def test_plan_load_errors(tmp_path):
     (tmp_path / "q.json").write_text('{"schema": "other"}')
     with pytest.raises(UserError, match="is not a hint plan"):
         HintPlan.load(tmp_path / "q.json")
+
+
+def test_feature_extraction_shards_over_torchrun_ranks(tmp_path, teacher):
+    """Under torchrun each rank computes every other sample; the gathered plan equals one process's."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["select-hints", "--teacher", str(teacher), "--data", "synthetic:classes=4,train=60", "--samples", "50", "--k", "3",
+            "--batch-size", "16", "--quiet"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "compressor.cli", *args,
+           "--out", str(tmp_path / "two")]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    one, two = (json.loads((tmp_path / d / "plan.json").read_text()) for d in ("one", "two"))
+    assert two["hints"] == one["hints"] and two["labels"] == one["labels"]
+    assert torch.allclose(torch.tensor(two["similarity"]), torch.tensor(one["similarity"]), atol=1e-4)

@@ -1,4 +1,4 @@
-"""Process-group helpers: the same code runs alone or under ``torchrun --nproc_per_node N``."""
+"""Process-group helpers shared by training and hint selection: the same code runs alone or under ``torchrun --nproc_per_node N``."""
 
 from __future__ import annotations
 
