@@ -62,7 +62,7 @@ class DistillLoss(nn.Module):
     """Base class. ``kind`` says what the loss reads and which weight of 001 eq. 8 applies:
     ``logit`` (alpha), ``feature`` (beta; the hint features, summed over hint pairs) or
     ``embedding`` (beta; the penultimate embeddings only, no hints needed), or ``online`` (DML,
-    ONE: no teacher; the method trains a network of its own, see ``losses.online``). ``default_weight``
+    ONE: no teacher; the method trains a network of its own, see ``losses.online`` and ``train.cohorts``). ``default_weight``
     is the weight RepDistiller uses for the method, taken when the config gives none."""
 
     kind = "feature"

@@ -22,6 +22,7 @@ from ..distributed import init_world, shutdown
 from ..errors import UserError
 from ..losses import LOSSES, online_method
 from . import artifacts
+from .cohorts import build_cohort
 from .config import DistillConfig
 from .data import train_loader
 from .loop import LoopSettings, Task, fit
@@ -96,11 +97,10 @@ def _train(config: DistillConfig, method: str, world, resume: bool, progress: bo
         loss = LOSSES.get(method)(**c.loss.params.get(method, {}))
         size = train_set.info.input_size
         student = build_student(c, n, size)
-        net = loss.build_network(student, lambda arch: build_model(arch or c.student.arch, n, None if arch else c.student.kwargs, size))
+        make = lambda arch: build_model(arch or c.student.arch, n, None if arch else c.student.kwargs, size)  # noqa: E731
+        net = build_cohort(loss, student, make, torch.stack([eval_set[i][0] for i in range(2)]))
     except (TypeError, ValueError) as e:
         raise UserError(f"loss.params.{method}: {e}") from None
-    if hasattr(net, "build_gate"):
-        net.build_gate(torch.stack([eval_set[i][0] for i in range(2)]))
     net = net.to(device)
     optimizer = make_optimizer(c, [p for p in net.parameters() if p.requires_grad])
     out = Path(c.out)

@@ -13,7 +13,8 @@ from compressor.models import create_model
 
 from compressor.cli import main
 from compressor.losses import LOSSES, online_method
-from compressor.losses.online import ONENetwork, ensemble_logits
+from compressor.losses.online import ensemble_logits
+from compressor.train.cohorts import ONENetwork
 
 
 def softmax(z):
