@@ -11,6 +11,7 @@ from compressor.models import Registry, build_model, check_reference, family
 from compressor.models.features import classifier_name
 
 from ..detection import YOLOv3Loss, cxcywh_to_xyxy, decode, evaluate_detections, postprocess
+from ..metrics import top1_hits
 from .data import normalise
 
 
@@ -81,7 +82,7 @@ class RecognitionTask:
         model.eval()
         correct = total = 0
         for images, targets in batches:
-            correct += int((model(normalise(images)).argmax(1) == targets).sum())
+            correct += top1_hits(model(normalise(images)), targets)
             total += len(targets)
         return {"top1": round(100 * correct / max(total, 1), 2)}
 

@@ -4,6 +4,7 @@ from torch import nn
 
 from compressor.models.features import baseline_hints, feature_hooks, hint_points
 
+from ..metrics import top1_hits
 from .base import DistillLoss, LossContext, Outputs, PrepareContext
 from .ekd import AuxHead
 
@@ -121,7 +122,7 @@ class Averager(DistillLoss):
             main = student(t.inputs).float()
             members = [*self.exit_logits(), main]
             members.append(torch.stack(members).mean(0))
-            correct += torch.tensor([float((z.argmax(1) == t.labels).sum()) for z in members], dtype=torch.float64)
+            correct += torch.tensor([top1_hits(z, t.labels) for z in members], dtype=torch.float64)
             n += len(t.labels)
         student.train(was)
         acc = [round(a, 2) for a in (100 * correct / max(n, 1)).tolist()]

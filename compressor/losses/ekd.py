@@ -2,6 +2,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..metrics import top1_hits
 from .base import DistillLoss, LossContext, Outputs, kl_soft
 
 
@@ -81,7 +82,7 @@ class EKD(DistillLoss):
     def init_loss(self, s: Outputs, t: Outputs) -> torch.Tensor:
         logits = self.head_logits(t)
         with torch.no_grad():
-            self.correct += torch.stack([(z.argmax(1) == t.labels).sum() for z in logits]).double()
+            self.correct += torch.tensor([top1_hits(z, t.labels) for z in logits], dtype=torch.float64, device=self.correct.device)
             self.seen += len(t.labels)
         return sum(F.cross_entropy(z, t.labels) for z in logits)
 
@@ -105,7 +106,7 @@ class EKD(DistillLoss):
         correct, n = torch.zeros(len(self.heads) + 1, dtype=torch.float64), 0
         for t in teacher_outputs:
             members = [*self.head_logits(t), t.logits]
-            correct += torch.tensor([float((z.argmax(1) == t.labels).sum()) for z in members], dtype=torch.float64)
+            correct += torch.tensor([top1_hits(z, t.labels) for z in members], dtype=torch.float64)
             n += len(t.labels)
         acc = (100 * correct / max(n, 1)).tolist()
         return {"head_top1": [round(a, 2) for a in acc[:-1]], "teacher_top1": round(acc[-1], 2), "cohort": self.cohort}

@@ -20,6 +20,7 @@ from ..data import ImageDataset, open_dataset
 from ..device import check_device
 from ..distributed import World, all_reduce_sum
 from ..errors import UserError
+from ..metrics import topk_hits
 from .config import DistillConfig, OptimConfig
 from .data import eval_loader
 
@@ -105,17 +106,15 @@ def evaluate(model: nn.Module, data: ImageDataset, batch_size: int, workers: int
     than 5 classes, ``top5`` is top-K, i.e. 100%)."""
     was = model.training
     model.eval()
-    k = min(5, data.info.num_classes)
     totals = torch.zeros(4, dtype=torch.float64)  # n, top1, topk, loss
     for batch in eval_loader(data, batch_size, workers, world):
         images, labels, _ = (x.to(device) for x in batch)
         logits = model(images).float()
-        topk = logits.topk(k, dim=1).indices
-        totals += torch.tensor([len(labels), (topk[:, 0] == labels).sum().item(), (topk == labels[:, None]).any(1).sum().item(),
+        totals += torch.tensor([len(labels), *topk_hits(logits, labels, 5),
                                 nn.functional.cross_entropy(logits, labels, reduction="sum").item()], dtype=torch.float64)  # fmt: skip
     model.train(was)
-    n, top1, topk_hits, loss = all_reduce_sum(totals, world).tolist()
-    return {"top1": 100 * top1 / n, "top5": 100 * topk_hits / n, "loss": loss / n}
+    n, top1, top5, loss = all_reduce_sum(totals, world).tolist()
+    return {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "loss": loss / n}
 
 
 def state_fingerprint(config: DistillConfig) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from compressor.data import ImageDataset
+from compressor.metrics import topk_hits
 
 from ..runtime.base import Runtime
 
@@ -26,13 +28,9 @@ def predict(runtime: Runtime, data: ImageDataset, batch_size: int = 64, limit: i
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Top-1 and top-5 (top-K when K < 5) accuracy in %."""
-    k = min(5, logits.shape[1])
-    topk = np.argsort(-logits, axis=1)[:, :k]
-    return {
-        "top1": float(100 * (topk[:, 0] == labels).mean()),
-        "top5": float(100 * (topk == labels[:, None]).any(1).mean()),
-        "samples": int(len(labels)),
-    }
+    top1, top5 = topk_hits(torch.from_numpy(np.asarray(logits, dtype=np.float32)), torch.from_numpy(np.asarray(labels)), 5)
+    n = max(len(labels), 1)
+    return {"top1": 100 * top1 / n, "top5": 100 * top5 / n, "samples": int(len(labels))}
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:

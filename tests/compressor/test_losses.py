@@ -811,3 +811,12 @@ def test_loss_hooks_are_declared_on_the_base_class_and_never_probed():
         assert list(inspect.signature(cls.default_hints).parameters) == ["teacher", "student", "params"], name
         if cls.report is not DistillLoss.report:  # a method with parts of its own saves them
             assert cls.state_file and cls.export_state is not DistillLoss.export_state, name
+
+
+def test_topk_hits_counts_ties_like_argmax_and_caps_k():
+    from compressor.metrics import top1_hits, topk_hits
+
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 0, 0])
+    assert topk_hits(logits, labels, 1) == (2, 2) == (top1_hits(logits, labels), top1_hits(logits, labels))  # a tie goes to class 0
+    assert topk_hits(logits, labels, 2) == (2, 2) and topk_hits(logits, labels, 5) == (2, 3)  # k capped at 3 classes: all hit
