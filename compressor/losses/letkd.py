@@ -20,6 +20,8 @@ The number of centres is not in the paper's main text: ``templates`` (default 32
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,6 +53,33 @@ def subclass_labels(f: torch.Tensor, labels: torch.Tensor, lda_mean: torch.Tenso
     return table[h1].permute(0, 3, 1, 2)
 
 
+@dataclass(frozen=True)
+class LetKDSettings:
+    """``loss.params.letkd``, read once by ``default_hints``, ``prepare`` and ``build``."""
+
+    tau: float = 1.0  # temperature of the student's matching scores
+    variant: int = 1  # 1: the penultimate layer; 2: also after the first block of the last stage
+    templates: int = 32  # K-means clusters (templates) on the teacher's penultimate pixels
+    subclasses: int = 2  # letKD-2: K-means sub-classes per class on the LDA features
+    samples: int = 1000  # training images the supervision is fitted on
+    max_pixels: int = 50_000
+    supervision: str = "kmeans"  # kmeans | kernels (the teacher's 3x3 kernels as the cluster centres)
+    alpha: float = 1.0  # the KD layer's residual scale
+    seed: int = 0
+
+    @classmethod
+    def of(cls, params: dict) -> LetKDSettings:
+        try:
+            settings = cls(**params)
+        except TypeError as e:
+            raise ValueError(f"letkd: {e}") from None
+        if settings.variant not in (1, 2):
+            raise ValueError(f"letKD variant must be 1 (penultimate layer) or 2 (also an intermediate one), not {settings.variant}")
+        if settings.supervision not in ("kmeans", "kernels"):
+            raise ValueError(f"supervision must be kmeans or kernels, not {settings.supervision!r}")
+        return settings
+
+
 class LetKD(DistillLoss):
     """Supervision of the student's KD layers; see the module docstring."""
 
@@ -76,21 +105,17 @@ class LetKD(DistillLoss):
         self._handles = []
 
     @classmethod
-    def build(cls, ctx: LossContext, layers=None, fitted=None, tau: float = 1.0, variant: int = 1, templates: int = 32,
-              subclasses: int = 2, samples: int = 1000, max_pixels: int = 50_000, supervision: str = "kmeans", alpha: float = 1.0,
-              seed: int = 0) -> LetKD:  # fmt: skip
-        """``layers`` and ``fitted`` come from ``prepare``; the other settings are ``prepare``'s."""
+    def build(cls, ctx: LossContext, layers=None, fitted=None, **params) -> LetKD:
+        """``layers`` and ``fitted`` come from ``prepare``; ``params`` are ``LetKDSettings``."""
         if layers is None or fitted is None:
             raise ValueError("letkd's KD layers and teacher supervision are prepared by the engine (run it through compressor distill)")
-        return cls(layers, fitted, tau)
+        return cls(layers, fitted, LetKDSettings.of(params).tau)
 
     @staticmethod
     def default_hints(teacher: nn.Module, student: nn.Module, params: dict) -> tuple[list[int], list[int]]:
         """letKD-1: the penultimate (last) points; letKD-2 also the first block of the last stage."""
 
-        variant = int(params.get("variant", 1))
-        if variant not in (1, 2):
-            raise ValueError(f"letKD variant must be 1 (penultimate layer) or 2 (also an intermediate one), not {variant}")
+        variant = LetKDSettings.of(params).variant
 
         def points(model: nn.Module, who: str) -> list[int]:
             pts = hint_points(model)
@@ -111,12 +136,10 @@ class LetKD(DistillLoss):
         from sklearn.cluster import KMeans
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-        templates, subclasses = int(params.get("templates", 32)), int(params.get("subclasses", 2))
-        samples, max_pixels = int(params.get("samples", 1000)), int(params.get("max_pixels", 50_000))
-        supervision_kind = params.get("supervision", "kmeans")
-        if supervision_kind not in ("kmeans", "kernels"):
-            raise ValueError(f"supervision must be kmeans or kernels, not {supervision_kind!r}")
-        rng = np.random.default_rng(int(params.get("seed", 0)))
+        settings = LetKDSettings.of(params)
+        templates, subclasses, samples, max_pixels = settings.templates, settings.subclasses, settings.samples, settings.max_pixels
+        supervision_kind = settings.supervision
+        rng = np.random.default_rng(settings.seed)
         chosen = Subset(dataset, sorted(rng.permutation(len(dataset))[: min(samples, len(dataset))].tolist()))
         feats: dict[int, list[np.ndarray]] = {p: [] for p in t_points}
         pixel_labels: dict[int, list[np.ndarray]] = {p: [] for p in t_points}
@@ -174,7 +197,7 @@ class LetKD(DistillLoss):
                 widths.append(s["conv"].out_channels)
         sample = torch.stack([dataset[i][0] for i in range(2)]).to(next(student.parameters()).device)
         s_feats, _ = forward_features(student.eval(), sample, s_points)
-        attach_kd_layers(student, s_points, [f.shape[1] for f in s_feats.values()], widths, float(params.get("alpha", 1.0)))
+        attach_kd_layers(student, s_points, [f.shape[1] for f in s_feats.values()], widths, settings.alpha)
         student.train()
         return {"layers": list(student.kd_layers), "fitted": supervision}
 
