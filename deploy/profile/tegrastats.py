@@ -113,7 +113,8 @@ class TegrastatsSampler:
         return False
 
     def summary(self, inferences: int) -> dict[str, float]:
-        """Mean power, energy over the window, energy per inference, peak shared RAM."""
+        """Mean power, energy over the window, energy per inference, peak shared RAM and how much
+        it rose over the window (peak minus the first sample: what the timed calls added)."""
         points = [(t, s.total_power_mw) for t, s in self.samples if s.total_power_mw is not None]
         if len(points) < 2:
             return {}
@@ -124,4 +125,5 @@ class TegrastatsSampler:
             "energy_mj": energy,
             "energy_per_inference_mj": energy / max(inferences, 1),
             "ram_peak_mb": max(s.ram_used_mb or 0 for _, s in self.samples),
+            "ram_delta_mb": max(s.ram_used_mb or 0 for _, s in self.samples) - (self.samples[0][1].ram_used_mb or 0),
         }

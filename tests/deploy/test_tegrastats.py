@@ -1,5 +1,5 @@
 import pytest
-from compressor.deploy.profile.tegrastats import energy_mj, parse_line
+from compressor.deploy.profile.tegrastats import TegrastatsSampler, energy_mj, parse_line
 
 R32 = ("RAM 1504/3956MB (lfb 331x4MB) IRAM 0/252kB(lfb 252kB) CPU [19%@1479,27%@1479,23%@1479,19%@1479] EMC_FREQ 9%@1600 "
        "GR3D_FREQ 99%@921 NVDEC 716 VIC_FREQ 0%@140 APE 25 PLL@39.5C CPU@43.5C PMIC@100C GPU@43C AO@48C thermal@43C "
@@ -53,3 +53,12 @@ def test_energy_integral():
     assert energy_mj([0, 1, 2, 3], [2000] * 4) == pytest.approx(6000)
     assert energy_mj([0, 2], [0, 1000]) == pytest.approx(1000)
     assert energy_mj([0], [5]) == 0.0
+
+
+def test_sampler_summary_reports_power_energy_and_the_ram_the_window_added():
+    sampler = TegrastatsSampler()
+    lines = [R36.replace("RAM 2272/7620MB", f"RAM {ram}/7620MB") for ram in (2272, 2300, 2350, 2310)]
+    sampler.samples = [(0.05 * i, parse_line(line)) for i, line in enumerate(lines)]
+    summary = sampler.summary(inferences=30)
+    assert summary["ram_peak_mb"] == 2350 and summary["ram_delta_mb"] == 2350 - 2272
+    assert summary["energy_per_inference_mj"] == pytest.approx(summary["energy_mj"] / 30) and summary["mean_power_mw"] > 0
