@@ -26,6 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="also a Q/DQ INT8 ONNX from static per-channel calibration")
     p.add_argument("--calib", metavar="SPEC", help="calibration data for --int8 (its train split) and its accuracy check (test split)")
     p.add_argument("--calib-samples", type=int, default=512)
+    p.add_argument("--sensitivity", action="store_true", help="with --int8: each layer alone in INT8 and alone kept float, against fp32 "
+                                                               "(OUT/<stem>.int8.sensitivity.json/.md/.png)")  # fmt: skip
+    p.add_argument("--int8-budget", type=float, metavar="POINTS", help="with --int8: keep the fewest, most sensitive layers float until "
+                                                                        "top-1 drops by at most POINTS on the held-out split")  # fmt: skip
+    p.add_argument("--int8-max-float", type=int, metavar="N", help="with --int8-budget: at most N float layers (else exit 2)")
     p.add_argument("--fp16", action="store_true", help="also an FP16 ONNX (TensorRT 11 builds FP16 only from one)")
     p.add_argument("--trt", action="store_true", help="also build a TensorRT engine for this GPU (needs TensorRT and a GPU)")
     p.add_argument("--trt-precision", default="fp16", choices=["fp32", "fp16", "int8"])
@@ -54,10 +59,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.student).resolve().parent / "export"
     options = ExportOptions(opset=args.opset, dynamic_batch=args.dynamic_batch, dynamo=args.dynamo, int8=args.int8, calib=args.calib,
                             calib_samples=args.calib_samples, fp16=args.fp16, trt=args.trt, trt_precision=args.trt_precision,
+                            sensitivity=args.sensitivity, int8_budget=args.int8_budget, int8_max_float=args.int8_max_float,
                             nms=args.nms, nms_iou=args.nms_iou, nms_score=args.nms_score, nms_max=args.nms_max)  # fmt: skip
     stem = Path(args.student).stem if art.meta.get("schema") else "model"
     try:
-        with claim(out, [f"{stem}.onnx", f"{stem}.*.onnx", f"{stem}.json", f"{stem}.*.json", "*.plan"], "export", overwrite=args.overwrite):
+        produces = [f"{stem}.onnx", f"{stem}.*.onnx", f"{stem}.json", f"{stem}.*.json", f"{stem}.*.md", f"{stem}.*.png", "*.plan"]
+        with claim(out, produces, "export", overwrite=args.overwrite):
             result = export_artifact(art, out, options, stem=stem)
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -68,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
         q = result.info["int8"]
         print(f"INT8: top-1 {q['fp32_top1']:.2f}% -> {q['int8_top1']:.2f}% ({q['top1_change']:+.2f}), "
               f"top-1 agreement {q['top1_agreement']:.2f}% on {q['samples']} samples")  # fmt: skip
+        if q.get("fallback"):
+            f = q["fallback"]
+            layers = ", ".join(f["float_layers"]) or "none"
+            print(f"INT8 fallback ({f['budget']} points): {len(f['float_layers'])} layers float ({layers}); "
+                  f"ORT batch-8 p50 {f['latency_ms_batch8']} ms")  # fmt: skip
     for kind, path in result.files.items():
         print(f"wrote {kind}: {path}")
     return 0

@@ -34,6 +34,7 @@ from ..runtime.ort_runtime import OrtRuntime
 from .detection import DetectorExport
 from .int8 import quantize_qdq
 from .onnx_export import export_onnx, torch_to_onnx
+from .sensitivity import analyse, report_path
 
 
 @dataclass
@@ -52,6 +53,9 @@ class ExportOptions:
     nms_iou: float = 0.45
     nms_score: float = 0.25
     nms_max: int = 100  # boxes kept per class and image
+    sensitivity: bool = False  # INT8 (cpu): per-layer sensitivity next to the INT8 file
+    int8_budget: float | None = None  # INT8 (cpu): max top-1 drop (points); the most sensitive layers stay float until it holds
+    int8_max_float: int | None = None  # at most this many float layers for the budget
 
     def check(self, art: ModelArtifact | None = None) -> None:
         """Every option and the inputs it names, before anything is written.
@@ -70,6 +74,12 @@ class ExportOptions:
             raise UserError(f"--nms-score {self.nms_score}: a score threshold lies in (0, 1); default 0.25")
         if self.nms_max < 1:
             raise UserError(f"--nms-max {self.nms_max}: keep at least one box per class and image; default 100")
+        if self.int8_budget is not None and self.int8_budget < 0:
+            raise UserError(f"--int8-budget {self.int8_budget}: the allowed top-1 drop is in points, >= 0 (e.g. 0.5)")
+        if self.int8_max_float is not None and self.int8_max_float < 0:
+            raise UserError(f"--int8-max-float {self.int8_max_float}: a number of layers, >= 0")
+        if (self.sensitivity or self.int8_budget is not None) and not self.int8:
+            raise UserError("--sensitivity and --int8-budget analyse the INT8 export: add --int8 (with --calib)")
         if self.calib_samples < 1:
             raise UserError(f"--calib-samples {self.calib_samples}: calibrate on at least one image (a few hundred is typical)")
         if self.trt_precision not in ("fp32", "fp16", "int8"):
@@ -227,6 +237,11 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
     options.check(art)
     quantize_qdq(fp32, path, calibration_batches(options.calib, options.calib_samples), target=target)
     evaluation = open_dataset(options.calib, "test")
+    analysis = None
+    if target == "cpu" and (options.sensitivity or options.int8_budget is not None):
+        images, labels = _held_out(evaluation, options.eval_samples)
+        analysis = analyse(fp32, path, lambda: calibration_batches(options.calib, options.calib_samples), images, labels,
+                           options.int8_budget, options.int8_max_float, target)  # fmt: skip
     ref_logits, labels = predict(OrtRuntime(fp32), evaluation, limit=options.eval_samples)
     q_logits, _ = predict(OrtRuntime(path), evaluation, limit=options.eval_samples)
     before, after = accuracy(ref_logits, labels), accuracy(q_logits, labels)
@@ -244,8 +259,20 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
             "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
         },  # fmt: skip
     }
+    if analysis is not None:
+        change["sensitivity"] = report_path(path, ".json").name
+        change["fallback"] = analysis.get("fallback")
     _sidecar(path, art, options, precision="int8", extra={"int8": change})
     return path, change
+
+
+def _held_out(data, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``limit`` test images and labels, as arrays (what sensitivity and the budget are measured on)."""
+    images, labels = [], []
+    for x, y, _ in DataLoader(Subset(data, range(min(limit, len(data)))), batch_size=64):
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    return np.concatenate(images), np.concatenate(labels)
 
 
 class _Half(nn.Module):

@@ -35,14 +35,32 @@ class _Reader:
 TARGETS = ("cpu", "tensorrt")
 
 
+QUANTIZABLE = ("Conv", "Gemm", "MatMul")  # the operators whose inputs get Q/DQ: the layers sensitivity and fallback speak of
+
+
+def quantizable_layers(fp32_path: str | Path) -> list[tuple[str, str]]:
+    """(node name, operator) of every quantizable layer, in forward order, named as in the graph
+    ``quantize_qdq`` quantizes (after ONNX Runtime's pre-processing)."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        return [(n.name, n.op_type) for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE]
+
+
 def quantize_qdq(
-    fp32_path: str | Path, out_path: str | Path, batches: Iterator[np.ndarray], method: str = "minmax", target: str = "cpu"
-) -> Path:
+    fp32_path: str | Path, out_path: str | Path, batches: Iterator[np.ndarray], method: str = "minmax", target: str = "cpu",
+    only: list[str] | None = None, keep_float: list[str] | None = None,
+) -> Path:  # fmt: skip
     """Calibrate on ``batches`` and write a Q/DQ INT8 model.
 
     Args:
         method: ``minmax`` or ``percentile`` (99.999th) activation ranges.
         target: ``cpu`` (U8S8, for ONNX Runtime) or ``tensorrt`` (S8S8 symmetric).
+        only: quantize these layers alone (names from ``quantizable_layers``); None: every layer.
+        keep_float: layers left without Q/DQ (float fallback).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -70,6 +88,8 @@ def quantize_qdq(
             weight_type=QuantType.QInt8,
             calibrate_method=methods[method],
             extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True},
+            nodes_to_quantize=only,
+            nodes_to_exclude=keep_float or None,
         )
         data = quantized.read_bytes()
     return atomic_write(out_path, lambda f: f.write(data))

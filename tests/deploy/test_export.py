@@ -177,3 +177,26 @@ def test_detector_int8_and_classifier_nms_are_refused(tmp_path, capsys):
     torch.save(create_model("resnet8", num_classes=3).state_dict(), tmp_path / "cls.pt")
     assert main(["export", str(tmp_path / "cls.pt"), "--arch", "resnet8", "--nms"]) == 2
     assert "--nms is for detectors" in capsys.readouterr().err
+
+
+def test_export_int8_sensitivity_and_budget_from_the_cli(tmp_path, student, capsys):
+    out = tmp_path / "exp"
+    argv = ["export", str(student), "--int8", "--calib", DATA, "--calib-samples", "32", "--sensitivity", "--int8-budget", "0.5",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "student.int8.sensitivity.json").read_text())
+    from compressor.deploy.export.int8 import quantizable_layers
+
+    layers = quantizable_layers(out / "student.onnx")  # resnet8: 9 convolutions (two on shortcuts) and the classifier
+    assert [r["layer"] for r in report["layers"]] == [name for name, _ in layers] and len(layers) == 10
+    assert all({"agreement", "sqnr_db", "top1"} <= set(r["int8_alone"]) for r in report["layers"])
+    side = json.loads((out / "student.int8.json").read_text())["int8"]
+    fallback = side["fallback"]
+    assert report["fp32_top1"] - fallback["top1"] <= 0.5 and set(fallback["latency_ms_batch8"]) == {"fp32", "int8", "fallback"}
+    assert (out / "student.int8.sensitivity.png").read_bytes()[:4] == b"\x89PNG" and "| # | layer |" in (
+        out / "student.int8.sensitivity.md"
+    ).read_text()
+    assert "INT8 fallback (0.5 points)" in capsys.readouterr().out
+    assert main(["export", str(student), "--int8-budget", "-1", "--int8", "--calib", DATA, "--out", str(tmp_path / "bad")]) == 2
+    assert main(["export", str(student), "--sensitivity", "--out", str(tmp_path / "bad2")]) == 2
+    assert "add --int8" in capsys.readouterr().err and not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()

@@ -1,0 +1,169 @@
+"""Per-layer INT8 sensitivity and the float fallback that keeps an accuracy budget.
+
+The damage of INT8 is rarely spread evenly: a few layers (depthwise convolutions, a first layer
+fed raw pixels, a layer with outlier weights or activations) cause most of it, and the standard
+answer of deployment tools is to keep those in higher precision. ``sensitivity`` measures, for each
+quantizable layer in forward order, the model with that layer alone in INT8 (the others float) and
+the model with that layer alone kept float (the others INT8), against the fp32 model on the same
+images: top-1 agreement, the logits' SQNR (10 log10 of signal over quantization-noise energy, dB)
+and top-1 accuracy. ``fallback`` then keeps the most sensitive layers (ranked by the SQNR of
+quantizing them alone, lowest first) out of INT8 one by one until the top-1 drop on held-out data
+is within the budget, so the fewest layers fall back.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compressor.errors import UserError
+
+from ..profile.accuracy import agreement
+from ..runtime.ort_runtime import OrtRuntime
+from .int8 import quantizable_layers, quantize_qdq
+
+
+def sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    """10 log10(sum ref^2 / sum (ref - other)^2), in dB; inf when they are equal."""
+    noise = float(np.sum((reference.astype(np.float64) - other) ** 2))
+    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(reference.astype(np.float64) ** 2)) / noise)
+
+
+@dataclass
+class Probe:
+    """Images (N, 3, H, W), their labels, and the fp32 model's logits on them."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    reference: np.ndarray
+
+    def score(self, path: Path) -> dict[str, float]:
+        logits = OrtRuntime(path).run_all(self.images)[0]
+        return {"agreement": agreement(self.reference, logits), "sqnr_db": round(sqnr_db(self.reference, logits), 3),
+                "top1": float(100 * (logits.argmax(1) == self.labels).mean())}  # fmt: skip
+
+
+def make_probe(fp32: Path, images: np.ndarray, labels: np.ndarray) -> Probe:
+    return Probe(images, labels, OrtRuntime(fp32).run_all(images)[0])
+
+
+def sensitivity(fp32: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe, target: str = "cpu") -> dict[str, Any]:
+    """Every quantizable layer's damage alone and its rescue alone; ``calibration()`` yields batches anew."""
+    layers = quantizable_layers(fp32)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        variant = Path(tmp) / "variant.onnx"
+        full = probe.score(quantize_qdq(fp32, variant, calibration(), target=target))
+        for index, (name, op) in enumerate(layers, start=1):
+            alone = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, only=[name]))
+            kept = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, keep_float=[name]))
+            rows.append({"index": index, "layer": name, "op": op, "int8_alone": alone, "float_alone": kept})
+    fp32_top1 = float(100 * (probe.reference.argmax(1) == probe.labels).mean())
+    return {"target": target, "images": len(probe.labels), "fp32_top1": fp32_top1, "full_int8": full, "layers": rows}
+
+
+def ranking(report: dict[str, Any]) -> list[str]:
+    """Layers from the most to the least sensitive: lowest SQNR when quantized alone first."""
+    return [r["layer"] for r in sorted(report["layers"], key=lambda r: (r["int8_alone"]["sqnr_db"], -r["float_alone"]["sqnr_db"]))]
+
+
+def fallback(fp32: Path, out: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe, report: dict[str, Any], budget: float,
+             target: str = "cpu", max_float: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Write ``out``: INT8 with the fewest most-sensitive layers kept float such that top-1 on the
+    probe drops by at most ``budget`` points from fp32.
+
+    Raises:
+        UserError: a negative budget, or one not met with ``max_float`` layers in float (says how close it came).
+    """
+    if budget < 0:
+        raise UserError(f"--int8-budget {budget}: the allowed top-1 drop is in points, >= 0 (e.g. 0.5)")
+    order = ranking(report)
+    limit = len(order) if max_float is None else min(max_float, len(order))
+    fp32_top1, tried = report["fp32_top1"], []
+    for count in range(limit + 1):
+        kept = order[:count]
+        score = probe.score(quantize_qdq(fp32, out, calibration(), target=target, keep_float=kept))
+        tried.append({"float_layers": count, "top1": score["top1"]})
+        if fp32_top1 - score["top1"] <= budget:
+            return {"budget": budget, "float_layers": kept, "fp32_top1": fp32_top1, **score, "tried": tried}
+    out.unlink(missing_ok=True)
+    best = max(tried, key=lambda t: t["top1"])
+    raise UserError(f"--int8-budget {budget}: not met with up to {limit} layers in float; the best was top-1 {best['top1']:.2f} "
+                    f"({fp32_top1 - best['top1']:.2f} points below fp32 {fp32_top1:.2f}) with {best['float_layers']} float layers; "
+                    "allow more float layers (--int8-max-float), a larger budget, or quantization-aware training")  # fmt: skip
+
+
+def sensitivity_markdown(report: dict[str, Any], fallen: dict[str, Any] | None = None) -> str:
+    full = report["full_int8"]
+    lines = [f"# INT8 sensitivity ({report['target']}, {report['images']} images)", "",
+             f"fp32 top-1 {report['fp32_top1']:.2f}; all layers INT8: top-1 {full['top1']:.2f}, agreement {full['agreement']:.1f}%, "
+             f"logit SQNR {full['sqnr_db']:.1f} dB.", "",
+             "| # | layer | op | INT8 alone: agreement % | SQNR dB | top-1 | float alone: agreement % | SQNR dB | top-1 |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in report["layers"]:
+        a, f = r["int8_alone"], r["float_alone"]
+        lines.append(f"| {r['index']} | {r['layer']} | {r['op']} | {a['agreement']:.1f} | {a['sqnr_db']:.1f} | {a['top1']:.2f} | "
+                     f"{f['agreement']:.1f} | {f['sqnr_db']:.1f} | {f['top1']:.2f} |")  # fmt: skip
+    if fallen is not None:
+        lines += ["", f"Float fallback for a {fallen['budget']}-point budget: {len(fallen['float_layers'])} layers kept float "
+                      f"({', '.join(fallen['float_layers']) or 'none'}), top-1 {fallen['top1']:.2f}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot_sensitivity(report: dict[str, Any]) -> bytes:
+    """Logit SQNR per layer in forward order: that layer alone in INT8, and that layer alone kept float."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    rows = report["layers"]
+    fig = Figure(figsize=(max(6, 0.35 * len(rows)), 3.8))
+    ax = fig.subplots()
+    x = [r["index"] for r in rows]
+    ax.plot(x, [min(r["int8_alone"]["sqnr_db"], 80) for r in rows], marker="o", label="only this layer INT8")
+    ax.plot(x, [min(r["float_alone"]["sqnr_db"], 80) for r in rows], marker="s", label="only this layer float")
+    ax.axhline(min(report["full_int8"]["sqnr_db"], 80), color="grey", ls="--", label="all layers INT8")
+    ax.set(xlabel="quantizable layer (forward order)", ylabel="logit SQNR vs fp32 (dB, capped at 80)", title="INT8 sensitivity per layer")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarray]], images: np.ndarray, labels: np.ndarray,
+            budget: float | None, max_float: int | None, target: str = "cpu") -> dict[str, Any]:  # fmt: skip
+    """The sensitivity sweep next to ``path`` (``<stem>.sensitivity.json`` / ``.md`` / ``.png``), and
+    with a ``budget`` the fallback model written over ``path`` with the ONNX Runtime latency (batch 8)
+    of fp32, all-INT8 and the fallback beside each other."""
+    from compressor.io import atomic_write, atomic_write_json, atomic_write_text
+
+    from ..profile.latency import measure_latency
+
+    probe = make_probe(fp32, images, labels)
+    report = sensitivity(fp32, calibration, probe, target)
+    fallen = None
+    if budget is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            full = Path(tmp) / "full.onnx"
+            full.write_bytes(path.read_bytes())  # the all-INT8 model, for the latency comparison
+            fallen = fallback(fp32, path, calibration, probe, report, budget, target, max_float)
+            shape = tuple(images.shape[1:])
+            fallen["latency_ms_batch8"] = {name: round(measure_latency(OrtRuntime(p), shape, 8, 3, 20)["p50_ms"], 3)
+                                           for name, p in (("fp32", fp32), ("int8", full), ("fallback", path))}  # fmt: skip
+        report["fallback"] = fallen
+    atomic_write_json(report_path(path, ".json"), report)
+    atomic_write_text(report_path(path, ".md"), sensitivity_markdown(report, fallen))
+    atomic_write(report_path(path, ".png"), lambda f: f.write(plot_sensitivity(report)))
+    return report
+
+
+def report_path(int8: Path, suffix: str) -> Path:
+    """``student.int8.onnx`` -> ``student.int8.sensitivity<suffix>``."""
+    return int8.with_name(int8.name.removesuffix(".onnx") + ".sensitivity" + suffix)

@@ -1,0 +1,76 @@
+"""INT8 sensitivity per layer and the float fallback, on a small network with a planted fragile layer."""
+
+import numpy as np
+import pytest
+import torch
+from compressor.deploy.export.int8 import quantizable_layers
+from compressor.deploy.export.onnx_export import torch_to_onnx
+from compressor.deploy.export.sensitivity import fallback, make_probe, ranking, sensitivity, sqnr_db
+from torch import nn
+
+from compressor.errors import UserError
+
+
+class Planted(nn.Module):
+    """conv1 -> conv2 -> conv3 -> pool -> fc. Every filter of conv3 has one weight of 1000 on an input
+    channel that is always 0 (conv2's last channel, ReLU of -100): harmless in float, but with
+    per-channel symmetric INT8 weights each filter's step becomes ~8 and its other weights (~0.1)
+    round to zero."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2, self.conv3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+        with torch.no_grad():
+            self.conv2.weight[-1].zero_()
+            self.conv2.bias[-1] = -100.0
+            self.conv3.weight[:, -1, 1, 1] = 1000.0
+            self.fc.weight *= 30  # answers that depend on the image, not on the bias
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.fc(self.conv3(x).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int8")
+    model = Planted().eval()
+    rng = np.random.default_rng(0)
+    images = (rng.standard_normal((96, 3, 16, 16)) + rng.normal(0, 3, (96, 3, 1, 1))).astype(np.float32)  # colours differ per image
+    torch_to_onnx(model, torch.from_numpy(images[:1]), folder / "fp32.onnx", 17, True, False)
+    with torch.no_grad():
+        labels = model(torch.from_numpy(images)).argmax(1).numpy()  # fp32 is right on every image: drops are INT8's
+    return folder, images, labels
+
+
+def calibration(images):
+    return lambda: iter(np.split(images[:64], 4))
+
+
+def test_sqnr_of_a_known_noise():
+    ref = np.ones((4, 10))
+    assert sqnr_db(ref, ref) == float("inf") and sqnr_db(ref, ref + 0.1) == pytest.approx(20.0)
+
+
+def test_sensitivity_finds_the_planted_layer_and_the_budget_keeps_it_float(planted, tmp_path):
+    folder, images, labels = planted
+    layers = quantizable_layers(folder / "fp32.onnx")
+    assert [op for _, op in layers] == ["Conv", "Conv", "Conv", "Gemm"]
+    probe = make_probe(folder / "fp32.onnx", images[64:], labels[64:])
+    report = sensitivity(folder / "fp32.onnx", calibration(images), probe)
+    by_layer = {r["layer"]: r for r in report["layers"]}
+    conv3 = layers[2][0]
+    assert ranking(report)[0] == conv3  # quantizing conv3's input alone does the most damage
+    assert by_layer[conv3]["int8_alone"]["sqnr_db"] < min(r["int8_alone"]["sqnr_db"] for n, r in by_layer.items() if n != conv3) - 5
+    assert report["full_int8"]["top1"] < 90 and by_layer[conv3]["float_alone"]["agreement"] > report["full_int8"]["agreement"]
+    result = fallback(folder / "fp32.onnx", tmp_path / "fallback.onnx", calibration(images), probe, report, budget=5.0)
+    assert result["float_layers"][0] == conv3 and report["fp32_top1"] - result["top1"] <= 5.0
+    assert (tmp_path / "fallback.onnx").exists() and len(result["float_layers"]) <= 2
+    with pytest.raises(UserError, match="not met with up to 0 layers in float"):
+        fallback(folder / "fp32.onnx", tmp_path / "none.onnx", calibration(images), probe, report, budget=0.0, max_float=0)
+    with pytest.raises(UserError, match=">= 0"):
+        fallback(folder / "fp32.onnx", tmp_path / "neg.onnx", calibration(images), probe, report, budget=-1)
