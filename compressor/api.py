@@ -117,11 +117,9 @@ def export(
     from .deploy.export import ExportOptions, export_artifact
 
     art = _artifact(model, out, input_size, mean, std) if isinstance(model, nn.Module) else load_artifact(model, input_size=input_size)
-    try:
-        opts = ExportOptions(**options)
-    except TypeError as e:
-        raise UserError(f"export: {e}") from None
-    with claim(out, [f"{stem}.onnx", f"{stem}.*.onnx", f"{stem}.json", "*.plan"], "export", overwrite=overwrite):
+    opts = validate(ExportOptions, options, "export settings")
+    produces = [f"{stem}.onnx", f"{stem}.*.onnx", f"{stem}.json", f"{stem}.*.json", f"{stem}.*.md", f"{stem}.*.png", "*.plan"]
+    with claim(out, produces, "export", overwrite=overwrite):
         return export_artifact(art, out, opts, stem=stem).files
 
 
@@ -150,10 +148,7 @@ def profile(
     from .deploy.profile.run import ProfileOptions, profile_models
 
     source = {"input_size": input_size, "mean": mean, "std": std}
-    try:
-        opts = ProfileOptions(**{"progress": False, **options})
-    except TypeError as e:
-        raise UserError(f"profile: {e}") from None
+    opts = validate(ProfileOptions, {"progress": False, **options}, "profile settings")
     with claim(out, [*REPORT_FILES, "model.pt"], "profile", overwrite=overwrite):
         if isinstance(model, nn.Module):  # profiled as it is in memory; its weights are saved for the file size
             model = _artifact(model, out, input_size, mean, std)

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"compressor": ROOT / "compressor", "compressor.models": ROOT / "models", "compressor.deploy": ROOT / "deploy"}
 # what deployment may use from the rest of the project: the shared pieces, never the training side
 DEPLOY_MAY_IMPORT = ("compressor.deploy", "compressor.models", "compressor.checkpoint", "compressor.data", "compressor.detection",
-                     "compressor.errors", "compressor.io", "compressor.metrics", "compressor.summary")  # fmt: skip
+                     "compressor.config", "compressor.errors", "compressor.io", "compressor.metrics", "compressor.summary")  # fmt: skip
 
 
 def modules() -> dict[str, Path]:

@@ -20,7 +20,7 @@ from ..deploy.export import ExportOptions
 from ..deploy.profile.backends import ProfileOptions
 from ..errors import UserError
 from ..hints.select import HintConfig
-from ..train.config import DataConfig, LossConfig, OptimConfig, TrainConfig
+from ..train.config import DataConfig, DataSource, LossConfig, OptimConfig, TrainConfig
 
 
 class Recipe(OptimConfig):
@@ -67,30 +67,19 @@ class DistillSpec(Strict):
     init_epochs: int = Field(0, ge=0)
 
 
-_EXPORT, _PROFILE = ExportOptions(), ProfileOptions()  # the defaults of the export and profile stages are theirs
+class ExportSpec(ExportOptions):
+    """The export stage's section: ``compressor export``'s settings (``ExportOptions``; ``calib``
+    defaults to the run's training data), INT8 included unless told not to."""
+
+    int8: bool = True
 
 
-class ExportSpec(Strict):
-    opset: int = Field(_EXPORT.opset, ge=13)
-    int8: bool = True  # the pipeline exports INT8 unless told not to
-    calib_samples: int = Field(_EXPORT.calib_samples, ge=1)
-    fp16: bool = _EXPORT.fp16
-    trt: bool = _EXPORT.trt
+class ProfileSpec(ProfileOptions):
+    """The profile stage's section: ``compressor profile``'s settings (``ProfileOptions``; ``data``
+    defaults to the run's evaluation data), the teacher beside the student, and ``e2e`` as a switch."""
 
-
-class ProfileSpec(Strict):
-    backends: list[str] = Field(default_factory=lambda: list(_PROFILE.backends))
-    batches: list[int] = Field(default_factory=lambda: list(_PROFILE.batches))
-    eval_samples: int = Field(_PROFILE.eval_samples, ge=1)
-    iters: int = Field(_PROFILE.iters, ge=1)
     compare_teacher: bool = True
     e2e: bool = False  # also time file -> answer (decode, resize, normalise, infer, answer) on PNGs of test images
-
-
-class DataSpec(Strict):
-    train: str = "synthetic"
-    eval: str | None = None  # default: the train spec's test split
-    workers: int = Field(0, ge=0)
 
 
 class PipelineConfig(Strict):
@@ -99,7 +88,7 @@ class PipelineConfig(Strict):
     seed: int = 0
     seeds: list[int] | None = None  # repeat the distillation with these seeds (the first is the exported student): mean ± std
     device: str = "auto"
-    data: DataSpec = Field(default_factory=DataSpec)
+    data: DataSource = Field(default_factory=DataSource)  # the data of every training in the run
     teacher: TeacherSpec
     hints: HintsSpec = Field(default_factory=HintsSpec)
     distill: DistillSpec
@@ -144,6 +133,12 @@ def check_names(c: PipelineConfig) -> None:
         pass
     if any(b < 1 for b in c.profile.batches) or not c.profile.batches:
         problems.append(f"  profile.batches: must be positive batch sizes (got {c.profile.batches})")
+    if c.profile.iters < 1 or c.profile.eval_samples < 1 or c.profile.warmup < 0:
+        problems.append("  profile.iters and profile.eval_samples must be >= 1, profile.warmup >= 0")
+    try:  # the export stage's own checks (opset range, NMS thresholds, INT8 calibration), before anything runs
+        ExportOptions(**c.export.model_dump() | {"calib": c.export.calib or c.data.train}).check()
+    except UserError as e:
+        problems.append(f"  export: {e}")
     for key, spec in (("data.train", c.data.train), ("data.eval", c.data.eval)):
         if spec is not None:
             name = parse_spec(spec)[0]

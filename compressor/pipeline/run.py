@@ -165,7 +165,7 @@ def stage_export(ctx: Context) -> None:
 
     e, c = ctx.config.export, ctx.config
     out = ctx.run / "export"
-    options = ExportOptions(opset=e.opset, int8=e.int8, calib=c.data.train, calib_samples=e.calib_samples, fp16=e.fp16, trt=e.trt)
+    options = ExportOptions(**e.model_dump() | {"calib": e.calib or c.data.train})  # the stage's section is export's own
     outputs = [f.path(out, "student") for f in wanted_formats(options) if f.name != "trt"]  # a plan is named by its GPU
     inputs = _digest(e.model_dump(), c.data.train, ctx.digests["student"])
 
@@ -186,8 +186,8 @@ def stage_profile(ctx: Context) -> None:
     p, c = ctx.config.profile, ctx.config
     out = ctx.run / "profile"
     inputs = _digest(p.model_dump(), c.data.model_dump(), ctx.digests["student"], ctx.digests["teacher"])
-    options = ProfileOptions(backends=p.backends, batches=p.batches, data=c.data.eval or c.data.train, eval_samples=p.eval_samples,
-                             iters=p.iters, progress=ctx.progress, e2e="" if p.e2e else None)  # fmt: skip
+    options = ProfileOptions(**p.model_dump(exclude={"compare_teacher", "e2e"}) | {"data": p.data or c.data.eval or c.data.train,
+                             "progress": ctx.progress, "e2e": "" if p.e2e else None})  # fmt: skip
     reuse = {k: ctx.paths[k] for k in ("onnx", "int8") if k in ctx.paths}
 
     def work() -> None:

@@ -26,12 +26,19 @@ class StudentConfig(Strict):
     checkpoint: str | None = None  # start from these weights instead of from scratch
 
 
-class DataConfig(Strict):
+class DataSource(Strict):
+    """Which data: the pipeline's ``data:`` section, and the part of ``DataConfig`` that says it."""
+
     train: str = "synthetic"  # dataset spec: synthetic | cifar10:PATH | cifar100:PATH | imagefolder:PATH
     eval: str | None = None  # evaluation spec; default: the train spec's test split
+    workers: int = Field(0, ge=0)  # loader worker processes
+
+
+class DataConfig(DataSource):
+    """The data and how a training reads it."""
+
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(256, ge=1)
-    workers: int = Field(0, ge=0)  # loader worker processes
     augment: bool = True  # reflect-pad 4 + random crop + horizontal flip
 
 

@@ -24,6 +24,7 @@ from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_
 from torch.utils.data import DataLoader, Subset
 
 from compressor import __version__
+from compressor.config import Strict
 from compressor.data import open_dataset
 from compressor.errors import UserError
 from compressor.io import atomic_write, atomic_write_json, file_digest
@@ -37,8 +38,10 @@ from .onnx_export import export_onnx, torch_to_onnx
 from .sensitivity import analyse, report_path
 
 
-@dataclass
-class ExportOptions:
+class ExportOptions(Strict):
+    """Export settings: ``compressor export``'s flags, the API's keyword arguments and the pipeline's
+    ``export:`` section (which extends this one). ``check`` says what is wrong in the flags' terms."""
+
     opset: int = 17
     dynamic_batch: bool = True
     dynamo: bool = False

@@ -4,12 +4,13 @@ files each model needs, made on first use. The profiler and its memory worker bo
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compressor.models import Registry
+from pydantic import Field
 
+from compressor.config import Strict
 from compressor.errors import UserError
 
 from ..artifact import ModelArtifact, is_detector, is_qdq
@@ -21,10 +22,12 @@ from ..runtime.ort_runtime import OrtRuntime
 from ..runtime.torch_runtime import TorchRuntime
 
 
-@dataclass
-class ProfileOptions:
-    backends: list[str] = field(default_factory=lambda: ["torch", "ort-cpu", "ort-cpu-int8"])
-    batches: list[int] = field(default_factory=lambda: [1, 8, 32])
+class ProfileOptions(Strict):
+    """Profiling settings: ``compressor profile``'s flags, the API's keyword arguments and the
+    pipeline's ``profile:`` section (which extends this one)."""
+
+    backends: list[str] = Field(default_factory=lambda: ["torch", "ort-cpu", "ort-cpu-int8"])
+    batches: list[int] = Field(default_factory=lambda: [1, 8, 32])
     data: str | None = None  # evaluation spec (test split); also calibration (train split) for INT8
     eval_samples: int = 1000
     warmup: int = 10

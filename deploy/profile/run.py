@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -179,12 +178,12 @@ def profile_models(
     if not options.batches or min(options.batches) < 1:
         raise UserError(f"--batch must list positive batch sizes, got {options.batches}")
     out = Path(out)
-    options = replace(options, trusted=trusted)
+    options = options.model_copy(update={"trusted": trusted})
     student = model if isinstance(model, ModelArtifact) else load_artifact(model, arch=arch, trusted=trusted, **(source or {}))
     teacher = load_artifact(compare, arch=compare_arch, trusted=trusted, kwargs=compare_kwargs) if compare else None
     static = {a.meta["static_batch"] for a in (student, teacher) if a is not None and "static_batch" in a.meta}
     if static:  # a graph with a fixed batch dimension runs at that batch size only
-        options = replace(options, batches=sorted(static))
+        options = options.model_copy(update={"batches": sorted(static)})
     eval_data = None
     detectors = [a.name for a in (student, teacher) if a is not None and is_detector(a)]
     if options.data and detectors:

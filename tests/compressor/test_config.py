@@ -44,3 +44,26 @@ def test_missing_and_non_mapping(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="mapping"):
         load_distill_config(tmp_path / "list.yaml")
+
+
+def test_each_concern_has_one_section_that_the_configs_compose():
+    """Hint selection, optimiser, data, export and profile are each defined once; the pipeline's and
+    cross distillation's sections extend them and agree on every default they do not override on purpose."""
+    from compressor.deploy.export import ExportOptions
+    from compressor.deploy.profile.backends import ProfileOptions
+
+    from compressor.crossdistill.config import HintSection, OptimSection
+    from compressor.hints.select import HintConfig
+    from compressor.pipeline.config import ExportSpec, HintsSpec, PipelineConfig, ProfileSpec, Recipe
+    from compressor.train.config import DataConfig, DataSource, OptimConfig
+
+    overridden = {ExportSpec: {"int8"}, ProfileSpec: {"e2e"}}  # the pipeline exports INT8 and takes e2e as a switch
+    pairs = [(HintsSpec, HintConfig), (HintSection, HintConfig), (Recipe, OptimConfig), (OptimSection, OptimConfig),
+             (ExportSpec, ExportOptions), (ProfileSpec, ProfileOptions), (DataConfig, DataSource)]  # fmt: skip
+    for section, base in pairs:
+        assert issubclass(section, base), section
+        for name, field in base.model_fields.items():
+            if name not in overridden.get(section, set()):
+                assert section.model_fields[name].get_default(call_default_factory=True) == field.get_default(call_default_factory=True), (
+                    section, name)  # fmt: skip
+    assert PipelineConfig.model_fields["data"].annotation is DataSource

@@ -65,6 +65,7 @@ def test_pipeline_runs_skips_and_redoes(tmp_path, capsys):
         ({"teacher": {"recipe": {"lr": -1}}, "export": {"opset": 9}}, "teacher.recipe.lr"),
         ({"data": {"train": "mnist"}}, "unknown dataset 'mnist'"),
         ({"name": "a/b"}, "name"),
+        ({"export": {"opset": 9}}, "export: --opset 9"),  # the export stage's own check, before the teacher trains
     ],
 )
 def test_bad_config_values_exit_2_and_write_nothing(tmp_path, capsys, change, message):
