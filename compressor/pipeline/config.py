@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from compressor.models import ModelReferenceError, check_reference
 
-from ..config import Strict, parse_overrides, read_yaml, resolve_paths, resolve_references, set_dotted, validate
+from ..config import Strict, load_config
 from ..data import DATASETS, parse_spec
 from ..deploy.export import ExportOptions
 from ..deploy.profile.backends import ProfileOptions
@@ -153,16 +153,7 @@ REF_KEYS = ("teacher.arch", "distill.student")  # model references: a factory's 
 
 
 def load_pipeline_config(path: str | Path | None, overrides: list[str] = (), extra: dict[str, Any] | None = None) -> PipelineConfig:
-    tree: dict[str, Any] = read_yaml(path) if path is not None else {}
-    if path is not None:
-        resolve_paths(tree, PATH_KEYS, Path(path).resolve().parent)
-        resolve_references(tree, REF_KEYS, Path(path).resolve().parent)
-    for key, value in (extra or {}).items():
-        set_dotted(tree, key, value)
-    for key, value in parse_overrides(overrides):
-        set_dotted(tree, key, value)
-    resolve_paths(tree, PATH_KEYS, Path.cwd())
-    resolve_references(tree, REF_KEYS, Path.cwd())
-    config = validate(PipelineConfig, tree, f"pipeline config{f' {path}' if path else ''}")
+    """The one config loader (``compressor.config.load_config``), then the registry look-ups."""
+    config = load_config(PipelineConfig, path, extra, overrides, PATH_KEYS, "pipeline config", REF_KEYS)
     check_names(config)
     return config
