@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from .errors import UserError
 from .io import atomic_write, atomic_write_text
 from .summary import human_count
+from .train.artifacts import read_metrics
 
 SECTIONS = {
     "summary": "Summary",
@@ -84,17 +85,6 @@ def _json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill: the rest still tells the story
-    return rows
-
-
 def read_run(root: str | Path) -> RunFiles:
     """Read a pipeline run folder (teacher/ hints/ distill/ export/ profile/) or a cross-distill one."""
     root = Path(root)
@@ -108,16 +98,16 @@ def read_run(root: str | Path) -> RunFiles:
         run.cross = cross
         run.teacher = _json(root / "teacher.json")
         run.students = {n: s for n in ("vanilla_student", "cross_student") if (s := _json(root / f"{n}.json"))}
-        for row in _rows(root / "metrics.jsonl"):
+        for row in read_metrics(root / "metrics.jsonl"):
             run.metrics.setdefault(row.get("model", "student"), []).append(row)
     else:
         run.teacher = _json(root / "teacher" / "teacher.json")
-        run.metrics["teacher"] = _rows(root / "teacher" / "metrics.jsonl")
+        run.metrics["teacher"] = read_metrics(root / "teacher" / "metrics.jsonl")
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             side = _json(folder / "student.json")
             if side and side.get("schema") == "edge-compressor/student":  # export/student.json is the exported model's
                 run.students[folder.name] = side
-                run.metrics["student" if folder.name == "distill" else f"student ({folder.name})"] = _rows(folder / "metrics.jsonl")
+                run.metrics["student" if folder.name == "distill" else f"student ({folder.name})"] = read_metrics(folder / "metrics.jsonl")
         run.exports = {p.name: s for p in sorted((root / "export").glob("*.json")) if (s := _json(p)) and "precision" in s}
         run.profile = _json(root / "profile" / "report.json")
         run.seeds = _json(root / "distill" / "seeds.json")

@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
     settings = {"samples": args.samples, "k": args.k, "metric": args.metric, "normalize": args.normalize, "position": args.position,
                 "preact": args.preact, "batch_size": args.batch_size, "workers": args.workers, "seed": args.seed, "centroid": args.centroid,
                 "metric_options": options}  # fmt: skip
-    config = HintConfig.model_construct(**settings)  # argparse typed them; check() names what is wrong, flag by flag
-    config.check()
+    config = HintConfig.model_construct(**settings)  # argparse typed them; select_hints' check() names what is wrong, flag by flag
     plan = select_hints(
         args.teacher,
         args.data,

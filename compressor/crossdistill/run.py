@@ -38,11 +38,11 @@ from ..distributed import World, all_gather, barrier, init_world, shutdown
 from ..errors import UserError
 from ..hints.plot import plot_similarity
 from ..hints.select import HintConfig, build_plan
-from ..io import atomic_write_json, atomic_write_text, file_digest
+from ..io import atomic_write_json, atomic_write_text
 from ..losses import LOSSES
 from ..outdir import claim
 from ..report import write_run_report
-from ..train.artifacts import read_metrics, save_student
+from ..train.artifacts import finished_run, read_metrics, save_student
 from ..train.loop import LoopSettings, fit
 from ..train.parts import resolve_device, weights_digest
 from .config import CrossConfig
@@ -201,7 +201,7 @@ class Scheme:
         """Train one network on the loop into ``out/train/<name>/`` (or load it when a resumed run
         already saved it), save it with its sidecar and return its scores on the test split."""
         c = self.config
-        if self.resume and _complete(self.out, name):
+        if self.resume and finished_run(self.out, name) is not None:
             model.load_state_dict(torch.load(self.out / f"{name}.pt", map_location="cpu", weights_only=True))
             return json.loads((self.out / f"{name}.json").read_text())["scores"]
         folder = self.out / "train" / name
@@ -235,15 +235,6 @@ class Scheme:
                    "class_names": list(getattr(self.train, "class_names", [])), "task": c.task, "domain": domain, "made_by": made_by,
                    "metrics": {"final": scores, "best": best}, "scores": scores}  # fmt: skip
         save_student(self.out, model, sidecar, name)
-
-
-def _complete(out: Path, name: str) -> bool:
-    """A network a stopped run had finished: its weights match its sidecar's digest."""
-    try:
-        meta = json.loads((out / f"{name}.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return (out / f"{name}.pt").is_file() and meta.get("digest") == file_digest(out / f"{name}.pt")
 
 
 def _train_and_report(config: CrossConfig, out: Path, kind, progress: bool, resume: bool, world: World) -> dict:

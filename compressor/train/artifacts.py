@@ -61,3 +61,18 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def finished_run(out: Path, name: str) -> dict[str, Any] | None:
+    """The summary of a run whose artifact is complete (weights matching the sidecar's digest), else None."""
+    weights, sidecar = out / f"{name}.pt", out / f"{name}.json"
+    try:
+        meta = json.loads(sidecar.read_text())
+        final = meta["metrics"]["final"]
+        intact = weights.is_file() and meta.get("digest") == file_digest(weights)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not intact:
+        return None
+    return {"final": final, "best_top1": meta["metrics"].get("best_top1"), "epochs": meta["made_by"].get("epochs"), "weights": str(weights),
+            "sidecar": str(sidecar), "metrics": str(out / "metrics.jsonl"), "ranks_identical": True, "complete": True}  # fmt: skip

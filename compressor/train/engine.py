@@ -9,7 +9,6 @@ Runs unchanged under ``torchrun`` (DDP): sharded sampling, gradients all-reduced
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from contextlib import nullcontext
@@ -28,7 +27,6 @@ from ..config import save_config
 from ..data import ImageDataset
 from ..distributed import World, all_gather, init_world, shutdown
 from ..errors import UserError
-from ..io import file_digest
 from ..losses import (
     LOSSES,
     LossContext,
@@ -378,7 +376,7 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     c, out = s.config, s.out
     total = c.train.init_epochs + c.train.epochs
     if resume and int(artifacts.load_state(out / "checkpoints" / "last.pt").get("epoch", 0)) >= total:
-        finished = _finished_run(out, c.name)
+        finished = artifacts.finished_run(out, c.name)
         if finished is not None:  # nothing left to do: the run stays as it is
             if progress:
                 print(f"{out} holds a finished run ({total} epochs): nothing to resume", file=sys.stderr, flush=True)
@@ -402,21 +400,6 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
         weights, sidecar = artifacts.save_student(out, s.core.student, _sidecar(s, final, best, total), name=c.name)
         summary.update(weights=str(weights), sidecar=str(sidecar), metrics=str(metrics_path))
     return summary
-
-
-def _finished_run(out: Path, name: str) -> dict[str, Any] | None:
-    """The summary of a run whose student artifact is complete (weights matching the sidecar's digest), else None."""
-    weights, sidecar = out / f"{name}.pt", out / f"{name}.json"
-    try:
-        meta = json.loads(sidecar.read_text())
-        final = meta["metrics"]["final"]
-        intact = weights.is_file() and meta.get("digest") == file_digest(weights)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not intact:
-        return None
-    return {"final": final, "best_top1": meta["metrics"].get("best_top1"), "epochs": meta["made_by"].get("epochs"), "weights": str(weights),
-            "sidecar": str(sidecar), "metrics": str(out / "metrics.jsonl"), "ranks_identical": True, "complete": True}  # fmt: skip
 
 
 def _teacher_eval_outputs(s: Setup):

@@ -147,7 +147,6 @@ class Fitted:
     final: dict[str, float]  # the last evaluation
     best: float  # the best ``metric`` over the epochs
     rows: list[dict[str, Any]]  # metrics.jsonl
-    resumed_finished: bool  # the run had already finished before this call
 
 
 def fit(task: Task, s: LoopSettings, resume: bool = False) -> Fitted:
@@ -161,7 +160,7 @@ def fit(task: Task, s: LoopSettings, resume: bool = False) -> Fitted:
         precision.scaler.load_state_dict(state.get("scaler", {}))
         start, best = int(state["epoch"]), float(state.get("best", state.get("best_top1", float("-inf"))))
         if start >= s.epochs and rows:
-            return Fitted(rows[-1]["eval"], best, rows, resumed_finished=True)
+            return Fitted(rows[-1]["eval"], best, rows)
     writer = _tensorboard(s.out, s.tensorboard and s.world.is_main)
     final = task.evaluate() if start >= s.epochs else {}  # killed after the last checkpoint: only the evaluation is left
     for epoch in range(start, s.epochs):
@@ -185,7 +184,7 @@ def fit(task: Task, s: LoopSettings, resume: bool = False) -> Fitted:
         barrier(s.world)
     if writer is not None:
         writer.close()
-    return Fitted(final, best, rows, resumed_finished=False)
+    return Fitted(final, best, rows)
 
 
 def _tensorboard(out: Path, wanted: bool):

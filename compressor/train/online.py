@@ -20,7 +20,7 @@ from compressor.models import build_model
 from ..config import save_config
 from ..distributed import init_world, shutdown
 from ..errors import UserError
-from ..losses import LOSSES, online_method
+from ..losses import LOSSES
 from . import artifacts
 from .cohorts import build_cohort
 from .config import DistillConfig
@@ -53,8 +53,8 @@ class CohortTask(Task):
     """The cohort network of an online method as a task of the loop: the method's ``network_loss``
     on every member's logits; each member is evaluated, the first one's top-1 is the run's."""
 
-    def __init__(self, config: DistillConfig, loss, net: nn.Module, optimizer, train_set, eval_set, device, world):
-        self.c, self.loss_term, self.module, self.optimizer = config, loss, net, optimizer
+    def __init__(self, config: DistillConfig, method: str, loss, net: nn.Module, optimizer, train_set, eval_set, device, world):
+        self.c, self.method, self.loss_term, self.module, self.optimizer = config, method, loss, net, optimizer
         self.train_set, self.eval_set, self.device, self.world = train_set, eval_set, device, world
         self.members: dict[str, dict[str, float]] = {}
 
@@ -63,7 +63,7 @@ class CohortTask(Task):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.loss_term.set_epoch(epoch)  # ONE's ramp of the KL term
-        return {"stage": online_method(self.c.loss.method), "lr": lr}
+        return {"stage": self.method, "lr": lr}
 
     def batches(self, epoch: int):
         c = self.c
@@ -106,7 +106,7 @@ def _train(config: DistillConfig, method: str, world, resume: bool, progress: bo
     out = Path(c.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(c, out / "config.yaml")
-    task = CohortTask(c, loss, net, optimizer, train_set, eval_set, device, world)
+    task = CohortTask(c, method, loss, net, optimizer, train_set, eval_set, device, world)
     settings = LoopSettings(out, t.epochs, state_fingerprint(c), device, world, t.amp, c.optim.clip_grad, t.tensorboard, progress)
     fitted = fit(task, settings, resume)
     members, final = fitted.rows[-1]["members"], fitted.final

@@ -24,7 +24,7 @@ import numpy as np
 
 from compressor.errors import UserError
 
-from ..profile.accuracy import agreement
+from ..profile.accuracy import accuracy, agreement
 from ..runtime.ort_runtime import OrtRuntime
 from .int8 import quantizable_layers, quantize_qdq
 
@@ -46,7 +46,7 @@ class Probe:
     def score(self, path: Path) -> dict[str, float]:
         logits = OrtRuntime(path).run_all(self.images)[0]
         return {"agreement": agreement(self.reference, logits), "sqnr_db": round(sqnr_db(self.reference, logits), 3),
-                "top1": float(100 * (logits.argmax(1) == self.labels).mean())}  # fmt: skip
+                "top1": accuracy(logits, self.labels)["top1"]}  # fmt: skip
 
 
 def make_probe(fp32: Path, images: np.ndarray, labels: np.ndarray) -> Probe:
@@ -64,7 +64,7 @@ def sensitivity(fp32: Path, calibration: Callable[[], Iterator[np.ndarray]], pro
             alone = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, only=[name]))
             kept = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, keep_float=[name]))
             rows.append({"index": index, "layer": name, "op": op, "int8_alone": alone, "float_alone": kept})
-    fp32_top1 = float(100 * (probe.reference.argmax(1) == probe.labels).mean())
+    fp32_top1 = accuracy(probe.reference, probe.labels)["top1"]
     return {"target": target, "images": len(probe.labels), "fp32_top1": fp32_top1, "full_int8": full, "layers": rows}
 
 
