@@ -97,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
         final = summary["final"]
         print(f"student {config.student.arch}: top-1 {final['top1']:.2f}% (best {summary['best_top1']:.2f}%)")
         print(f"wrote {summary['weights']} and {summary['sidecar']}")
+        if "int8" in summary:
+            q, parity = summary["int8"], summary["int8"]["parity"]
+            print(f"INT8 ({q['target']}, ONNX Runtime): top-1 {q['int8_top1']:.2f}% vs fp32 {q['fp32_top1']:.2f}% on {q['samples']} "
+                  f"held-out images; parity with the training graph: {parity['top1_agreement']:.1f}% top-1 agreement"
+                  f"{'' if parity['ok'] else ' (OUTSIDE the tolerance: see the sidecar)'}; wrote {q['file']}")  # fmt: skip
         if args.quiet:
             print(json.dumps({k: summary[k] for k in ("final", "best_top1", "ranks_identical")}))
     return 0

@@ -107,6 +107,18 @@ class TrainConfig(Strict):
     tensorboard: bool = True  # also log to TensorBoard when it is installed
 
 
+class QuantConfig(Strict):
+    """Quantization-aware distillation (``quant.qat``): the student fine-tuned through the Q/DQ
+    graph it is exported as, against the fp32 teacher and the run's losses."""
+
+    qat: bool = False
+    target: Literal["cpu", "tensorrt"] = "cpu"  # cpu: ONNX Runtime (uint8 activations); tensorrt: int8 symmetric
+    epochs: int = Field(10, ge=1)  # fine-tuning epochs with fake quantization (the float stage takes train.epochs)
+    lr: float = Field(1e-4, gt=0)  # the fine-tuning's AdamW learning rate (cosine to 0, no weight decay; optim.clip_grad applies)
+    calibration: int = Field(512, ge=1)  # training images the initial activation steps are calibrated on
+    eval_samples: int = Field(1000, ge=1)  # held-out images for the INT8 accuracy and the ONNX Runtime parity
+
+
 class DistillConfig(Strict):
     teacher: TeacherConfig | None = None  # None: plain training with method 'ce' (e.g. of a teacher)
     student: StudentConfig
@@ -115,6 +127,7 @@ class DistillConfig(Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    quant: QuantConfig = Field(default_factory=QuantConfig)
     out: str = "runs/distill"
     name: str = Field("student", pattern=r"^[A-Za-z0-9._-]+$")  # artifact file names: <name>.pt, <name>.json
 

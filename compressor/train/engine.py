@@ -41,7 +41,7 @@ from ..losses import (
 )
 from ..outdir import claim
 from . import artifacts
-from .config import DistillConfig
+from .config import DistillConfig, QuantConfig
 from .data import eval_loader, train_loader
 from .hints import HintPairs, resolve_hints
 from .loop import LoopSettings, Precision, Task, fit, step
@@ -343,25 +343,69 @@ def distill(config: DistillConfig, resume: bool = False, progress: bool = True, 
         raise UserError(f"loss.method: {e}") from None
     if online is not None and (teacher is not None or student is not None):
         raise UserError(f"{config.loss.method} builds its own cohort: give student.arch as a reference, not a model object")
+    if config.quant.qat:
+        return _distill_qat(config, resume, progress, teacher, student, overwrite)
     with _claim_run(config, resume, overwrite):
         if online is not None:
             from .online import train_online
 
             return train_online(config, online, resume=resume, progress=progress)
-        s = setup(config, teacher, student)
-        try:
-            return _run(s, resume, progress)
-        except BaseException:
-            if s.world.is_main and not resume and not (s.out / "checkpoints" / "last.pt").exists():
-                (s.out / "config.yaml").unlink(missing_ok=True)  # no epoch finished: leave no half-begun run behind
-            raise
-        finally:  # the networks may be the user's objects: they leave without our hooks
-            for term in s.core.objective.terms.values():
-                term.close()
-            s.core.tap.close()
-            if s.teacher is not None:
-                s.teacher.tap.close()
-            shutdown(s.world)
+        return train_models(config, resume, progress, teacher, student)
+
+
+def train_models(config: DistillConfig, resume: bool, progress: bool, teacher: nn.Module | None, student: nn.Module | None) -> dict:
+    """Set up and run one distillation in a claimed folder; the networks leave without the run's hooks."""
+    s = setup(config, teacher, student)
+    try:
+        return _run(s, resume, progress)
+    except BaseException:
+        if s.world.is_main and not resume and not (s.out / "checkpoints" / "last.pt").exists():
+            (s.out / "config.yaml").unlink(missing_ok=True)  # no epoch finished: leave no half-begun run behind
+        raise
+    finally:  # the networks may be the user's objects: they leave without our hooks
+        for term in s.core.objective.terms.values():
+            term.close()
+        s.core.tap.close()
+        if s.teacher is not None:
+            s.teacher.tap.close()
+        shutdown(s.world)
+
+
+def _distill_qat(config: DistillConfig, resume: bool, progress: bool, teacher: nn.Module | None, student: nn.Module | None,
+                overwrite: bool) -> dict[str, Any]:  # fmt: skip
+    """``quant.qat`` (``qat.py``): the float stage into ``OUT/float`` (unless a trained student is
+    given), then quantization-aware distillation and the INT8 export; returns the QAD run's summary
+    with ``int8`` (file, top-1s, parity)."""
+    from compressor.deploy.artifact import ModelArtifact
+    from compressor.deploy.export import export_qat
+
+    from .qat import calibration_images, check_qat, qat_about, qat_config, qat_student
+
+    check_qat(config)
+    out, name = Path(config.out), config.name
+    produces = [f"{name}.qat.pt", f"{name}.qat.json", f"{name}.int8.onnx", "checkpoints/last.pt", "metrics.jsonl", "config.yaml"]
+    with claim(out, produces, "distill", resume=resume, overwrite=overwrite, resumable=True):
+        float_summary = None
+        if student is None and config.student.checkpoint is None:
+            float_config = config.model_copy(update={"quant": QuantConfig(), "out": str(out / "float")}, deep=True)
+            float_resume = resume and (out / "float" / "checkpoints" / "last.pt").exists()
+            float_summary = distill(float_config, resume=float_resume, progress=progress, teacher=teacher, overwrite=overwrite)
+            config = config.model_copy(update={"student": config.student.model_copy(update={"checkpoint": float_summary["weights"]})})
+        train_set, _ = datasets(config, None)
+        size = tuple(train_set.info.input_size)
+        float_model = student if student is not None else build_student(config, train_set.info.num_classes, size)
+        points_at(ensure_points, float_model, size, config.student.points)
+        calibration = calibration_images(config)
+        graph = qat_student(float_model, calibration, config.quant.target)
+        summary = train_models(qat_config(config), resume, progress, teacher, graph)
+        info = train_set.info
+        art = ModelArtifact(out / f"{name}.qat.pt", config.student.arch, info.num_classes, size, tuple(info.mean), tuple(info.std),
+                            list(info.class_names), float_model.eval(), {"made_by": {"method": config.loss.method}})  # fmt: skip
+        eval_spec = config.data.eval or config.data.train
+        summary["int8"] = export_qat(graph, art, out, name, config.quant.target, eval_spec, config.quant.eval_samples, qat_about(config))
+        if float_summary is not None:
+            summary["float"] = {k: float_summary[k] for k in ("final", "best_top1", "weights")}
+        return summary
 
 
 def _claim_run(config: DistillConfig, resume: bool, overwrite: bool):

@@ -269,6 +269,28 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
     return path, change
 
 
+def export_qat(graph, art: ModelArtifact, out: Path, stem: str, target: str, eval_spec: str, eval_samples: int,
+               about: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """A quantization-aware run's models: ``<stem>.onnx`` (the float student ``art``) and
+    ``<stem>.int8.onnx`` written from ``graph``'s learned weights and steps (a ``QdqGraph``; no
+    recalibration), with both top-1s on ONNX Runtime and the parity of ``graph`` with ONNX Runtime."""
+    from .qdq_graph import ort_parity
+
+    options = ExportOptions()
+    fp32, _ = _build_onnx(art, options, {}, out / f"{stem}.onnx")
+    path = graph.write_onnx(out / f"{stem}.int8.onnx")
+    evaluation = open_dataset(eval_spec, "test")
+    ref_logits, labels = predict(OrtRuntime(fp32), evaluation, limit=eval_samples)
+    q_logits, _ = predict(OrtRuntime(path), evaluation, limit=eval_samples)
+    before, after = accuracy(ref_logits, labels), accuracy(q_logits, labels)
+    change = {"fp32_top1": before["top1"], "int8_top1": after["top1"], "top1_change": after["top1"] - before["top1"],
+              "top1_agreement": agreement(ref_logits, q_logits), "samples": before["samples"], "target": target,
+              "calibration": {"data": "learned during quantization-aware training", "method": "qat"}, "qat": about,
+              "parity": ort_parity(graph, path, _held_out(evaluation, min(eval_samples, 256))[0])}  # fmt: skip
+    _sidecar(path, art, options, precision="int8", extra={"int8": change})
+    return {"file": str(path), **change}
+
+
 def _held_out(data, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``limit`` test images and labels, as arrays (what sensitivity and the budget are measured on)."""
     images, labels = [], []

@@ -1,0 +1,552 @@
+"""A Q/DQ ONNX classifier as a trainable PyTorch module: quantization-aware training on the very
+graph ONNX Runtime (or TensorRT) runs, and the Q/DQ ONNX written back from what it learned.
+
+``QdqGraph`` executes the nodes of a Q/DQ model written by ``quantize_qdq`` with PyTorch ops:
+
+* every ``QuantizeLinear`` -> ``DequantizeLinear`` pair on an activation is the fake quantizer
+  ``fake_quant`` with the pair's zero point (fixed) and its scale learned by LSQ (Esser et al.,
+  "Learned Step Size Quantization", ICLR 2020: straight-through rounding, the step size's gradient
+  scaled by 1/sqrt(N Q_P)). One scale initializer is one parameter, even where ONNX Runtime shares
+  it between tensors (a Flatten after a pooling).
+* every ``DequantizeLinear`` of an INT8 weight holds the float weight as the parameter; the forward
+  uses it quantized per output channel, symmetric, step max|w|/127 (ONNX Runtime's rule for
+  ``WeightSymmetric``), so weights and their steps stay consistent as they train.
+* a bias stays float and is used rounded to int32 at step s_in * s_w, as the integer kernels do.
+
+Activations are uint8 asymmetric for the ``cpu`` target and int8 symmetric for ``tensorrt``:
+whatever the graph's zero points say. ONNX Runtime removes a ReLU whose output is quantized to
+uint8 with zero point 0 (the clamp at 0 is the ReLU), so the fake quantizer applies it here too.
+BatchNormalization left in the graph (not folded into a convolution, e.g. a pre-activation block)
+runs with its running statistics, i.e. frozen, as in the exported model.
+
+``write_onnx`` writes the same graph with the learned weights and steps (no recalibration): its
+ONNX Runtime outputs equal this module's up to the integer kernels' requantization rounding.
+
+Hint points and the classifier's input are exposed through small ``Point`` modules that forward
+hooks attach to, at the tensors of the float model's points (found from the exporter's node
+scopes, ``/layer1/layer1.0/...``), so every hint method reads features from the quantized student.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+from torch import nn
+
+from compressor.errors import UserError
+from compressor.io import atomic_write
+
+WEIGHT_QMAX = 127  # symmetric int8 weights: [-127, 127], zero point 0
+
+
+class _RoundSTE(torch.autograd.Function):
+    """Round half to even (as ONNX QuantizeLinear) forward, identity backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def _scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """x forward, gradient times ``factor`` backward (LSQ's step-size gradient scale)."""
+    return (x - x * factor).detach() + x * factor
+
+
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, grad_factor: float = 1.0):
+    """DequantizeLinear(QuantizeLinear(x)) = s (clamp(round(x / s) + z, qmin, qmax) - z), with LSQ's
+    gradients: 1 for x inside the range and 0 outside; for s, round(x/s) - x/s inside and
+    qmin - z or qmax - z outside, times ``grad_factor``. ``scale`` may be per channel (broadcast)."""
+    s = _scale_grad(scale, grad_factor).abs().clamp_min(1e-12)  # a step is a magnitude: an update past 0 cannot flip it
+    q = torch.clamp(_RoundSTE.apply(x / s) + zero_point, qmin, qmax)
+    return (q - zero_point) * s
+
+
+def weight_scale(weight: torch.Tensor, axis: int) -> torch.Tensor:
+    """Per-channel symmetric step max|w| / 127 along ``axis`` (shape broadcastable to the weight)."""
+    dims = [d for d in range(weight.dim()) if d != axis]
+    return (weight.detach().abs().amax(dim=dims, keepdim=True) / WEIGHT_QMAX).clamp_min(1e-12)
+
+
+def _qrange(dtype: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def module_path(node_name: str) -> str:
+    """The module path of a node from the exporter's scope: ``/layer2/layer2.0/downsample/downsample.0/Conv``
+    -> ``layer2.0.downsample.0`` (a container's child is named ``parent.index``)."""
+    path, last = "", ""
+    for part in node_name.strip("/").split("/")[:-1]:
+        if last and part.startswith(last + "."):
+            path += part[len(last) :]
+        else:
+            path = f"{path}.{part}" if path else part
+        last = part
+    return path
+
+
+@dataclass(frozen=True)
+class PointSite:
+    """Where a float model's hint point lies in the graph: its last node, and whether that node is
+    the point's final ReLU (then its input is the pre-activation)."""
+
+    name: str  # the float model's module path
+    stage: int
+    node: int  # index of the point's last node
+    has_tap: bool
+
+
+class Point(nn.Module):
+    """A place for hooks: called with (pre-activation, feature), returns the feature."""
+
+    def forward(self, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+        return post
+
+
+class Classifier(nn.Module):
+    """The classifier's input passes through here (the embedding hooks read its input)."""
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return embedding
+
+
+class QdqGraph(nn.Module):
+    """A Q/DQ ONNX classifier as a module; see the module docstring.
+
+    Args:
+        model: the Q/DQ model (from ``quantize_qdq``).
+        float_weights: the float initializers of the model it was quantized from (its
+            pre-processed fp32 graph), by name; weights start from them rather than from their
+            INT8 rounding.
+        points: the float model's hint points as (module path, stage, has a final activation).
+        classifier: the float model's classifier module path (its input is the embedding).
+    """
+
+    classifier_name = "classifier"
+
+    def __init__(self, model: onnx.ModelProto, float_weights: dict[str, np.ndarray] | None = None,
+                 points: Sequence[tuple[str, int, bool]] = (), classifier: str | None = None):  # fmt: skip
+        super().__init__()
+        self.proto = model
+        graph = model.graph
+        self.nodes = list(graph.node)
+        self.input_name = graph.input[0].name
+        self.output_names = [o.name for o in graph.output]
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        float_weights = float_weights or {}
+        self.act_scales = nn.ParameterList()
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self._act: dict[str, int] = {}  # scale initializer name -> index in act_scales
+        self._q: dict[str, tuple[int, str, int, int]] = {}  # Q output -> (scale index, zero point name, qmin, qmax)
+        self._weight: dict[str, tuple[int, int]] = {}  # DQ output -> (index in weights, axis)
+        self._bias: dict[str, tuple[int, int, str]] = {}  # DQ output -> (index in biases, weight index, input scale name)
+        self._const: dict[str, str] = {}  # initializer name -> buffer name
+        producers = {o: n for n in self.nodes for o in n.output}
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.nodes:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        for n in self.nodes:
+            if n.op_type == "QuantizeLinear":
+                scale, zp = n.input[1], n.input[2]
+                if scale not in self._act:
+                    self._act[scale] = len(self.act_scales)
+                    self.act_scales.append(nn.Parameter(torch.tensor(float(inits[scale]))))
+                self._q[n.output[0]] = (self._act[scale], zp, *_qrange(inits[zp].dtype))
+        for n in self.nodes:  # weights first: a bias's step needs its weight
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8:
+                axis = _attr(n, "axis", 1)
+                source = n.input[0].removesuffix("_quantized")
+                value = float_weights.get(source)
+                if value is None or value.shape != inits[n.input[0]].shape:
+                    value = _dequantize(inits[n.input[0]], inits[n.input[1]], inits[n.input[2]], axis)
+                self._weight[n.output[0]] = (len(self.weights), axis)
+                self.weights.append(nn.Parameter(torch.from_numpy(np.array(value, dtype=np.float32))))
+        for n in self.nodes:
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int32:
+                layer = consumers[n.output[0]][0]
+                act_dq = producers[layer.input[0]]
+                act_q = producers[act_dq.input[0]]
+                source = n.input[0].removesuffix("_quantized")
+                value = float_weights.get(source, _dequantize(inits[n.input[0]], inits[n.input[1]], inits[n.input[2]], 0))
+                self._bias[n.output[0]] = (len(self.biases), self._weight[layer.input[1]][0], act_q.input[1])
+                self.biases.append(nn.Parameter(torch.from_numpy(np.array(value, dtype=np.float32))))
+        quantized = {n.input[0] for n in self.nodes if n.op_type == "DequantizeLinear"}
+        for name, value in inits.items():
+            if name not in quantized and name not in self._act:
+                self._const[name] = f"c{len(self._const)}"
+                self.register_buffer(self._const[name], torch.from_numpy(np.array(value)), persistent=False)
+        self._grad_factor: dict[str, float] = {}
+        self._quantized_as = {n.input[0]: n.output[0] for n in self.nodes if n.op_type == "QuantizeLinear"}
+        self.points = nn.ModuleList(Point() for _ in points)
+        self.sites = _point_sites(self.nodes, points)
+        self.hint_point_specs = [_spec(f"points.{i}", site.stage) for i, site in enumerate(self.sites)]
+        self.classifier = Classifier()
+        self._classifier_node = _classifier_node(self.nodes, classifier)
+
+    @classmethod
+    def from_files(cls, fp32: Path, qdq: Path, points: Sequence[tuple[str, int, bool]] = (), classifier: str | None = None) -> QdqGraph:
+        """The Q/DQ model ``qdq`` that ``quantize_qdq`` wrote from ``fp32``, its weights starting from ``fp32``'s floats."""
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with tempfile.TemporaryDirectory() as tmp:
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # the graph quantize_qdq names weights in
+            weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(pre)).graph.initializer}
+        return cls(onnx.load(str(qdq)), weights, points, classifier)
+
+    def output_step(self) -> float | None:
+        """The quantization step of the logits (None when the output is not quantized)."""
+        dq = {n.output[0]: n for n in self.nodes if n.op_type == "DequantizeLinear"}
+        node = dq.get(self.output_names[0])
+        if node is None or node.input[0] not in self._q:
+            return None
+        return float(self.act_scales[self._q[node.input[0]][0]].detach().abs())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        env: dict[str, torch.Tensor] = {self.input_name: x}
+        by_node = {site.node: k for k, site in enumerate(self.sites)}
+        pending: list[tuple[int, torch.Tensor, str]] = []
+        for index, node in enumerate(self.nodes):
+            if index == self._classifier_node:
+                env[node.input[0]] = self.classifier(env[node.input[0]])
+            outs = self._run(node, env)
+            for name, value in zip(node.output, outs, strict=False):
+                env[name] = value
+            if index in by_node:
+                k = by_node[index]
+                site = self.sites[k]
+                pre = env[node.input[0]] if site.has_tap and node.op_type == "Relu" else outs[0]
+                pending.append((k, pre if site.has_tap else None, node.output[0]))
+        for k, pre, name in pending:
+            post = env[self._seen_as(name)]
+            self.points[k](post if pre is None else pre, post)
+        return env[self.output_names[0]]
+
+    def _seen_as(self, name: str) -> str:
+        """The name of ``name`` as its consumers see it: after its Q/DQ pair where it has one."""
+        return self._quantized_as.get(name, name)
+
+    def _value(self, env: dict[str, torch.Tensor], name: str) -> torch.Tensor | None:
+        if name == "":
+            return None
+        if name in env:
+            return env[name]
+        if name in self._const:
+            return getattr(self, self._const[name])
+        raise UserError(f"the Q/DQ graph uses {name!r} before it is computed: the graph is not in topological order")
+
+    def _run(self, node: onnx.NodeProto, env: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        op = node.op_type
+        if op == "QuantizeLinear":
+            index, zp, qmin, qmax = self._q[node.output[0]]
+            x = env[node.input[0]]
+            factor = self._grad_factor.get(node.output[0])
+            if factor is None:  # LSQ: g = 1 / sqrt(N Q_P), N the elements per sample
+                factor = self._grad_factor[node.output[0]] = 1.0 / float(np.sqrt(max(x[0].numel(), 1) * max(qmax, 1)))
+            z = getattr(self, self._const[zp]).to(x.dtype) if zp in self._const else torch.zeros((), dtype=x.dtype)
+            return [fake_quant(x, self.act_scales[index], z, qmin, qmax, factor)]
+        if op == "DequantizeLinear":
+            out = node.output[0]
+            if out in self._weight:
+                k, axis = self._weight[out]
+                w = self.weights[k]
+                return [fake_quant(w, weight_scale(w, axis), torch.zeros(()), -WEIGHT_QMAX, WEIGHT_QMAX)]
+            if out in self._bias:
+                k, wk, scale_name = self._bias[out]
+                step = self.bias_step(k, wk, scale_name)
+                return [_RoundSTE.apply(self.biases[k] / step) * step]
+            return [env[node.input[0]]]  # the DQ of an activation pair: its Q already did both
+        handler = _OPS.get(op)
+        if handler is None:
+            raise UserError(f"quantization-aware training: ONNX operator {op} (node {node.name}) is not supported; supported: "
+                            f"{', '.join(sorted(_OPS))}, QuantizeLinear, DequantizeLinear")  # fmt: skip
+        inputs = [self._value(env, name) for name in node.input]
+        out = handler(node, *inputs)
+        return list(out) if isinstance(out, tuple | list) else [out]
+
+    def bias_step(self, k: int, weight_index: int, scale_name: str) -> torch.Tensor:
+        """s_in * s_w per output channel (one value for a per-tensor weight): the int32 bias step of the integer kernels."""
+        w = self.weights[weight_index]
+        axis = next(a for i, a in self._weight.values() if i == weight_index)
+        s_in = self.act_scales[self._act[scale_name]].detach().abs().clamp_min(1e-12)
+        return s_in * weight_scale(w, axis).flatten()
+
+    def write_onnx(self, path: str | Path) -> Path:
+        """The Q/DQ ONNX with the learned weights and steps (atomic)."""
+        model = onnx.ModelProto()
+        model.CopyFrom(self.proto)
+        values = self.quantized_initializers()
+        for init in model.graph.initializer:
+            if init.name in values:
+                init.CopyFrom(numpy_helper.from_array(values[init.name], init.name))
+        data = model.SerializeToString()
+        return atomic_write(Path(path), lambda f: f.write(data))
+
+    @torch.no_grad()
+    def quantized_initializers(self) -> dict[str, np.ndarray]:
+        """Every initializer the training changed, in its ONNX dtype and shape."""
+        values: dict[str, np.ndarray] = {}
+        inits = {i.name: i for i in self.proto.graph.initializer}
+        for scale, k in self._act.items():
+            values[scale] = np.array(self.act_scales[k].abs().clamp_min(1e-12).item(), dtype=np.float32).reshape(tuple(inits[scale].dims))
+        dq = {n.output[0]: n for n in self.nodes if n.op_type == "DequantizeLinear"}
+        for out, (k, axis) in self._weight.items():
+            w = self.weights[k].detach().cpu().float()
+            s = weight_scale(w, axis)
+            q = torch.clamp(torch.round(w / s), -WEIGHT_QMAX, WEIGHT_QMAX)
+            node = dq[out]
+            values[node.input[0]] = q.numpy().astype(np.int8)
+            values[node.input[1]] = s.flatten().numpy().astype(np.float32).reshape(tuple(inits[node.input[1]].dims))
+        for out, (k, wk, scale_name) in self._bias.items():
+            step = self.bias_step(k, wk, scale_name).cpu()
+            node = dq[out]
+            values[node.input[0]] = torch.round(self.biases[k].detach().cpu() / step).numpy().astype(np.int32)
+            values[node.input[1]] = step.flatten().numpy().astype(np.float32).reshape(tuple(inits[node.input[1]].dims))
+        return values
+
+
+PARITY_STEPS = 2.0  # tolerance: ONNX Runtime's logits within this many logit steps of the PyTorch graph's
+PARITY_AGREEMENT = 99.0  # and the same top-1 on at least this % of the images
+
+
+@torch.no_grad()
+def ort_parity(graph: QdqGraph, path: Path, images: np.ndarray) -> dict:
+    """The PyTorch graph (fake quantization) against ONNX Runtime's integer kernels on the written
+    model, same images: max |logit difference| in logit steps, and top-1 agreement. The integer
+    kernels requantize every layer's int32 sums with a float multiplier and round, so a layer's
+    output may differ by one step where x / s lies within float error of a rounding boundary;
+    a few such differences reach the logits as a step or two."""
+    from ..runtime.ort_runtime import OrtRuntime
+
+    was = graph.training
+    graph.eval()
+    device = next(graph.parameters()).device
+    ours = graph(torch.from_numpy(images).to(device)).float().cpu().numpy()
+    graph.train(was)
+    theirs = OrtRuntime(path).run_all(images)[0]
+    error = float(np.abs(ours - theirs).max())
+    step = graph.output_step()
+    steps = error / step if step else None
+    agreement = 100.0 * float(np.mean(ours.argmax(1) == theirs.argmax(1)))
+    ok = agreement >= PARITY_AGREEMENT and (steps is None or steps <= PARITY_STEPS)
+    return {"images": len(images), "max_abs_error": round(error, 6), "logit_step": step, "max_error_steps": None if steps is None else
+            round(steps, 3), "top1_agreement": round(agreement, 2), "tolerance": {"max_error_steps": PARITY_STEPS,
+            "top1_agreement": PARITY_AGREEMENT}, "ok": ok}  # fmt: skip
+
+
+def _spec(name: str, stage: int):
+    from compressor.models.features import PointSpec
+
+    return PointSpec(name, stage, tap=name)
+
+
+def _point_sites(nodes: list[onnx.NodeProto], points: Sequence[tuple[str, int, bool]]) -> list[PointSite]:
+    paths = [module_path(n.name) for n in nodes]
+    sites = []
+    for name, stage, has_tap in points:
+        inside = [i for i, p in enumerate(paths) if p == name or p.startswith(name + ".")]
+        if not inside:
+            raise UserError(f"quantization-aware training: hint point {name} has no node in the exported graph (its node names do "
+                            "not carry the module scope); use a method without hints, or a model exported by torch.onnx")  # fmt: skip
+        last = max(inside, key=lambda i: (nodes[i].op_type not in ("QuantizeLinear", "DequantizeLinear"), i))
+        sites.append(PointSite(name, stage, last, has_tap))
+    return sites
+
+
+def _classifier_node(nodes: list[onnx.NodeProto], classifier: str | None) -> int | None:
+    if classifier is None:
+        return None
+    found = [i for i, n in enumerate(nodes) if n.op_type in ("Gemm", "MatMul") and module_path(n.name) == classifier]
+    if not found:
+        raise UserError(f"quantization-aware training: the classifier {classifier} has no Gemm/MatMul node in the exported graph")
+    return found[-1]
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _dequantize(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int) -> np.ndarray:
+    shape = [1] * q.ndim
+    if scale.ndim:
+        shape[axis] = -1
+    return (q.astype(np.float32) - zp.astype(np.float32).reshape(shape)) * scale.astype(np.float32).reshape(shape)
+
+
+# --- the float operators, as PyTorch ops (ONNX operator semantics, opset 13-21) --------------------
+
+
+def _pads2d(node: onnx.NodeProto, x: torch.Tensor, value: float = 0.0) -> tuple[torch.Tensor, list[int]]:
+    """ONNX pads [b1, b2, ..., e1, e2, ...]: symmetric ones go to the op, others are applied here."""
+    if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise UserError(f"quantization-aware training: {node.name} uses auto_pad; export with explicit pads (torch.onnx does)")
+    pads = list(_attr(node, "pads", [0] * 2 * (x.dim() - 2)))
+    half = len(pads) // 2
+    begin, end = pads[:half], pads[half:]
+    if begin == end:
+        return x, begin
+    flat = [p for b, e in zip(reversed(begin), reversed(end), strict=True) for p in (b, e)]
+    return F.pad(x, flat, value=value), [0] * half
+
+
+def _conv(node, x, w, b=None):
+    x, pads = _pads2d(node, x)
+    conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[x.dim()]
+    return conv(x, w, b, _attr(node, "strides", 1), pads, _attr(node, "dilations", 1), _attr(node, "group", 1))
+
+
+def _gemm(node, a, b, c=None):
+    a = a.transpose(0, 1) if _attr(node, "transA", 0) else a
+    b = b.transpose(0, 1) if _attr(node, "transB", 0) else b
+    y = _attr(node, "alpha", 1.0) * (a @ b)
+    return y if c is None else y + _attr(node, "beta", 1.0) * c
+
+
+def _maxpool(node, x):
+    x, pads = _pads2d(node, x, value=float("-inf"))
+    k = _attr(node, "kernel_shape")
+    return F.max_pool2d(x, k, _attr(node, "strides", k), pads, _attr(node, "dilations", 1), bool(_attr(node, "ceil_mode", 0)))
+
+
+def _avgpool(node, x):
+    x, pads = _pads2d(node, x)
+    k = _attr(node, "kernel_shape")
+    return F.avg_pool2d(x, k, _attr(node, "strides", k), pads, bool(_attr(node, "ceil_mode", 0)), bool(_attr(node, "count_include_pad", 0)))
+
+
+def _batchnorm(node, x, scale, bias, mean, var):
+    return F.batch_norm(x, mean, var, scale, bias, training=False, eps=_attr(node, "epsilon", 1e-5))
+
+
+def _reshape(node, x, shape):
+    dims = [int(d) for d in shape.tolist()]
+    if not _attr(node, "allowzero", 0):
+        dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+    return x.reshape(dims)
+
+
+def _flatten(node, x):
+    axis = _attr(node, "axis", 1) % max(x.dim(), 1)
+    return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+def _axes(node, axes) -> list[int]:
+    return [int(a) for a in (axes.tolist() if axes is not None else _attr(node, "axes", []))]
+
+
+def _unsqueeze(node, x, axes=None):
+    for a in sorted(a % (x.dim() + len(_axes(node, axes))) for a in _axes(node, axes)):
+        x = x.unsqueeze(a)
+    return x
+
+
+def _squeeze(node, x, axes=None):
+    dims = _axes(node, axes)
+    return x.squeeze() if not dims else x.squeeze(tuple(d % x.dim() for d in dims))
+
+
+def _slice(node, x, starts, ends, axes=None, steps=None):
+    index = [slice(None)] * x.dim()
+    axes = axes.tolist() if axes is not None else list(range(len(starts)))
+    steps = steps.tolist() if steps is not None else [1] * len(starts)
+    for s, e, a, st in zip(starts.tolist(), ends.tolist(), axes, steps, strict=True):
+        if st != 1:
+            raise UserError(f"quantization-aware training: {node.name} slices with step {st}; only step 1 is supported")
+        n = x.shape[a]
+        index[a] = slice(max(min(s, n), -n), max(min(e, n), -n - 1) if e < 0 else min(e, n))
+    return x[tuple(index)]
+
+
+def _split(node, x, split=None):
+    axis = _attr(node, "axis", 0)
+    if split is None:
+        parts = len(node.output) if _attr(node, "num_outputs") is None else _attr(node, "num_outputs")
+        return torch.chunk(x, parts, axis)
+    return torch.split(x, [int(s) for s in split.tolist()], axis)
+
+
+def _gather(node, x, i):
+    axis = _attr(node, "axis", 0) % x.dim()
+    picked = torch.index_select(x, axis, i.flatten().long() % x.shape[axis])
+    return picked.reshape((*x.shape[:axis], *i.shape, *x.shape[axis + 1 :]))
+
+
+def _div(node, a, b):
+    return torch.div(a, b, rounding_mode="trunc") if not a.is_floating_point() else a / b
+
+
+def _clip(node, x, low=None, high=None):
+    return torch.clamp(x, low, high)
+
+
+def _reduce_mean(node, x, axes=None):
+    dims = _axes(node, axes) or list(range(x.dim()))
+    return x.mean(dim=dims, keepdim=bool(_attr(node, "keepdims", 1)))
+
+
+def _pad(node, x, pads, value=None, axes=None):
+    if _attr(node, "mode", b"constant") not in (b"constant", "constant") or axes is not None:
+        raise UserError(f"quantization-aware training: {node.name}: only constant padding over all axes is supported")
+    p = [int(v) for v in pads.tolist()]
+    half = len(p) // 2
+    flat = [q for b, e in zip(reversed(p[:half]), reversed(p[half:]), strict=True) for q in (b, e)]
+    return F.pad(x, flat, value=float(value) if value is not None else 0.0)
+
+
+def _constant(node):
+    return torch.from_numpy(np.array(numpy_helper.to_array(_attr(node, "value"))))
+
+
+_DTYPES = {1: torch.float32, 6: torch.int32, 7: torch.int64, 9: torch.bool, 10: torch.float16, 11: torch.float64}
+
+_OPS = {
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "MatMul": lambda node, a, b: a @ b,
+    "Add": lambda node, a, b: a + b,
+    "Sub": lambda node, a, b: a - b,
+    "Mul": lambda node, a, b: a * b,
+    "Div": _div,
+    "Relu": lambda node, x: F.relu(x),
+    "Clip": _clip,
+    "Sigmoid": lambda node, x: torch.sigmoid(x),
+    "HardSigmoid": lambda node, x: torch.clamp(_attr(node, "alpha", 0.2) * x + _attr(node, "beta", 0.5), 0, 1),
+    "HardSwish": lambda node, x: F.hardswish(x),
+    "Softmax": lambda node, x: torch.softmax(x, _attr(node, "axis", -1)),
+    "GlobalAveragePool": lambda node, x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True),
+    "AveragePool": _avgpool,
+    "MaxPool": _maxpool,
+    "BatchNormalization": _batchnorm,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Transpose": lambda node, x: x.permute(*_attr(node, "perm", list(reversed(range(x.dim()))))),
+    "Concat": lambda node, *xs: torch.cat(xs, _attr(node, "axis")),
+    "Split": _split,
+    "Slice": _slice,
+    "Shape": lambda node, x: torch.tensor(x.shape[_attr(node, "start", 0) : _attr(node, "end", None)], dtype=torch.int64),
+    "Gather": _gather,
+    "Unsqueeze": _unsqueeze,
+    "Squeeze": _squeeze,
+    "Constant": _constant,
+    "Identity": lambda node, x: x,
+    "Cast": lambda node, x: x.to(_DTYPES[_attr(node, "to")]),
+    "ReduceMean": _reduce_mean,
+    "Pad": _pad,
+}
