@@ -319,17 +319,24 @@ class QdqGraph(nn.Module):
         return values
 
 
-PARITY_STEPS = 2.0  # tolerance: ONNX Runtime's logits within this many logit steps of the PyTorch graph's
-PARITY_AGREEMENT = 99.0  # and the same top-1 on at least this % of the images
+PARITY_STEPS = 1.0  # the Q/DQ semantics: ONNX Runtime running QuantizeLinear/DequantizeLinear as written (no fusion)
+PARITY_AGREEMENT = 99.0  # deployment: the same top-1 as ONNX Runtime's integer kernels on at least this % of the images
 
 
 @torch.no_grad()
 def ort_parity(graph: QdqGraph, path: Path, images: np.ndarray) -> dict:
-    """The PyTorch graph (fake quantization) against ONNX Runtime's integer kernels on the written
-    model, same images: max |logit difference| in logit steps, and top-1 agreement. The integer
-    kernels requantize every layer's int32 sums with a float multiplier and round, so a layer's
-    output may differ by one step where x / s lies within float error of a rounding boundary;
-    a few such differences reach the logits as a step or two."""
+    """The PyTorch graph (fake quantization) against ONNX Runtime on the written model, same images.
+
+    Two comparisons. *Semantics*: ONNX Runtime with graph optimizations off runs every
+    QuantizeLinear and DequantizeLinear as the ONNX operator defines it; the logits must agree
+    within ``PARITY_STEPS`` logit steps (float rounding at a rounding boundary can move one value
+    by one step). *Deployment*: with optimizations on, ONNX Runtime fuses the pairs into integer
+    kernels (QLinearConv, ...) that requantize every layer's int32 sums with a float multiplier;
+    off-by-one steps there add up with depth (up to 4 logit steps on a 53-convolution MobileNetV2
+    here), so the check is the top-1 agreement (>= ``PARITY_AGREEMENT`` %), and the error is reported.
+    """
+    import onnxruntime as ort
+
     from ..runtime.ort_runtime import OrtRuntime
 
     was = graph.training
@@ -337,15 +344,17 @@ def ort_parity(graph: QdqGraph, path: Path, images: np.ndarray) -> dict:
     device = next(graph.parameters()).device
     ours = graph(torch.from_numpy(images).to(device)).float().cpu().numpy()
     graph.train(was)
-    theirs = OrtRuntime(path).run_all(images)[0]
-    error = float(np.abs(ours - theirs).max())
-    step = graph.output_step()
-    steps = error / step if step else None
-    agreement = 100.0 * float(np.mean(ours.argmax(1) == theirs.argmax(1)))
-    ok = agreement >= PARITY_AGREEMENT and (steps is None or steps <= PARITY_STEPS)
-    return {"images": len(images), "max_abs_error": round(error, 6), "logit_step": step, "max_error_steps": None if steps is None else
-            round(steps, 3), "top1_agreement": round(agreement, 2), "tolerance": {"max_error_steps": PARITY_STEPS,
-            "top1_agreement": PARITY_AGREEMENT}, "ok": ok}  # fmt: skip
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    literal = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {graph.input_name: images})[0]
+    fused = OrtRuntime(path).run_all(images)[0]
+    step = graph.output_step() or 1.0
+    semantics, deployed = float(np.abs(ours - literal).max()) / step, float(np.abs(ours - fused).max()) / step
+    agreement = 100.0 * float(np.mean(ours.argmax(1) == fused.argmax(1)))
+    return {"images": len(images), "logit_step": step, "semantics_max_error_steps": round(semantics, 3),
+            "deployed_max_error_steps": round(deployed, 3), "top1_agreement": round(agreement, 2),
+            "tolerance": {"semantics_max_error_steps": PARITY_STEPS, "top1_agreement": PARITY_AGREEMENT},
+            "ok": semantics <= PARITY_STEPS and agreement >= PARITY_AGREEMENT}  # fmt: skip
 
 
 def _spec(name: str, stage: int):
