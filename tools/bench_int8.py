@@ -77,14 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     fallback = out / "fallback"
     api.export(student, fallback, stem="student", overwrite=True, int8=True, calib=args.data, calib_samples=512, eval_samples=1000,
                sensitivity=True, int8_budget=0.5)  # fmt: skip
+    qat = {"student.checkpoint": str(student), "quant.qat": True, "quant.epochs": args.qat_epochs}
     qad = api.distill(student=args.student, data=args.data, out=out / "qad", teacher=teacher, method="kd", overwrite=True, progress=True,
-                      settings={**common, "student.checkpoint": str(student), "quant.qat": True, "quant.epochs": args.qat_epochs})  # fmt: skip
-    models = {"fp32": exported / "student.onnx", "PTQ": exported / "student.int8.onnx", "PTQ + fallback @0.5": fallback / "student.int8.onnx",
-              "QAD": out / "qad" / "student.int8.onnx"}  # fmt: skip
+                      settings={**common, **qat})  # fmt: skip
+    models = {"fp32": exported / "student.onnx", "PTQ": exported / "student.int8.onnx",
+              "PTQ + fallback @0.5": fallback / "student.int8.onnx", "QAD": out / "qad" / "student.int8.onnx"}  # fmt: skip
     held_out = open_dataset(args.data, "test")
     top1 = {k: accuracy(*predict(OrtRuntime(p), held_out, limit=1000))["top1"] for k, p in models.items()}
-    floats = {"fp32": "all", "PTQ": 0, "QAD": 0,
-              "PTQ + fallback @0.5": len(json.loads((fallback / "student.int8.json").read_text())["int8"]["fallback"]["float_layers"])}  # fmt: skip
+    fallen = json.loads((fallback / "student.int8.json").read_text())["int8"]["fallback"]
+    floats = {"fp32": "all", "PTQ": 0, "PTQ + fallback @0.5": len(fallen["float_layers"]), "QAD": 0}
     shape = tuple(held_out[0][0].shape)
     lat1, lat32 = latency_ms(models, shape, 1), latency_ms(models, shape, 32)
     rows = [{"model": k, "top1": round(top1[k], 2), "drop": round(top1["fp32"] - top1[k], 2), "float_layers": floats[k],
