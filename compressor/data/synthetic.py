@@ -34,7 +34,8 @@ class SyntheticDataset(InMemoryImages):
         if split not in SPLIT_OFFSET:
             raise ValueError(f"split must be one of {list(SPLIT_OFFSET)}, got {split!r}")
         if classes < 2 or size < 8 or min(train, test) < 1 or noise < 0 or not 0 <= mix < 100:
-            raise ValueError(f"synthetic data needs classes >= 2, size >= 8, train/test >= 1 (got {classes}, {size}, {train}/{test})")
+            raise ValueError(f"synthetic data needs classes >= 2, size >= 8, train/test >= 1, noise >= 0 and 0 <= mix < 100 "
+                             f"(got classes={classes}, size={size}, train={train}, test={test}, noise={noise}, mix={mix})")  # fmt: skip
         n = train if split == "train" else test
         templates = _templates(classes, size, seed)
         g = torch.Generator().manual_seed(seed * 7919 + 1 + SPLIT_OFFSET[split])
