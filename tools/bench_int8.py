@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     qad = api.distill(student=args.student, data=args.data, out=out / "qad", teacher=teacher, method="kd", overwrite=True, progress=True,
                       settings={**common, **qat})  # fmt: skip
     models = {"fp32": exported / "student.onnx", "PTQ": exported / "student.int8.onnx",
-              "PTQ + fallback @0.5": fallback / "student.int8.onnx", "QAD": out / "qad" / "student.int8.onnx"}  # fmt: skip
+              "PTQ + fallback @0.5": fallback / "student.int8.onnx", "QAD": out / "qad" / "export" / "student.int8.onnx"}  # fmt: skip
     held_out = open_dataset(args.data, "test")
     top1 = {k: accuracy(*predict(OrtRuntime(p), held_out, limit=1000))["top1"] for k, p in models.items()}
     fallen = json.loads((fallback / "student.int8.json").read_text())["int8"]["fallback"]

@@ -45,7 +45,7 @@ from ..report import write_run_report
 from ..train.artifacts import finished_run, read_metrics, save_student
 from ..train.loop import LoopSettings, fit
 from ..train.parts import resolve_device, weights_digest
-from .config import CrossConfig
+from .config import CrossConfig, OptimSection
 from .data import DOMAINS, MEAN, STD, PairedSet, collate, normalise
 from .tasks import TASKS
 from .train import CrossTask, Hints
@@ -76,16 +76,19 @@ def prepare_data(config: CrossConfig, out: Path, progress: bool) -> Path:
 
 
 class DomainView(Dataset):
-    """One domain of a paired set as ``(normalised image, 0)`` items, for hint selection."""
+    """One domain of a paired set as ``(normalised image, 0)`` items (hint selection), or with
+    ``labelled`` as ``(normalised image, class, index)`` (what INT8 evaluation reads)."""
 
-    def __init__(self, paired: PairedSet, domain: str):
-        self.paired, self.index = paired, DOMAINS.index(domain)
+    def __init__(self, paired: PairedSet, domain: str, labelled: bool = False):
+        self.paired, self.index, self.labelled = paired, DOMAINS.index(domain), labelled
 
     def __len__(self) -> int:
         return len(self.paired)
 
     def __getitem__(self, i: int):
-        return normalise(self.paired[i][self.index][None])[0], 0
+        item = self.paired[i]
+        image = normalise(item[self.index][None])[0]
+        return (image, int(item[2]), i) if self.labelled else (image, 0)
 
 
 def match_student_points(teacher: torch.nn.Module, student: torch.nn.Module, teacher_points: list[int]) -> list[int]:
@@ -197,22 +200,24 @@ class Scheme:
     progress: bool
     resume: bool
 
-    def fit(self, name: str, model: torch.nn.Module, domain: str, epochs: int, hints: Hints | None = None) -> dict[str, float]:
+    def fit(self, name: str, model: torch.nn.Module, domain: str, epochs: int, hints: Hints | None = None,
+            optim: OptimSection | None = None) -> dict[str, float]:  # fmt: skip
         """Train one network on the loop into ``out/train/<name>/`` (or load it when a resumed run
         already saved it), save it with its sidecar and return its scores on the test split."""
         c = self.config
+        optim = optim or c.optim
         if self.resume and finished_run(self.out, name) is not None:
             model.load_state_dict(torch.load(self.out / f"{name}.pt", map_location="cpu", weights_only=True))
             return json.loads((self.out / f"{name}.json").read_text())["scores"]
         folder = self.out / "train" / name
         try:
-            task = CrossTask(model, self.kind, self.train, self.test, domain, c.optim, self.size, epochs, c.seed, self.device, self.world,
+            task = CrossTask(model, self.kind, self.train, self.test, domain, optim, self.size, epochs, c.seed, self.device, self.world,
                              hints)  # fmt: skip
         except ValueError as e:
             raise UserError(f"hints: {e}") from None
         key = json.dumps([name, c.model_dump(exclude={"out"}, mode="json")], sort_keys=True)
         settings = LoopSettings(folder, task.total_epochs, hashlib.sha256(key.encode()).hexdigest()[:16], self.device, self.world, c.amp,
-                                c.optim.clip_grad, c.tensorboard, self.progress, desc=name.replace("_", " "))  # fmt: skip
+                                optim.clip_grad, c.tensorboard, self.progress, desc=name.replace("_", " "))  # fmt: skip
         try:
             fitted = fit(task, settings, resume=self.resume and (folder / "checkpoints" / "last.pt").exists())
             scores = fitted.final or task.evaluate()
@@ -270,6 +275,7 @@ def _train_and_report(config: CrossConfig, out: Path, kind, progress: bool, resu
         results[name] = {"arch": config.student.arch, "domain": config.student.domain,
                          **scheme.fit(name, student, config.student.domain, config.student.epochs, hints)}  # fmt: skip
         timings[f"{name}_s"] = round(time.perf_counter() - start, 1)
+    int8 = _quantization_aware(scheme, student, teacher, teacher_points, student_points) if config.quant.qat else None
     digests = all_gather(weights_digest(student), world)  # under torchrun every rank must end with the same weights
     params = {"teacher": count_params(teacher), "student": count_params(student)}
     for key, row in results.items():
@@ -278,9 +284,37 @@ def _train_and_report(config: CrossConfig, out: Path, kind, progress: bool, resu
               "lambda": h.weight if h.weight is not None else LOSSES.get(h.method).default_weight, "teacher_points": teacher_points,
               "student_points": student_points, "hint_plan": None if plan is None else "hints/plan.json", "results": results,
               "timings": timings, "ranks": world.size, "ranks_identical": len(set(digests)) == 1}  # fmt: skip
+    if int8 is not None:
+        report["int8"] = int8
     if world.is_main:
         _write_outputs(out, report)
     return report
+
+
+def _quantization_aware(scheme: Scheme, student: torch.nn.Module, teacher: torch.nn.Module, teacher_points: list[int],
+                        student_points: list[int]) -> dict[str, Any] | None:  # fmt: skip
+    """``quant.qat``: the cross student fine-tuned through its Q/DQ graph with the same hint loss
+    from the compressed-domain teacher (``compressor.train.qat``), then ``export/cross_student.int8.onnx``
+    from the learned steps with its ONNX Runtime top-1 and parity; returns what the export reports."""
+    from ..deploy.artifact import ModelArtifact
+    from ..deploy.export import export_qat
+    from ..train.qat import qat_optim, qat_student
+
+    c, q = scheme.config, scheme.config.quant
+    view = DomainView(scheme.train, c.student.domain)
+    calibration = torch.stack([view[i][0] for i in range(min(q.calibration, len(view)))])
+    graph = qat_student(student, calibration, q.target)
+    hints = Hints(teacher, c.teacher.domain, teacher_points, student_points, c.hints)
+    scheme.fit("cross_student_qat", graph, c.student.domain, q.epochs, hints, optim=qat_optim(c.optim, q).model_copy(
+        update={"backbone_lr_mult": 1.0}))  # fmt: skip
+    if not scheme.world.is_main:
+        return None
+    art = ModelArtifact(scheme.out / "cross_student_qat.pt", c.student.arch, scheme.train.classes, scheme.size, MEAN, STD, [],
+                        student.eval(), {"made_by": {"method": f"cross-distillation ({c.hints.method})"}})  # fmt: skip
+    about = {"method": f"cross-distillation ({c.hints.method})", "epochs": q.epochs, "lr": q.lr, "calibration_images": len(calibration),
+             "activation_steps": "learned (LSQ)", "weight_steps": "max|w|/127 per channel"}  # fmt: skip
+    test = DomainView(scheme.test, c.student.domain, labelled=True)
+    return export_qat(graph, art, scheme.out / "export", "cross_student", q.target, test, q.eval_samples, about)
 
 
 def _write_outputs(out: Path, report: dict) -> None:

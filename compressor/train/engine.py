@@ -383,7 +383,7 @@ def _distill_qat(config: DistillConfig, resume: bool, progress: bool, teacher: n
 
     check_qat(config)
     out, name = Path(config.out), config.name
-    produces = [f"{name}.qat.pt", f"{name}.qat.json", f"{name}.int8.onnx", "checkpoints/last.pt", "metrics.jsonl", "config.yaml"]
+    produces = [f"{name}.qat.pt", f"{name}.qat.json", "export/*", "checkpoints/last.pt", "metrics.jsonl", "config.yaml"]
     with claim(out, produces, "distill", resume=resume, overwrite=overwrite, resumable=True):
         float_summary = None
         if student is None and config.student.checkpoint is None:
@@ -402,7 +402,9 @@ def _distill_qat(config: DistillConfig, resume: bool, progress: bool, teacher: n
         art = ModelArtifact(out / f"{name}.qat.pt", config.student.arch, info.num_classes, size, tuple(info.mean), tuple(info.std),
                             list(info.class_names), float_model.eval(), {"made_by": {"method": config.loss.method}})  # fmt: skip
         eval_spec = config.data.eval or config.data.train
-        summary["int8"] = export_qat(graph, art, out, name, config.quant.target, eval_spec, config.quant.eval_samples, qat_about(config))
+        summary["int8"] = export_qat(
+            graph, art, out / "export", name, config.quant.target, eval_spec, config.quant.eval_samples, qat_about(config)
+        )
         if float_summary is not None:
             summary["float"] = {k: float_summary[k] for k in ("final", "best_top1", "weights")}
         return summary

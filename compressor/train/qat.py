@@ -11,8 +11,8 @@ Q/DQ graph it is deployed as, while the fp32 teacher supervises through the run'
    steps, per-channel weight steps max|w|/127) and trains for ``quant.epochs`` with AdamW at
    ``quant.lr`` (cosine; ``qat_config`` says why not the float run's optimiser) on the one loop:
    checkpoints, ``--resume`` after a kill, metrics, hints at the float model's points.
-4. ``OUT/<name>.int8.onnx`` is written from the learned weights and steps (no recalibration), beside
-   ``OUT/<name>.onnx`` (the float student), with the ONNX Runtime top-1 of both on held-out images and
+4. ``OUT/export/<name>.int8.onnx`` is written from the learned weights and steps (no recalibration),
+   beside ``OUT/export/<name>.onnx`` (the float student), with the ONNX Runtime top-1 of both on held-out images and
    a parity check of the PyTorch graph against ONNX Runtime's integer kernels.
 
 This follows the QAT recipe of Jacob et al. (CVPR 2018: BatchNorm folded, fine-tuning a trained
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,7 +37,9 @@ from compressor.models.features import classifier_name
 
 from ..errors import UserError
 from ..losses import online_method, parse_method
-from .config import DistillConfig
+from .config import DistillConfig, OptimConfig, QuantConfig
+
+OptimT = TypeVar("OptimT", bound=OptimConfig)
 
 # methods that change the student's own layers or train networks of their own: QAT fine-tunes one fixed graph
 _CANNOT = {
@@ -73,10 +75,15 @@ def qat_config(config: DistillConfig) -> DistillConfig:
     layers; SGD at a tenth of the float lr diverged within 5 steps here (resnet8, KD + CE), while
     Adam's per-parameter normalisation trains stably at 1e-4."""
     q = config.quant
-    optim = config.optim.model_copy(update={"name": "adamw", "lr": q.lr, "weight_decay": 0.0, "schedule": "cosine", "warmup_epochs": 0})
+    optim = qat_optim(config.optim, q)
     train = config.train.model_copy(update={"epochs": q.epochs, "init_epochs": 0})
     student = config.student.model_copy(update={"points": None})  # the graph carries the float student's points
     return config.model_copy(update={"optim": optim, "train": train, "student": student, "name": f"{config.name}.qat"})
+
+
+def qat_optim(optim: OptimT, quant: QuantConfig) -> OptimT:
+    """The optimiser section of the fine-tuning (``qat_config`` says why AdamW)."""
+    return optim.model_copy(update={"name": "adamw", "lr": quant.lr, "weight_decay": 0.0, "schedule": "cosine", "warmup_epochs": 0})
 
 
 def qat_student(float_model: nn.Module, calibration: torch.Tensor, target: str):

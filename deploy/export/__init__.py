@@ -269,17 +269,19 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
     return path, change
 
 
-def export_qat(graph, art: ModelArtifact, out: Path, stem: str, target: str, eval_spec: str, eval_samples: int,
+def export_qat(graph, art: ModelArtifact, out: Path, stem: str, target: str, evaluation, eval_samples: int,
                about: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """A quantization-aware run's models: ``<stem>.onnx`` (the float student ``art``) and
     ``<stem>.int8.onnx`` written from ``graph``'s learned weights and steps (a ``QdqGraph``; no
-    recalibration), with both top-1s on ONNX Runtime and the parity of ``graph`` with ONNX Runtime."""
+    recalibration), with both top-1s on ONNX Runtime and the parity of ``graph`` with ONNX Runtime.
+    ``evaluation``: a dataset spec (its test split) or a dataset of (normalised image, class, index)."""
     from .qdq_graph import ort_parity
 
     options = ExportOptions()
+    out.mkdir(parents=True, exist_ok=True)
     fp32, _ = _build_onnx(art, options, {}, out / f"{stem}.onnx")
     path = graph.write_onnx(out / f"{stem}.int8.onnx")
-    evaluation = open_dataset(eval_spec, "test")
+    evaluation = open_dataset(evaluation, "test") if isinstance(evaluation, str) else evaluation
     ref_logits, labels = predict(OrtRuntime(fp32), evaluation, limit=eval_samples)
     q_logits, _ = predict(OrtRuntime(path), evaluation, limit=eval_samples)
     before, after = accuracy(ref_logits, labels), accuracy(q_logits, labels)

@@ -240,3 +240,18 @@ def test_cross_distill_under_torchrun_ends_with_identical_ranks(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "ddp" / "report.json").read_text())
     assert report["ranks"] == 2 and report["ranks_identical"] is True
+
+
+@needs_encoder
+def test_cross_distill_with_quantization_aware_fine_tuning(tmp_path):
+    """quant.qat: the cross student is fine-tuned through its Q/DQ graph with the same hint loss from
+    the compressed-domain teacher, and its INT8 ONNX is written from the learned steps."""
+    sets = sum((["--set", s] for s in [*LOOP, "vanilla=false", "quant.qat=true", "quant.epochs=1", "quant.calibration=16"]), [])
+    out = tmp_path / "qat"
+    assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", *sets]) == 0
+    int8 = json.loads((out / "report.json").read_text())["int8"]
+    assert int8["parity"]["ok"] and int8["qat"]["method"] == "cross-distillation (at)" and Path(int8["file"]).exists()
+    assert json.loads((out / "cross_student.json").read_text())["schema"] == "edge-compressor/student"  # the student's own sidecar stays
+    rows = [json.loads(r) for r in (out / "train" / "cross_student_qat" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and "hint" in rows[0]["train"]
+    assert main(["cross-distill", "--example", "detection", "--out", str(tmp_path / "det"), "--quiet", "--set", "quant.qat=true"]) == 2

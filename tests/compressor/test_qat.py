@@ -41,14 +41,14 @@ def test_qad_writes_int8_from_learned_steps_and_resumes_exactly_after_kill_9(tmp
     subprocess.run(_cmd(teacher, tmp_path / "straight"), check=True, env=env, capture_output=True)
     straight = tmp_path / "straight"
     assert (straight / "float" / "student.pt").exists()  # no student.checkpoint: the float stage ran first
-    sidecar = json.loads((straight / "student.int8.json").read_text())
+    sidecar = json.loads((straight / "export" / "student.int8.json").read_text())
     q = sidecar["int8"]
     assert sidecar["precision"] == "int8" and q["target"] == "cpu" and q["qat"]["epochs"] == 3 and q["parity"]["ok"]
-    assert q["samples"] == 32 and 0 <= q["int8_top1"] <= 100 and (straight / "student.onnx").exists()
+    assert q["samples"] == 32 and 0 <= q["int8_top1"] <= 100 and (straight / "export" / "student.onnx").exists()
     # the written steps are the learned ones: the activation steps in the ONNX file equal the trained parameters
     state = torch.load(straight / "student.qat.pt", weights_only=True)
     learned = sorted(round(abs(v.item()), 7) for k, v in state.items() if k.startswith("act_scales."))
-    model = onnx.load(str(straight / "student.int8.onnx"))
+    model = onnx.load(str(straight / "export" / "student.int8.onnx"))
     scales = {n.input[1] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     written = sorted(round(float(numpy_helper.to_array(i)), 7) for i in model.graph.initializer if i.name in scales)
     assert written == pytest.approx(learned, rel=1e-6)
@@ -63,13 +63,13 @@ def test_qad_writes_int8_from_learned_steps_and_resumes_exactly_after_kill_9(tmp
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)  # during the fine-tuning, after its first checkpoint
     proc.wait()
-    assert not (killed / "student.int8.onnx").exists()
+    assert not (killed / "export" / "student.int8.onnx").exists()
     assert subprocess.run(_cmd(teacher, killed), env=env, capture_output=True).returncode == 2  # nothing overwritten
     subprocess.run(_cmd(teacher, killed, "--resume"), check=True, env=env, capture_output=True)
     again = torch.load(killed / "student.qat.pt", weights_only=True)
     assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
     a = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    b = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(killed / "student.int8.onnx")).graph.initializer}
+    b = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(killed / "export" / "student.int8.onnx")).graph.initializer}
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
@@ -82,11 +82,11 @@ def test_qad_from_a_trained_student_with_the_tensorrt_target(tmp_path, teacher, 
     assert not (out / "float").exists()  # a trained student: no float stage
     printed = capsys.readouterr().out
     assert "INT8 (tensorrt, ONNX Runtime)" in printed and "student.int8.onnx" in printed
-    model = onnx.load(str(out / "student.int8.onnx"))
+    model = onnx.load(str(out / "export" / "student.int8.onnx"))
     zero_points = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     activation_zps = [zero_points[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert activation_zps and all(z.dtype == np.int8 and int(z) == 0 for z in activation_zps)  # symmetric int8, TensorRT's only INT8
-    assert json.loads((out / "student.int8.json").read_text())["int8"]["parity"]["ok"]
+    assert json.loads((out / "export" / "student.int8.json").read_text())["int8"]["parity"]["ok"]
 
 
 @pytest.mark.parametrize(
