@@ -290,9 +290,40 @@ def section_export(run: RunFiles) -> Section:
         int8 = f"{_fmt(q.get('fp32_top1'))} -> {_fmt(q.get('int8_top1'))} (agreement {_fmt(q.get('top1_agreement'), 1)}%)" if q else "-"
         rows.append([name.removesuffix(".json"), side.get("precision", "-"), str(side.get("opset", "-")), parity_text, int8,
                      str(side.get("digest", "-"))[:19]])  # fmt: skip
-    return Section(
+    section = Section(
         "export", tables=[("", ["file", "precision", "opset", "torch vs ONNX parity", "INT8 top-1 fp32 -> int8", "digest"], rows)]
     )
+    for side in run.exports.values():
+        _int8_details(section, side.get("int8") or {}, run.root / "export")
+    return section
+
+
+def _int8_details(section: Section, q: dict[str, Any], folder: Path) -> None:
+    """The INT8 sensitivity sweep (its most sensitive layers and its plot), the float fallback and
+    quantization-aware training, where the export recorded them."""
+    fallen, sweep = q.get("fallback"), _json(folder / q["sensitivity"]) if q.get("sensitivity") else None
+    if sweep is not None:
+        worst = sorted(sweep["layers"], key=lambda r: r["int8_alone"]["sqnr_db"])[:10]
+        rows = [[str(r["index"]), r["layer"], r["op"], _fmt(r["int8_alone"]["sqnr_db"], 1), _fmt(r["int8_alone"]["agreement"], 1),
+                 _fmt(r["float_alone"]["sqnr_db"], 1), _fmt(r["float_alone"]["top1"])] for r in worst]  # fmt: skip
+        title = f"INT8 sensitivity: the {len(worst)} most sensitive of {len(sweep['layers'])} layers ({sweep['images']} images)"
+        header = ["#", "layer", "op", "INT8 alone: SQNR dB", "agreement %", "float alone: SQNR dB", "top-1"]
+        section.tables.append((title, header, rows))
+        plot = folder / q["sensitivity"].replace(".json", ".png")
+        if plot.exists():
+            section.images["INT8 sensitivity per layer"] = plot
+    if fallen:
+        lat = fallen.get("latency_ms_batch8") or {}
+        section.text.append(f"Float fallback for a {fallen['budget']}-point budget: {len(fallen['float_layers'])} layers kept float "
+                            f"({', '.join(fallen['float_layers']) or 'none'}), top-1 {_fmt(fallen['top1'])} "
+                            f"(fp32 {_fmt(fallen['fp32_top1'])}); ONNX Runtime batch 8: fp32 {_fmt(lat.get('fp32'), 3)} ms, "
+                            f"all INT8 {_fmt(lat.get('int8'), 3)} ms, fallback {_fmt(lat.get('fallback'), 3)} ms.")  # fmt: skip
+    if q.get("qat"):
+        parity = q.get("parity") or {}
+        verdict = "ok" if parity.get("ok") else "FAILED"
+        section.text.append(f"Quantization-aware training ({q['qat'].get('method')}, {q['qat'].get('epochs')} epochs): INT8 top-1 "
+                            f"{_fmt(q.get('int8_top1'))} vs fp32 {_fmt(q.get('fp32_top1'))}; ONNX Runtime's integer kernels agree with the "
+                            f"training graph on {_fmt(parity.get('top1_agreement'), 1)}% of top-1s ({verdict}).")  # fmt: skip
 
 
 def section_profile(run: RunFiles) -> Section:

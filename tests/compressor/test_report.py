@@ -22,7 +22,7 @@ TINY = {
     "teacher": {"arch": "resnet14", "recipe": {"epochs": 2, "batch_size": 32}},
     "hints": {"samples": 48, "k": 3},
     "distill": {"student": "resnet8", "recipe": {"epochs": 2, "batch_size": 32}, "loss": {"method": "at+kd"}},
-    "export": {"calib_samples": 32},
+    "export": {"calib_samples": 32, "sensitivity": True, "int8_budget": 100.0},  # the sweep and a fallback, in the report
     "profile": {"backends": ["torch", "ort-cpu", "ort-cpu-int8"], "batches": [1], "eval_samples": 32, "iters": 3, "e2e": True},
 }
 # Inserted before </body> of a copy: records, once the page has loaded, which sections exist and whether every image decoded.
@@ -71,7 +71,8 @@ def test_run_report_renders_in_chromium(run_dir, tmp_path):
     assert [s["id"] for s in probe["sections"]] == list(SECTIONS)
     assert [s["title"] for s in probe["sections"]] == list(SECTIONS.values())
     alts = [i["alt"] for i in probe["images"]]
-    for expected in ("Similarity between the teacher's candidate points", "Training curves", "Latency distributions", "Throughput"):
+    for expected in ("Similarity between the teacher's candidate points", "Training curves", "Latency distributions", "Throughput",
+                     "INT8 sensitivity per layer"):  # fmt: skip
         assert expected in alts
     assert all(i["ok"] and i["width"] > 100 for i in probe["images"]), probe["images"]
 
@@ -92,6 +93,7 @@ def test_report_tells_the_run_from_teacher_to_deployed_student(run_dir):
     assert "| 1 | layer1.0 |" in text and "chosen" in text and "baseline" in text  # the hint plan, point by point
     assert "teacher: 2 epochs" in text and "student: 2 epochs" in text and "kd " in text  # loss terms by name
     assert "torch vs ONNX parity" in text and "End to end, image file to answer" in text
+    assert "INT8 sensitivity: the 10 most sensitive of 10 layers" in text and "Float fallback for a 100.0-point budget: 0 layers" in text
     assert "```yaml" in text and "resnet14" in text.split("## Provenance")[1]  # the resolved config
 
 
