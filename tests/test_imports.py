@@ -8,9 +8,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"compressor": ROOT / "compressor", "compressor.models": ROOT / "models", "compressor.deploy": ROOT / "deploy"}
-# what deployment may use from the rest of the project: the shared pieces, never the training side
+# what deployment may use from the rest of the project: the shared pieces, never the training side (the
+# layer-similarity machinery of compressor.hints measures INT8 drift at the hint points)
 DEPLOY_MAY_IMPORT = ("compressor.deploy", "compressor.models", "compressor.checkpoint", "compressor.data", "compressor.detection",
-                     "compressor.config", "compressor.errors", "compressor.io", "compressor.metrics", "compressor.summary")  # fmt: skip
+                     "compressor.config", "compressor.errors", "compressor.io", "compressor.metrics", "compressor.summary",
+                     "compressor.hints")  # fmt: skip
 
 
 def modules() -> dict[str, Path]:

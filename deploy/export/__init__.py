@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from compressor.models import Registry
+from compressor.models import Registry, hint_points
 from torch import nn
 from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
 from torch.utils.data import DataLoader, Subset
@@ -243,8 +243,9 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
     analysis = None
     if target == "cpu" and (options.sensitivity or options.int8_budget is not None):
         images, labels = _held_out(evaluation, options.eval_samples)
+        points = _hint_point_names(art.model)
         analysis = analyse(fp32, path, lambda: calibration_batches(options.calib, options.calib_samples), images, labels,
-                           options.int8_budget, options.int8_max_float, target)  # fmt: skip
+                           options.int8_budget, options.int8_max_float, target, points)  # fmt: skip
     ref_logits, labels = predict(OrtRuntime(fp32), evaluation, limit=options.eval_samples)
     q_logits, _ = predict(OrtRuntime(path), evaluation, limit=options.eval_samples)
     before, after = accuracy(ref_logits, labels), accuracy(q_logits, labels)
@@ -291,6 +292,16 @@ def export_qat(graph, art: ModelArtifact, out: Path, stem: str, target: str, eva
               "parity": ort_parity(graph, path, _held_out(evaluation, min(eval_samples, 256))[0])}  # fmt: skip
     _sidecar(path, art, options, precision="int8", extra={"int8": change})
     return {"file": str(path), **change}
+
+
+def _hint_point_names(model: nn.Module | None) -> list[str]:
+    """The hint points' module paths (none for an ONNX file or a model without points)."""
+    if model is None:
+        return []
+    try:
+        return [p.name for p in hint_points(model)]
+    except ValueError:  # a user's model whose points were never attached: no CKA, the rest of the sweep stands
+        return []
 
 
 def _held_out(data, limit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -368,15 +368,20 @@ def _spec(name: str, stage: int):
     return PointSpec(name, stage, tap=name)
 
 
+def point_node(nodes: Sequence[onnx.NodeProto], name: str) -> int | None:
+    """Index of the last node (not a Q/DQ) inside module ``name``'s scope: its output is the
+    module's output (None when no node name carries that scope)."""
+    inside = [i for i, n in enumerate(nodes) if (p := module_path(n.name)) == name or p.startswith(name + ".")]
+    return max(inside, key=lambda i: (nodes[i].op_type not in ("QuantizeLinear", "DequantizeLinear"), i)) if inside else None
+
+
 def _point_sites(nodes: list[onnx.NodeProto], points: Sequence[tuple[str, int, bool]]) -> list[PointSite]:
-    paths = [module_path(n.name) for n in nodes]
     sites = []
     for name, stage, has_tap in points:
-        inside = [i for i, p in enumerate(paths) if p == name or p.startswith(name + ".")]
-        if not inside:
+        last = point_node(nodes, name)
+        if last is None:
             raise UserError(f"quantization-aware training: hint point {name} has no node in the exported graph (its node names do "
                             "not carry the module scope); use a method without hints, or a model exported by torch.onnx")  # fmt: skip
-        last = max(inside, key=lambda i: (nodes[i].op_type not in ("QuantizeLinear", "DequantizeLinear"), i))
         sites.append(PointSite(name, stage, last, has_tap))
     return sites
 

@@ -8,7 +8,10 @@ the model with that layer alone kept float (the others INT8), against the fp32 m
 images: top-1 agreement, the logits' SQNR (10 log10 of signal over quantization-noise energy, dB)
 and top-1 accuracy. ``fallback`` then keeps the most sensitive layers (ranked by the SQNR of
 quantizing them alone, lowest first) out of INT8 one by one until the top-1 drop on held-out data
-is within the budget, so the fewest layers fall back.
+is within the budget, so the fewest layers fall back. ``hint_cka`` says where inside the network
+the INT8 model drifts from fp32: the linear CKA (Kornblith et al. 2019) between the two models'
+activations at each hint point, on the spatially averaged N x C representations that hint
+selection clusters (PURSUhInT, Keser et al., §3.1), with ``compressor.hints``' own CKA.
 """
 
 from __future__ import annotations
@@ -68,6 +71,57 @@ def sensitivity(fp32: Path, calibration: Callable[[], Iterator[np.ndarray]], pro
     return {"target": target, "images": len(probe.labels), "fp32_top1": fp32_top1, "full_int8": full, "layers": rows}
 
 
+def hint_cka(fp32: Path, int8: Path, points: list[str], images: np.ndarray) -> list[dict[str, Any]]:
+    """Linear CKA between the fp32 and the INT8 model's activations at each hint point (a module
+    path of the exported model); points whose scope no node carries are left out."""
+    import onnx
+
+    from compressor.hints.similarity import linear_cka
+
+    from .qdq_graph import point_node
+
+    nodes, int8_nodes = list(onnx.load(str(fp32)).graph.node), list(onnx.load(str(int8)).graph.node)
+    in_int8 = {o for n in int8_nodes for o in n.output}
+
+    def comparable(tensor: str) -> str | None:
+        """The tensor itself, or, where quantization fused its ReLU into the producer (the Q's clamp),
+        the ReLU's output, which both graphs have."""
+        if tensor in in_int8:
+            return tensor
+        users = [n for n in nodes if tensor in n.input]
+        relu = users[0].output[0] if len(users) == 1 and users[0].op_type in ("Relu", "Clip") else None
+        return relu if relu in in_int8 else None
+
+    found = {name: t for name in points if (i := point_node(nodes, name)) is not None and (t := comparable(nodes[i].output[0]))}
+    if not found:
+        return []
+    quantized = {n.input[0]: n.output[0] for n in int8_nodes if n.op_type == "QuantizeLinear"}
+    dequantized = {n.input[0]: n.output[0] for n in int8_nodes if n.op_type == "DequantizeLinear"}
+    seen_as = {t: dequantized.get(quantized.get(t, ""), t) for t in found.values()}  # what the INT8 model's next layer reads
+    reference = _activations(fp32, list(found.values()), images)
+    deployed = _activations(int8, list(seen_as.values()), images)
+    rows = []
+    for name, tensor in found.items():
+        a, b = reference[tensor], deployed[seen_as[tensor]]
+        cka = linear_cka([a.reshape(*a.shape[:2], -1).mean(-1), b.reshape(*b.shape[:2], -1).mean(-1)]).similarity[0, 1]
+        rows.append({"point": name, "tensor": tensor, "cka": round(float(cka), 5)})
+    return rows
+
+
+def _activations(path: Path, names: list[str], images: np.ndarray) -> dict[str, np.ndarray]:
+    """The named intermediate tensors of an ONNX model on ``images`` (made graph outputs for the run)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    outputs = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in outputs)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = session.run(names, {session.get_inputs()[0].name: np.ascontiguousarray(images, dtype=np.float32)})
+    return dict(zip(names, values, strict=True))
+
+
 def ranking(report: dict[str, Any]) -> list[str]:
     """Layers from the most to the least sensitive: lowest SQNR when quantized alone first."""
     return [r["layer"] for r in sorted(report["layers"], key=lambda r: (r["int8_alone"]["sqnr_db"], -r["float_alone"]["sqnr_db"]))]
@@ -110,6 +164,9 @@ def sensitivity_markdown(report: dict[str, Any], fallen: dict[str, Any] | None =
         a, f = r["int8_alone"], r["float_alone"]
         lines.append(f"| {r['index']} | {r['layer']} | {r['op']} | {a['agreement']:.1f} | {a['sqnr_db']:.1f} | {a['top1']:.2f} | "
                      f"{f['agreement']:.1f} | {f['sqnr_db']:.1f} | {f['top1']:.2f} |")  # fmt: skip
+    if report.get("hint_cka"):
+        lines += ["", "CKA between fp32 and all-INT8 activations at the hint points (1 = the same representation):", "",
+                  "| point | CKA |", "|---|---|", *(f"| {r['point']} | {r['cka']:.4f} |" for r in report["hint_cka"])]  # fmt: skip
     if fallen is not None:
         lines += ["", f"Float fallback for a {fallen['budget']}-point budget: {len(fallen['float_layers'])} layers kept float "
                       f"({', '.join(fallen['float_layers']) or 'none'}), top-1 {fallen['top1']:.2f}."]  # fmt: skip
@@ -138,16 +195,19 @@ def plot_sensitivity(report: dict[str, Any]) -> bytes:
 
 
 def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarray]], images: np.ndarray, labels: np.ndarray,
-            budget: float | None, max_float: int | None, target: str = "cpu") -> dict[str, Any]:  # fmt: skip
-    """The sensitivity sweep next to ``path`` (``<stem>.sensitivity.json`` / ``.md`` / ``.png``), and
-    with a ``budget`` the fallback model written over ``path`` with the ONNX Runtime latency (batch 8)
-    of fp32, all-INT8 and the fallback beside each other."""
+            budget: float | None, max_float: int | None, target: str = "cpu",
+            points: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The sensitivity sweep next to ``path`` (``<stem>.sensitivity.json`` / ``.md`` / ``.png``), the
+    CKA at the hint ``points`` (module paths) of the all-INT8 model, and with a ``budget`` the
+    fallback model written over ``path`` with the ONNX Runtime latency (batch 8) of fp32, all-INT8
+    and the fallback beside each other."""
     from compressor.io import atomic_write, atomic_write_json, atomic_write_text
 
     from ..profile.latency import measure_latency
 
     probe = make_probe(fp32, images, labels)
     report = sensitivity(fp32, calibration, probe, target)
+    report["hint_cka"] = hint_cka(fp32, path, points or [], images)
     fallen = None
     if budget is not None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,11 +1,12 @@
 """INT8 sensitivity per layer and the float fallback, on a small network with a planted fragile layer."""
 
 import numpy as np
+import onnx
 import pytest
 import torch
-from compressor.deploy.export.int8 import quantizable_layers
+from compressor.deploy.export.int8 import quantizable_layers, quantize_qdq
 from compressor.deploy.export.onnx_export import torch_to_onnx
-from compressor.deploy.export.sensitivity import fallback, make_probe, ranking, sensitivity, sqnr_db
+from compressor.deploy.export.sensitivity import fallback, hint_cka, make_probe, ranking, sensitivity, sqnr_db
 from torch import nn
 
 from compressor.errors import UserError
@@ -74,3 +75,29 @@ def test_sensitivity_finds_the_planted_layer_and_the_budget_keeps_it_float(plant
         fallback(folder / "fp32.onnx", tmp_path / "none.onnx", calibration(images), probe, report, budget=0.0, max_float=0)
     with pytest.raises(UserError, match=">= 0"):
         fallback(folder / "fp32.onnx", tmp_path / "neg.onnx", calibration(images), probe, report, budget=-1)
+
+
+def test_hint_cka_is_linear_cka_of_the_two_models_representations(planted, tmp_path):
+    folder, images, _ = planted
+    fp32 = folder / "fp32.onnx"
+    int8 = quantize_qdq(fp32, tmp_path / "int8.onnx", calibration(images)())
+    assert [r["cka"] for r in hint_cka(fp32, fp32, ["conv1", "conv3"], images)] == pytest.approx([1.0, 1.0])
+    rows = {r["point"]: r for r in hint_cka(fp32, int8, ["conv1", "conv2", "conv3", "no_such_module"], images)}
+    assert set(rows) == {"conv1", "conv2", "conv3"}  # a point no node carries is left out
+    assert rows["conv3"]["cka"] < rows["conv1"]["cka"] - 0.05  # the planted layer is where INT8 drifts
+    # conv3's INT8 output no longer varies with the image (its weights rounded to zero): CKA is undefined there and
+    # counts as 0, as for the constant layers of hint selection. conv1 (its ReLU fused into the quantizer) against a
+    # transcription of linear CKA (Kornblith et al. 2019) on the spatially averaged features:
+    assert rows["conv3"]["cka"] == 0.0 and rows["conv1"]["tensor"] == "/Relu_output_0"
+    import onnxruntime as ort
+
+    def run(model, name):
+        model.graph.output.extend([onnx.helper.make_empty_tensor_value_info(name)])
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run([name], {"input": images})[0]
+
+    a = run(onnx.load(str(fp32)), "/Relu_output_0")
+    b = run(onnx.load(str(int8)), "/Relu_output_0_DequantizeLinear_Output")
+    x, y = a.mean((2, 3)).astype(np.float64), b.mean((2, 3)).astype(np.float64)
+    x, y = x - x.mean(0), y - y.mean(0)
+    cka = np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
+    assert rows["conv1"]["cka"] == pytest.approx(cka, abs=1e-4)
