@@ -26,10 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="also a Q/DQ INT8 ONNX from static per-channel calibration")
     p.add_argument("--calib", metavar="SPEC", help="calibration data for --int8 (its train split) and its accuracy check (test split)")
     p.add_argument("--calib-samples", type=int, default=512)
-    p.add_argument("--sensitivity", action="store_true", help="with --int8: each layer alone in INT8 and alone kept float, against fp32 "
-                                                               "(OUT/<stem>.int8.sensitivity.json/.md/.png)")  # fmt: skip
-    p.add_argument("--int8-budget", type=float, metavar="POINTS", help="with --int8: keep the fewest, most sensitive layers float until "
-                                                                        "top-1 drops by at most POINTS on the held-out split")  # fmt: skip
+    p.add_argument("--sensitivity", action="store_true", help="with --int8 (or --trt-precision int8): each layer alone in INT8 and "
+                   "alone kept float against fp32, and the CKA at the hint points (OUT/<stem>.int8.sensitivity.json/.md/.png)")  # fmt: skip
+    p.add_argument("--int8-budget", type=float, metavar="POINTS", help="with --int8 (or --trt-precision int8): keep the fewest, most "
+                   "sensitive layers float (FP16 for TensorRT) until top-1 drops by at most POINTS on the held-out split")  # fmt: skip
     p.add_argument("--int8-max-float", type=int, metavar="N", help="with --int8-budget: at most N float layers (else exit 2)")
     p.add_argument("--fp16", action="store_true", help="also an FP16 ONNX (TensorRT 11 builds FP16 only from one)")
     p.add_argument("--trt", action="store_true", help="also build a TensorRT engine for this GPU (needs TensorRT and a GPU)")

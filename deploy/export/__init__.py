@@ -56,8 +56,10 @@ class ExportOptions(Strict):
     nms_iou: float = 0.45
     nms_score: float = 0.25
     nms_max: int = 100  # boxes kept per class and image
-    sensitivity: bool = False  # INT8 (cpu): per-layer sensitivity next to the INT8 file
-    int8_budget: float | None = None  # INT8 (cpu): max top-1 drop (points); the most sensitive layers stay float until it holds
+    sensitivity: bool = False  # INT8: per-layer sensitivity next to each INT8 file (cpu and tensorrt targets)
+    int8_budget: float | None = (
+        None  # INT8: max top-1 drop (points); the most sensitive layers stay float (FP16 for TensorRT) until it holds
+    )
     int8_max_float: int | None = None  # at most this many float layers for the budget
 
     def check(self, art: ModelArtifact | None = None) -> None:
@@ -81,8 +83,9 @@ class ExportOptions(Strict):
             raise UserError(f"--int8-budget {self.int8_budget}: the allowed top-1 drop is in points, >= 0 (e.g. 0.5)")
         if self.int8_max_float is not None and self.int8_max_float < 0:
             raise UserError(f"--int8-max-float {self.int8_max_float}: a number of layers, >= 0")
-        if (self.sensitivity or self.int8_budget is not None) and not self.int8:
-            raise UserError("--sensitivity and --int8-budget analyse the INT8 export: add --int8 (with --calib)")
+        if (self.sensitivity or self.int8_budget is not None) and not (self.int8 or self.trt and self.trt_precision == "int8"):
+            raise UserError("--sensitivity and --int8-budget analyse the INT8 export: add --int8 (with --calib), or --trt "
+                            "--trt-precision int8 for TensorRT (layers kept out of INT8 run in FP16)")  # fmt: skip
         if self.calib_samples < 1:
             raise UserError(f"--calib-samples {self.calib_samples}: calibrate on at least one image (a few hundred is typical)")
         if self.trt_precision not in ("fp32", "fp16", "int8"):
@@ -241,7 +244,7 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
     quantize_qdq(fp32, path, calibration_batches(options.calib, options.calib_samples), target=target)
     evaluation = open_dataset(options.calib, "test")
     analysis = None
-    if target == "cpu" and (options.sensitivity or options.int8_budget is not None):
+    if options.sensitivity or options.int8_budget is not None:  # each target's own sweep: its Q/DQ scheme differs
         images, labels = _held_out(evaluation, options.eval_samples)
         points = _hint_point_names(art.model)
         analysis = analyse(fp32, path, lambda: calibration_batches(options.calib, options.calib_samples), images, labels,

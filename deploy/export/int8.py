@@ -93,3 +93,46 @@ def quantize_qdq(
         )
         data = quantized.read_bytes()
     return atomic_write(out_path, lambda f: f.write(data))
+
+
+def fp16_islands(path: str | Path, layers: list[str]) -> Path:
+    """Rewrite ``path`` so that the float-fallback ``layers`` (Conv/Gemm/MatMul node names) compute in
+    FP16: a Cast to FP16 on their activation input, FP16 copies of their weight and bias, a Cast back
+    to FP32 on their output. TensorRT 8.5-10 runs layers without Q/DQ at FP16 when the FP16 flag is
+    set; TensorRT 11 builds strongly typed networks whose precision is the ONNX's, so the fallback
+    layers are made FP16 in the file (TensorRT's strongly typed networks guide)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    wanted, nodes = set(layers), []
+    for node in graph.node:
+        if node.name not in wanted:
+            nodes.append(node)
+            continue
+        for k, name in enumerate(node.input):
+            if not name:
+                continue
+            half = f"{name}_fp16"
+            if name in inits:  # a weight or a bias: an FP16 copy
+                if half not in inits:
+                    inits[half] = numpy_helper.from_array(numpy_helper.to_array(inits[name]).astype(np.float16), half)
+                    graph.initializer.append(inits[half])
+            else:
+                half = f"{name}_fp16_{node.name}"
+                nodes.append(helper.make_node("Cast", [name], [half], name=f"{node.name}_CastFP16_{k}", to=TensorProto.FLOAT16))
+            node.input[k] = half
+        out = node.output[0]
+        node.output[0] = f"{out}_fp16"
+        nodes.append(node)
+        nodes.append(helper.make_node("Cast", [node.output[0]], [out], name=f"{node.name}_CastFP32", to=TensorProto.FLOAT))
+    missing = wanted - {n.name for n in graph.node}
+    if missing:
+        raise ValueError(f"no nodes named {sorted(missing)} in {path.name}")
+    del graph.node[:]
+    graph.node.extend(nodes)
+    data = model.SerializeToString()
+    return atomic_write(path, lambda f: f.write(data))

@@ -8,7 +8,8 @@ the model with that layer alone kept float (the others INT8), against the fp32 m
 images: top-1 agreement, the logits' SQNR (10 log10 of signal over quantization-noise energy, dB)
 and top-1 accuracy. ``fallback`` then keeps the most sensitive layers (ranked by the SQNR of
 quantizing them alone, lowest first) out of INT8 one by one until the top-1 drop on held-out data
-is within the budget, so the fewest layers fall back. ``hint_cka`` says where inside the network
+is within the budget, so the fewest layers fall back (in FP16 for the ``tensorrt`` target, whose
+engines run them so; ONNX Runtime scores the FP16 file itself). ``hint_cka`` says where inside the network
 the INT8 model drifts from fp32: the linear CKA (Kornblith et al. 2019) between the two models'
 activations at each hint point, on the spatially averaged N x C representations that hint
 selection clusters (PURSUhInT, Keser et al., §3.1), with ``compressor.hints``' own CKA.
@@ -29,7 +30,7 @@ from compressor.errors import UserError
 
 from ..profile.accuracy import accuracy, agreement
 from ..runtime.ort_runtime import OrtRuntime
-from .int8 import quantizable_layers, quantize_qdq
+from .int8 import fp16_islands, quantizable_layers, quantize_qdq
 
 
 def sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
@@ -214,6 +215,9 @@ def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarra
             full = Path(tmp) / "full.onnx"
             full.write_bytes(path.read_bytes())  # the all-INT8 model, for the latency comparison
             fallen = fallback(fp32, path, calibration, probe, report, budget, target, max_float)
+            if target == "tensorrt" and fallen["float_layers"]:  # TensorRT runs them in FP16: the file says so, and is scored so
+                fp16_islands(path, fallen["float_layers"])
+                fallen.update(probe.score(path), float_precision="fp16")
             shape = tuple(images.shape[1:])
             fallen["latency_ms_batch8"] = {name: round(measure_latency(OrtRuntime(p), shape, 8, 3, 20)["p50_ms"], 3)
                                            for name, p in (("fp32", fp32), ("int8", full), ("fallback", path))}  # fmt: skip

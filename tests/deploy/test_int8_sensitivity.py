@@ -6,7 +6,7 @@ import pytest
 import torch
 from compressor.deploy.export.int8 import quantizable_layers, quantize_qdq
 from compressor.deploy.export.onnx_export import torch_to_onnx
-from compressor.deploy.export.sensitivity import fallback, hint_cka, make_probe, ranking, sensitivity, sqnr_db
+from compressor.deploy.export.sensitivity import analyse, fallback, hint_cka, make_probe, ranking, sensitivity, sqnr_db
 from torch import nn
 
 from compressor.errors import UserError
@@ -101,3 +101,23 @@ def test_hint_cka_is_linear_cka_of_the_two_models_representations(planted, tmp_p
     x, y = x - x.mean(0), y - y.mean(0)
     cka = np.linalg.norm(y.T @ x) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y))
     assert rows["conv1"]["cka"] == pytest.approx(cka, abs=1e-4)
+
+
+def test_tensorrt_fallback_runs_the_kept_layers_in_fp16(planted, tmp_path):
+    """The tensorrt target (S8S8): the fallback layers become FP16 islands in the file (what a strongly
+    typed TensorRT 11 network runs; 8.5-10 do the same with the FP16 flag), scored on that file."""
+    folder, images, labels = planted
+    fp32, path = folder / "fp32.onnx", tmp_path / "student.int8-trt.onnx"
+    quantize_qdq(fp32, path, calibration(images)(), target="tensorrt")
+    report = analyse(fp32, path, calibration(images), images[64:], labels[64:], budget=5.0, max_float=None, target="tensorrt")
+    fallen = report["fallback"]
+    conv3 = quantizable_layers(fp32)[2][0]
+    assert fallen["float_layers"][0] == conv3 and fallen["float_precision"] == "fp16"
+    assert report["fp32_top1"] - fallen["top1"] <= 5.0  # scored on the FP16-island file itself
+    model = onnx.load(str(path))
+    node = next(n for n in model.graph.node if n.name == conv3)
+    weights = {i.name: i for i in model.graph.initializer}
+    assert weights[node.input[1]].data_type == onnx.TensorProto.FLOAT16 and node.output[0].endswith("_fp16")
+    casts = [n for n in model.graph.node if n.op_type == "Cast" and n.name.startswith(conv3)]
+    assert len(casts) == 2  # FP16 in, FP32 out
+    assert (tmp_path / "student.int8-trt.sensitivity.json").exists()
