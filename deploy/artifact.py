@@ -52,6 +52,10 @@ def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = Fal
     if not path.exists():
         raise UserError(f"model {path} does not exist")
     meta = sidecar_of(path) or {}
+    if meta.get("qat"):
+        model = path.parent / meta["qat"]["int8_onnx"]
+        raise UserError(f"{path} is the training state of quantization-aware distillation; its deployable model is {model} "
+                        f"(already INT8 for {meta['qat']['target']}): profile that file")  # fmt: skip
     if path.suffix == ".onnx":
         check_sidecar(path, meta)
         return onnx_artifact(path, meta, input_size, mean, std)

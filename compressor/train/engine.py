@@ -322,6 +322,8 @@ def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dic
     meta = student_sidecar(s.config, s.train_set.info, made_by, {"final": final, "best_top1": best})
     if getattr(s.core.student, "model_options", None):  # layers the student keeps (letKD): needed to rebuild it
         meta["model_options"] = s.core.student.model_options
+    if s.config.quant.qat:  # the weights are a Q/DQ graph's training state, not the architecture's: say where the model is
+        meta["qat"] = {"target": s.config.quant.target, "int8_onnx": f"export/{s.config.name.removesuffix('.qat')}.int8.onnx"}
     return meta
 
 
@@ -384,7 +386,7 @@ def _distill_qat(config: DistillConfig, resume: bool, progress: bool, teacher: n
     check_qat(config)
     out, name = Path(config.out), config.name
     produces = [f"{name}.qat.pt", f"{name}.qat.json", "export/*", "checkpoints/last.pt", "metrics.jsonl", "config.yaml"]
-    with claim(out, produces, "distill", resume=resume, overwrite=overwrite, resumable=True):
+    with _claim_run(config, resume, overwrite, produces):
         float_summary = None
         if student is None and config.student.checkpoint is None:
             float_config = config.model_copy(update={"quant": QuantConfig(), "out": str(out / "float")}, deep=True)
@@ -402,19 +404,24 @@ def _distill_qat(config: DistillConfig, resume: bool, progress: bool, teacher: n
         art = ModelArtifact(out / f"{name}.qat.pt", config.student.arch, info.num_classes, size, tuple(info.mean), tuple(info.std),
                             list(info.class_names), float_model.eval(), {"made_by": {"method": config.loss.method}})  # fmt: skip
         eval_spec = config.data.eval or config.data.train
-        summary["int8"] = export_qat(
-            graph, art, out / "export", name, config.quant.target, eval_spec, config.quant.eval_samples, qat_about(config)
-        )
+        if _main_process():
+            summary["int8"] = export_qat(
+                graph, art, out / "export", name, config.quant.target, eval_spec, config.quant.eval_samples, qat_about(config)
+            )
         if float_summary is not None:
             summary["float"] = {k: float_summary[k] for k in ("final", "best_top1", "weights")}
         return summary
 
 
-def _claim_run(config: DistillConfig, resume: bool, overwrite: bool):
+def _main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _claim_run(config: DistillConfig, resume: bool, overwrite: bool, produces: list[str] | None = None):
     """The run folder, held by the main process (under torchrun the other ranks write nothing there)."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not _main_process():
         return nullcontext(Path(config.out))
-    produces = [f"{config.name}.pt", f"{config.name}.json", "checkpoints/last.pt", "metrics.jsonl", "config.yaml"]
+    produces = produces or [f"{config.name}.pt", f"{config.name}.json", "checkpoints/last.pt", "metrics.jsonl", "config.yaml"]
     return claim(config.out, produces, "distill", resume=resume, overwrite=overwrite, resumable=True)
 
 

@@ -87,6 +87,9 @@ def test_qad_from_a_trained_student_with_the_tensorrt_target(tmp_path, teacher, 
     activation_zps = [zero_points[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert activation_zps and all(z.dtype == np.int8 and int(z) == 0 for z in activation_zps)  # symmetric int8, TensorRT's only INT8
     assert json.loads((out / "export" / "student.int8.json").read_text())["int8"]["parity"]["ok"]
+    capsys.readouterr()
+    assert main(["export", str(out / "student.qat.pt"), "--out", str(tmp_path / "exp")]) == 2  # the training state is not a model
+    assert "export/student.int8.onnx" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
