@@ -319,47 +319,90 @@ class QdqGraph(nn.Module):
         return values
 
 
-PARITY_DIFFERING = 5.0  # Q/DQ semantics: at most this % of the logits differ (by a step or more) from ONNX Runtime's
+PARITY_DIFFERING = 1.0  # Q/DQ semantics, layer by layer: at most this % of quantized values a step from ONNX Runtime's
+PARITY_FLOAT = 1e-3  # and every float operator within this relative error of ONNX Runtime's on the same inputs
 PARITY_AGREEMENT = 99.0  # deployment: the same top-1 as ONNX Runtime's integer kernels on at least this % of the images
 
 
 @torch.no_grad()
-def ort_parity(graph: QdqGraph, path: Path, images: np.ndarray) -> dict:
-    """The PyTorch graph (fake quantization) against ONNX Runtime on the written model, same images.
-
-    Two comparisons. *Semantics*: ONNX Runtime with graph optimizations off runs every
-    QuantizeLinear and DequantizeLinear as the ONNX operator defines it, and its float convolutions
-    sum in another order than PyTorch's; a value within float error of a rounding boundary then
-    lands one step apart, and such events are rare: at most ``PARITY_DIFFERING`` % of the logits
-    may differ (about 1 % did here, by 1-2 steps, on resnet8 for both targets); a systematic
-    mismatch (another rounding rule, range or zero point) moves most of them. *Deployment*: with
-    optimizations on, ONNX Runtime fuses the pairs into integer kernels (QLinearConv, ...) that
-    requantize each layer's int32 sums with a float multiplier; the check is the top-1 agreement
-    (>= ``PARITY_AGREEMENT`` %), and the largest logit difference is reported in steps.
-    """
+def layerwise_semantics(graph: QdqGraph, path: Path, images: np.ndarray) -> dict:
+    """Every node of the PyTorch graph fed ONNX Runtime's own inputs (ONNX Runtime with graph
+    optimizations off, so each QuantizeLinear/DequantizeLinear runs as the operator defines it):
+    the share of quantized values a step or more away from ONNX Runtime's, and the largest relative
+    error of a float operator. Layer by layer, so that a one-step difference (a value within float
+    error of a rounding boundary, as the two libraries sum convolutions in different orders) is
+    counted once instead of spreading through the depth of the network."""
     import onnxruntime as ort
 
+    model = onnx.ModelProto()
+    model.CopyFrom(onnx.load(str(path)))
+    names = [o for n in model.graph.node for o in n.output if o]
+    have = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in have)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    reference = dict(zip(names, session.run(names, {graph.input_name: images}), strict=True))
+    env = {graph.input_name: torch.from_numpy(images), **{k: torch.from_numpy(np.asarray(v)) for k, v in reference.items()}}
+    device = next(graph.parameters()).device
+    env = {k: v.to(device) for k, v in env.items()}
+    was = graph.training
+    graph.eval()
+    quantized = differing = 0
+    worst = 0.0
+    for node in graph.nodes:
+        if node.op_type == "DequantizeLinear" and node.output[0] not in graph._weight and node.output[0] not in graph._bias:
+            continue  # an activation pair's DQ: its Q is compared
+        ours = graph._run(node, env)[0].float().cpu()
+        theirs = reference[node.output[0]]
+        if node.op_type == "QuantizeLinear":
+            index, zp, _, _ = graph._q[node.output[0]]
+            step = float(graph.act_scales[index].detach().abs())
+            zero = float(getattr(graph, graph._const[zp]).float()) if zp in graph._const else 0.0
+            expected = (theirs.astype(np.float32) - zero) * step
+            differing += int(np.sum(np.abs(ours.numpy() - expected) > 0.5 * step))
+            quantized += expected.size
+        elif np.issubdtype(theirs.dtype, np.floating) and theirs.size:
+            scale = max(float(np.abs(theirs).max()), 1e-12)
+            worst = max(worst, float(np.abs(ours.numpy() - theirs).max()) / scale)
+    graph.train(was)
+    return {"quantized_values": quantized, "differing_pct": round(100.0 * differing / max(quantized, 1), 4),
+            "float_max_rel_error": float(f"{worst:.3g}")}  # fmt: skip
+
+
+@torch.no_grad()
+def ort_parity(graph: QdqGraph, path: Path, images: np.ndarray) -> dict:
+    """The PyTorch graph (fake quantization) against ONNX Runtime on the written model.
+
+    *Semantics* (``layerwise_semantics``): at most ``PARITY_DIFFERING`` % of the quantized values a
+    step apart (measured: 0 % on eight architectures and both targets here) and every float operator within
+    ``PARITY_FLOAT``; a systematic mismatch (another rounding rule, range, zero point or step)
+    moves most values of the layer where it sits. *Deployment*: with optimizations on, ONNX
+    Runtime fuses the pairs into integer kernels (QLinearConv, ...) that requantize each layer's
+    int32 sums with a float multiplier; end to end, such one-step differences compound with
+    depth (a random-init resnet32x4 ends with half its logits a step or two apart), so the check
+    is the top-1 agreement (>= ``PARITY_AGREEMENT`` %), with the largest logit difference reported.
+    """
     from ..runtime.ort_runtime import OrtRuntime
 
+    semantics = layerwise_semantics(graph, path, images[:4])  # every intermediate tensor is held: a few images suffice
     was = graph.training
     graph.eval()
     device = next(graph.parameters()).device
     ours = graph(torch.from_numpy(images).to(device)).float().cpu().numpy()
     graph.train(was)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    literal = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {graph.input_name: images})[0]
     fused = OrtRuntime(path).run_all(images)[0]
     step = graph.output_step() or 1.0
-    off = np.abs(ours - literal) / step
-    differing = 100.0 * float(np.mean(off > 0.5))
     agreement = 100.0 * float(np.mean(ours.argmax(1) == fused.argmax(1)))
-    deployed = float(np.abs(ours - fused).max()) / step
-    return {"images": len(images), "logit_step": step, "semantics_differing_pct": round(differing, 3),
-            "semantics_max_error_steps": round(float(off.max()), 3), "deployed_max_error_steps": round(deployed, 3),
-            "top1_agreement": round(agreement, 2),
-            "tolerance": {"semantics_differing_pct": PARITY_DIFFERING, "top1_agreement": PARITY_AGREEMENT},
-            "ok": differing <= PARITY_DIFFERING and agreement >= PARITY_AGREEMENT}  # fmt: skip
+    ok = (
+        semantics["differing_pct"] <= PARITY_DIFFERING
+        and semantics["float_max_rel_error"] <= PARITY_FLOAT
+        and agreement >= PARITY_AGREEMENT
+    )
+    return {"images": len(images), "logit_step": step, "semantics": semantics, "top1_agreement": round(agreement, 2),
+            "deployed_max_error_steps": round(float(np.abs(ours - fused).max()) / step, 3),
+            "tolerance": {"semantics_differing_pct": PARITY_DIFFERING, "semantics_float_rel_error": PARITY_FLOAT,
+                          "top1_agreement": PARITY_AGREEMENT}, "ok": ok}  # fmt: skip
 
 
 def _spec(name: str, stage: int):
@@ -451,7 +494,9 @@ def _avgpool(node, x):
 
 
 def _batchnorm(node, x, scale, bias, mean, var):
-    return F.batch_norm(x, mean, var, scale, bias, training=False, eps=_attr(node, "epsilon", 1e-5))
+    """Inference BatchNormalization: the running statistics are constants of the graph (frozen; ONNX
+    Runtime may have quantized them like weights, so they can arrive as trainable tensors)."""
+    return F.batch_norm(x, mean.detach(), var.detach(), scale, bias, training=False, eps=_attr(node, "epsilon", 1e-5))
 
 
 def _reshape(node, x, shape):
