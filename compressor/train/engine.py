@@ -399,7 +399,8 @@ def _distill_qat(config: DistillConfig, resume: bool, progress: bool, teacher: n
         points_at(ensure_points, float_model, size, config.student.points)
         calibration = calibration_images(config)
         graph = qat_student(float_model, calibration, config.quant.target)
-        summary = train_models(qat_config(config), resume, progress, teacher, graph)
+        qat_resume = resume and (out / "checkpoints" / "last.pt").exists()  # killed in the float stage: the fine-tuning starts anew
+        summary = train_models(qat_config(config), qat_resume, progress, teacher, graph)
         info = train_set.info
         art = ModelArtifact(out / f"{name}.qat.pt", config.student.arch, info.num_classes, size, tuple(info.mean), tuple(info.std),
                             list(info.class_names), float_model.eval(), {"made_by": {"method": config.loss.method}})  # fmt: skip
