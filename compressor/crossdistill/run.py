@@ -298,7 +298,7 @@ def _quantization_aware(scheme: Scheme, student: torch.nn.Module, teacher: torch
     from the learned steps with its ONNX Runtime top-1 and parity; returns what the export reports."""
     from ..deploy.artifact import ModelArtifact
     from ..deploy.export import export_qat
-    from ..train.qat import qat_optim, qat_student
+    from ..train.qat import qat_about, qat_optim, qat_student
 
     c, q = scheme.config, scheme.config.quant
     view = DomainView(scheme.train, c.student.domain)
@@ -311,9 +311,8 @@ def _quantization_aware(scheme: Scheme, student: torch.nn.Module, teacher: torch
         return None
     art = ModelArtifact(scheme.out / "cross_student_qat.pt", c.student.arch, scheme.train.classes, scheme.size, MEAN, STD, [],
                         student.eval(), {"made_by": {"method": f"cross-distillation ({c.hints.method})"}})  # fmt: skip
-    about = {"method": f"cross-distillation ({c.hints.method})", "epochs": q.epochs, "lr": q.lr, "calibration_images": len(calibration),
-             "activation_steps": "learned (LSQ)", "weight_steps": "max|w|/127 per channel"}  # fmt: skip
     test = DomainView(scheme.test, c.student.domain, labelled=True)
+    about = qat_about(f"cross-distillation ({c.hints.method})", q)
     return export_qat(graph, art, scheme.out / "export", "cross_student", q.target, test, q.eval_samples, about)
 
 

@@ -406,9 +406,8 @@ def _distill_qat(config: DistillConfig, resume: bool, progress: bool, teacher: n
                             list(info.class_names), float_model.eval(), {"made_by": {"method": config.loss.method}})  # fmt: skip
         eval_spec = config.data.eval or config.data.train
         if _main_process():
-            summary["int8"] = export_qat(
-                graph, art, out / "export", name, config.quant.target, eval_spec, config.quant.eval_samples, qat_about(config)
-            )
+            about = qat_about(config.loss.method, config.quant, config.student.checkpoint)
+            summary["int8"] = export_qat(graph, art, out / "export", name, config.quant.target, eval_spec, config.quant.eval_samples, about)
         if float_summary is not None:
             summary["float"] = {k: float_summary[k] for k in ("final", "best_top1", "weights")}
         return summary

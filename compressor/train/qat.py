@@ -114,8 +114,7 @@ def calibration_images(config: DistillConfig) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(list(batches)))
 
 
-def qat_about(config: DistillConfig) -> dict[str, Any]:
-    q = config.quant
-    return {"method": config.loss.method, "epochs": q.epochs, "lr": q.lr, "calibration_images": q.calibration,
-            "float_student": config.student.checkpoint, "activation_steps": "learned (LSQ)",
-            "weight_steps": "max|w|/127 per channel"}  # fmt: skip
+def qat_about(method: str, quant: QuantConfig, float_student: str | None = None) -> dict[str, Any]:
+    """How the INT8 model was trained, for its sidecar."""
+    return {"method": method, "epochs": quant.epochs, "lr": quant.lr, "calibration_images": quant.calibration,
+            "float_student": float_student, "activation_steps": "learned (LSQ)", "weight_steps": "max|w|/127 per channel"}  # fmt: skip
