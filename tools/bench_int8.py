@@ -32,7 +32,7 @@ from compressor.deploy.runtime.ort_runtime import OrtRuntime
 from compressor import api
 from compressor.data import open_dataset
 
-DATA = "synthetic:classes=10,train=4000,test=1000,noise=60,mix=95"
+DATA = "synthetic:classes=100,train=5000,test=1000,noise=100,mix=99"  # the README table's
 
 
 def latency_ms(paths: dict[str, Path], shape: tuple[int, ...], batch: int, rounds: int = 7, calls: int = 20) -> dict[str, float]:
