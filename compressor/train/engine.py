@@ -24,7 +24,7 @@ from compressor.models.stats import count_params
 
 from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
 from ..config import save_config
-from ..data import ImageDataset
+from ..data import ImageDataset, open_dataset
 from ..distributed import World, all_gather, init_world, shutdown
 from ..errors import UserError
 from ..losses import (
@@ -393,15 +393,14 @@ def _distill_qat(config: DistillConfig, resume: bool, progress: bool, teacher: n
             float_resume = resume and (out / "float" / "checkpoints" / "last.pt").exists()
             float_summary = distill(float_config, resume=float_resume, progress=progress, teacher=teacher, overwrite=overwrite)
             config = config.model_copy(update={"student": config.student.model_copy(update={"checkpoint": float_summary["weights"]})})
-        train_set, _ = datasets(config, None)
-        size = tuple(train_set.info.input_size)
-        float_model = student if student is not None else build_student(config, train_set.info.num_classes, size)
+        info = open_dataset(config.data.train, "train").info
+        size = tuple(info.input_size)
+        float_model = student if student is not None else build_student(config, info.num_classes, size)
         points_at(ensure_points, float_model, size, config.student.points)
         calibration = calibration_images(config)
         graph = qat_student(float_model, calibration, config.quant.target)
         qat_resume = resume and (out / "checkpoints" / "last.pt").exists()  # killed in the float stage: the fine-tuning starts anew
         summary = train_models(qat_config(config), qat_resume, progress, teacher, graph)
-        info = train_set.info
         art = ModelArtifact(out / f"{name}.qat.pt", config.student.arch, info.num_classes, size, tuple(info.mean), tuple(info.std),
                             list(info.class_names), float_model.eval(), {"made_by": {"method": config.loss.method}})  # fmt: skip
         eval_spec = config.data.eval or config.data.train

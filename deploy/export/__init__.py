@@ -249,15 +249,8 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
         points = _hint_point_names(art.model)
         analysis = analyse(fp32, path, lambda: calibration_batches(options.calib, options.calib_samples), images, labels,
                            options.int8_budget, options.int8_max_float, target, points)  # fmt: skip
-    ref_logits, labels = predict(OrtRuntime(fp32), evaluation, limit=options.eval_samples)
-    q_logits, _ = predict(OrtRuntime(path), evaluation, limit=options.eval_samples)
-    before, after = accuracy(ref_logits, labels), accuracy(q_logits, labels)
     change = {
-        "fp32_top1": before["top1"],
-        "int8_top1": after["top1"],
-        "top1_change": after["top1"] - before["top1"],
-        "top1_agreement": agreement(ref_logits, q_logits),
-        "samples": before["samples"],
+        **_top1_change(fp32, path, evaluation, options.eval_samples),
         "target": target,
         "calibration": {
             "data": options.calib,
@@ -286,15 +279,20 @@ def export_qat(graph, art: ModelArtifact, out: Path, stem: str, target: str, eva
     fp32, _ = _build_onnx(art, options, {}, out / f"{stem}.onnx")
     path = graph.write_onnx(out / f"{stem}.int8.onnx")
     evaluation = open_dataset(evaluation, "test") if isinstance(evaluation, str) else evaluation
-    ref_logits, labels = predict(OrtRuntime(fp32), evaluation, limit=eval_samples)
-    q_logits, _ = predict(OrtRuntime(path), evaluation, limit=eval_samples)
-    before, after = accuracy(ref_logits, labels), accuracy(q_logits, labels)
-    change = {"fp32_top1": before["top1"], "int8_top1": after["top1"], "top1_change": after["top1"] - before["top1"],
-              "top1_agreement": agreement(ref_logits, q_logits), "samples": before["samples"], "target": target,
+    change = {**_top1_change(fp32, path, evaluation, eval_samples), "target": target,
               "calibration": {"data": "learned during quantization-aware training", "method": "qat"}, "qat": about,
               "parity": ort_parity(graph, path, _held_out(evaluation, min(eval_samples, 256))[0])}  # fmt: skip
     _sidecar(path, art, options, precision="int8", extra={"int8": change})
     return {"file": str(path), **change}
+
+
+def _top1_change(fp32: Path, int8: Path, evaluation, limit: int) -> dict[str, Any]:
+    """Both models' top-1 on ONNX Runtime over the first ``limit`` evaluation images, and their agreement."""
+    ref_logits, labels = predict(OrtRuntime(fp32), evaluation, limit=limit)
+    q_logits, _ = predict(OrtRuntime(int8), evaluation, limit=limit)
+    before, after = accuracy(ref_logits, labels), accuracy(q_logits, labels)
+    return {"fp32_top1": before["top1"], "int8_top1": after["top1"], "top1_change": after["top1"] - before["top1"],
+            "top1_agreement": agreement(ref_logits, q_logits), "samples": before["samples"]}  # fmt: skip
 
 
 def _hint_point_names(model: nn.Module | None) -> list[str]:

@@ -152,7 +152,7 @@ class QdqGraph(nn.Module):
         self._act: dict[str, int] = {}  # scale initializer name -> index in act_scales
         self._q: dict[str, tuple[int, str, int, int]] = {}  # Q output -> (scale index, zero point name, qmin, qmax)
         self._weight: dict[str, tuple[int, int]] = {}  # DQ output -> (index in weights, axis)
-        self._bias: dict[str, tuple[int, int, str]] = {}  # DQ output -> (index in biases, weight index, input scale name)
+        self._bias: dict[str, tuple[int, int, int, str]] = {}  # DQ output -> (index in biases, weight index, its axis, input scale)
         self._const: dict[str, str] = {}  # initializer name -> buffer name
         producers = {o: n for n in self.nodes for o in n.output}
         consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -182,7 +182,7 @@ class QdqGraph(nn.Module):
                 act_q = producers[act_dq.input[0]]
                 source = n.input[0].removesuffix("_quantized")
                 value = float_weights.get(source, _dequantize(inits[n.input[0]], inits[n.input[1]], inits[n.input[2]], 0))
-                self._bias[n.output[0]] = (len(self.biases), self._weight[layer.input[1]][0], act_q.input[1])
+                self._bias[n.output[0]] = (len(self.biases), *self._weight[layer.input[1]], act_q.input[1])
                 self.biases.append(nn.Parameter(torch.from_numpy(np.array(value, dtype=np.float32))))
         quantized = {n.input[0] for n in self.nodes if n.op_type == "DequantizeLinear"}
         for name, value in inits.items():
@@ -193,6 +193,7 @@ class QdqGraph(nn.Module):
         self._quantized_as = {n.input[0]: n.output[0] for n in self.nodes if n.op_type == "QuantizeLinear"}
         self.points = nn.ModuleList(Point() for _ in points)
         self.sites = _point_sites(self.nodes, points)
+        self._site_at = {site.node: k for k, site in enumerate(self.sites)}  # node index -> point
         self.hint_point_specs = [_spec(f"points.{i}", site.stage) for i, site in enumerate(self.sites)]
         self.classifier = Classifier()
         self._classifier_node = _classifier_node(self.nodes, classifier)
@@ -218,7 +219,6 @@ class QdqGraph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env: dict[str, torch.Tensor] = {self.input_name: x}
-        by_node = {site.node: k for k, site in enumerate(self.sites)}
         pending: list[tuple[int, torch.Tensor, str]] = []
         for index, node in enumerate(self.nodes):
             if index == self._classifier_node:
@@ -226,8 +226,8 @@ class QdqGraph(nn.Module):
             outs = self._run(node, env)
             for name, value in zip(node.output, outs, strict=False):
                 env[name] = value
-            if index in by_node:
-                k = by_node[index]
+            if index in self._site_at:
+                k = self._site_at[index]
                 site = self.sites[k]
                 pre = env[node.input[0]] if site.has_tap and node.op_type == "Relu" else outs[0]
                 pending.append((k, pre if site.has_tap else None, node.output[0]))
@@ -266,8 +266,8 @@ class QdqGraph(nn.Module):
                 w = self.weights[k]
                 return [fake_quant(w, weight_scale(w, axis), torch.zeros(()), -WEIGHT_QMAX, WEIGHT_QMAX)]
             if out in self._bias:
-                k, wk, scale_name = self._bias[out]
-                step = self.bias_step(k, wk, scale_name)
+                k = self._bias[out][0]
+                step = self.bias_step(out)
                 return [_RoundSTE.apply(self.biases[k] / step) * step]
             return [env[node.input[0]]]  # the DQ of an activation pair: its Q already did both
         handler = _OPS.get(op)
@@ -278,12 +278,12 @@ class QdqGraph(nn.Module):
         out = handler(node, *inputs)
         return list(out) if isinstance(out, tuple | list) else [out]
 
-    def bias_step(self, k: int, weight_index: int, scale_name: str) -> torch.Tensor:
-        """s_in * s_w per output channel (one value for a per-tensor weight): the int32 bias step of the integer kernels."""
-        w = self.weights[weight_index]
-        axis = next(a for i, a in self._weight.values() if i == weight_index)
+    def bias_step(self, out: str) -> torch.Tensor:
+        """s_in * s_w per output channel (one value for a per-tensor weight) of the bias that DQ output
+        ``out`` feeds: the int32 bias step of the integer kernels."""
+        _, weight_index, axis, scale_name = self._bias[out]
         s_in = self.act_scales[self._act[scale_name]].detach().abs().clamp_min(1e-12)
-        return s_in * weight_scale(w, axis).flatten()
+        return s_in * weight_scale(self.weights[weight_index], axis).flatten()
 
     def write_onnx(self, path: str | Path) -> Path:
         """The Q/DQ ONNX with the learned weights and steps (atomic)."""
@@ -311,8 +311,8 @@ class QdqGraph(nn.Module):
             node = dq[out]
             values[node.input[0]] = q.numpy().astype(np.int8)
             values[node.input[1]] = s.flatten().numpy().astype(np.float32).reshape(tuple(inits[node.input[1]].dims))
-        for out, (k, wk, scale_name) in self._bias.items():
-            step = self.bias_step(k, wk, scale_name).cpu()
+        for out, (k, *_) in self._bias.items():
+            step = self.bias_step(out).cpu()
             node = dq[out]
             values[node.input[0]] = torch.round(self.biases[k].detach().cpu() / step).numpy().astype(np.int32)
             values[node.input[1]] = step.flatten().numpy().astype(np.float32).reshape(tuple(inits[node.input[1]].dims))
