@@ -130,6 +130,14 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _int8_scores(q: dict[str, Any]) -> tuple[str, float | None, float | None, float | None]:
+    """(metric, fp32, INT8, agreement) of an INT8 file's sidecar: top-1, or a detector's AP50 (its
+    agreement: AP50 against the fp32 model's detections)."""
+    if "fp32_AP50" in q:
+        return "AP50", q["fp32_AP50"], q.get("int8_AP50"), q.get("detection_agreement")
+    return "top-1", q.get("fp32_top1"), q.get("int8_top1"), q.get("top1_agreement")
+
+
 def _top1(sidecar: dict[str, Any] | None) -> float | None:
     return ((sidecar or {}).get("metrics") or {}).get("final", {}).get("top1")
 
@@ -149,8 +157,9 @@ def summary_lines(run: RunFiles) -> list[str]:
     for name, side in run.exports.items():
         q = side.get("int8")
         if q:
-            lines.append(f"INT8 ({name.removesuffix('.json')}.onnx): top-1 {_fmt(q['fp32_top1'], 1)} -> {_fmt(q['int8_top1'], 1)}, "
-                         f"{_fmt(q['top1_agreement'], 1)}% of answers equal to fp32")  # fmt: skip
+            metric, before, after, agree = _int8_scores(q)
+            same = f"{_fmt(agree, 1)}% of answers equal to fp32" if metric == "top-1" else f"AP50 {_fmt(agree, 1)} against fp32's boxes"
+            lines.append(f"INT8 ({name.removesuffix('.json')}.onnx): {metric} {_fmt(before, 1)} -> {_fmt(after, 1)}, {same}")
     if run.cross:
         metric = run.cross["metric"]
         res = run.cross["results"]
@@ -287,12 +296,11 @@ def section_export(run: RunFiles) -> Section:
     for name, side in run.exports.items():
         parity, q = side.get("parity") or {}, side.get("int8") or {}
         parity_text = f"max |diff| {parity['max_abs']:.2e} ({'ok' if parity.get('ok') else 'FAILED'})" if parity else "-"
-        int8 = f"{_fmt(q.get('fp32_top1'))} -> {_fmt(q.get('int8_top1'))} (agreement {_fmt(q.get('top1_agreement'), 1)}%)" if q else "-"
+        metric, before, after, agree = _int8_scores(q)
+        int8 = f"{metric} {_fmt(before)} -> {_fmt(after)} (agreement {_fmt(agree, 1)})" if q else "-"
         rows.append([name.removesuffix(".json"), side.get("precision", "-"), str(side.get("opset", "-")), parity_text, int8,
                      str(side.get("digest", "-"))[:19]])  # fmt: skip
-    section = Section(
-        "export", tables=[("", ["file", "precision", "opset", "torch vs ONNX parity", "INT8 top-1 fp32 -> int8", "digest"], rows)]
-    )
+    section = Section("export", tables=[("", ["file", "precision", "opset", "torch vs ONNX parity", "INT8: fp32 -> int8", "digest"], rows)])
     for side in run.exports.values():
         _int8_details(section, side.get("int8") or {}, run.root / "export")
     return section
@@ -302,12 +310,14 @@ def _int8_details(section: Section, q: dict[str, Any], folder: Path) -> None:
     """The INT8 sensitivity sweep (its most sensitive layers and its plot), the float fallback and
     quantization-aware training, where the export recorded them."""
     fallen, sweep = q.get("fallback"), _json(folder / q["sensitivity"]) if q.get("sensitivity") else None
+    metric, before, after, _ = _int8_scores(q)
+    key = "AP50" if metric == "AP50" else "top1"
     if sweep is not None:
         worst = sorted(sweep["layers"], key=lambda r: r["int8_alone"]["sqnr_db"])[:10]
         rows = [[str(r["index"]), r["layer"], r["op"], _fmt(r["int8_alone"]["sqnr_db"], 1), _fmt(r["int8_alone"]["agreement"], 1),
-                 _fmt(r["float_alone"]["sqnr_db"], 1), _fmt(r["float_alone"]["top1"])] for r in worst]  # fmt: skip
+                 _fmt(r["float_alone"]["sqnr_db"], 1), _fmt(r["float_alone"][key])] for r in worst]  # fmt: skip
         title = f"INT8 sensitivity: the {len(worst)} most sensitive of {len(sweep['layers'])} layers ({sweep['images']} images)"
-        header = ["#", "layer", "op", "INT8 alone: SQNR dB", "agreement %", "float alone: SQNR dB", "top-1"]
+        header = ["#", "layer", "op", "INT8 alone: SQNR dB", "agreement", "float alone: SQNR dB", metric]
         section.tables.append((title, header, rows))
         if sweep.get("hint_cka"):
             cka = ", ".join(f"{r['point']} {r['cka']:.3f}" for r in sweep["hint_cka"])
@@ -317,15 +327,15 @@ def _int8_details(section: Section, q: dict[str, Any], folder: Path) -> None:
             section.images["INT8 sensitivity per layer"] = plot
     if fallen:
         lat = fallen.get("latency_ms_batch8") or {}
-        section.text.append(f"Float fallback for a {fallen['budget']}-point budget: {len(fallen['float_layers'])} layers kept float "
-                            f"({', '.join(fallen['float_layers']) or 'none'}), top-1 {_fmt(fallen['top1'])} "
-                            f"(fp32 {_fmt(fallen['fp32_top1'])}); ONNX Runtime batch 8: fp32 {_fmt(lat.get('fp32'), 3)} ms, "
+        section.text.append(f"Float fallback for a {fallen['budget']}-point {metric} budget: {len(fallen['float_layers'])} layers kept "
+                            f"float ({', '.join(fallen['float_layers']) or 'none'}), {metric} {_fmt(fallen[key])} "
+                            f"(fp32 {_fmt(fallen[f'fp32_{key}'])}); ONNX Runtime batch 8: fp32 {_fmt(lat.get('fp32'), 3)} ms, "
                             f"all INT8 {_fmt(lat.get('int8'), 3)} ms, fallback {_fmt(lat.get('fallback'), 3)} ms.")  # fmt: skip
     if q.get("qat"):
         parity = q.get("parity") or {}
         verdict = "ok" if parity.get("ok") else "FAILED"
-        section.text.append(f"Quantization-aware training ({q['qat'].get('method')}, {q['qat'].get('epochs')} epochs): INT8 top-1 "
-                            f"{_fmt(q.get('int8_top1'))} vs fp32 {_fmt(q.get('fp32_top1'))}; ONNX Runtime's integer kernels agree with the "
+        section.text.append(f"Quantization-aware training ({q['qat'].get('method')}, {q['qat'].get('epochs')} epochs): INT8 {metric} "
+                            f"{_fmt(after)} vs fp32 {_fmt(before)}; ONNX Runtime's integer kernels agree with the "
                             f"training graph on {_fmt(parity.get('top1_agreement'), 1)}% of top-1s ({verdict}).")  # fmt: skip
 
 

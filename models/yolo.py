@@ -189,6 +189,10 @@ class YOLOv3(FeatureContract, nn.Module):
     def point_specs(self) -> list[PointSpec]:
         return self.backbone.point_specs("backbone.")
 
+    def output_modules(self) -> list[str]:
+        """The output convolutions' module paths, one per stride (their outputs are the raw maps)."""
+        return [f"head.heads.{i}.1" for i in range(len(self.head.heads))]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.head(self.neck(self.backbone(x)))
 

@@ -24,12 +24,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dynamo", action="store_true", help="use the torch.export-based exporter (opset >= 18)")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True, help="symbolic batch axis")
     p.add_argument("--int8", action="store_true", help="also a Q/DQ INT8 ONNX from static per-channel calibration")
-    p.add_argument("--calib", metavar="SPEC", help="calibration data for --int8 (its train split) and its accuracy check (test split)")
+    p.add_argument(
+        "--calib",
+        metavar="SPEC",
+        help="calibration data for --int8 (its train split) and its accuracy check (test split); "
+        "a detector: yolo:PATH, a labelled YOLO-layout folder (images/ and labels/, each with train/ and val/)",
+    )
     p.add_argument("--calib-samples", type=int, default=512)
     p.add_argument("--sensitivity", action="store_true", help="with --int8 (or --trt-precision int8): each layer alone in INT8 and "
                    "alone kept float against fp32, and the CKA at the hint points (OUT/<stem>.int8.sensitivity.json/.md/.png)")  # fmt: skip
     p.add_argument("--int8-budget", type=float, metavar="POINTS", help="with --int8 (or --trt-precision int8): keep the fewest, most "
-                   "sensitive layers float (FP16 for TensorRT) until top-1 drops by at most POINTS on the held-out split")  # fmt: skip
+                   "sensitive layers float (FP16 for TensorRT) until top-1 (a detector: AP50) drops by at most POINTS "
+                   "on the held-out split")  # fmt: skip
     p.add_argument("--int8-max-float", type=int, metavar="N", help="with --int8-budget: at most N float layers (else exit 2)")
     p.add_argument("--fp16", action="store_true", help="also an FP16 ONNX (TensorRT 11 builds FP16 only from one)")
     p.add_argument("--trt", action="store_true", help="also build a TensorRT engine for this GPU (needs TensorRT and a GPU)")
@@ -50,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from compressor.deploy.artifact import load_artifact
-    from compressor.deploy.export import ExportOptions, export_artifact
+    from compressor.deploy.export import ExportOptions, export_artifact, int8_summary
 
     if args.input_size is not None and min(args.input_size) < 1:
         raise UserError(f"--input-size must be two positive integers, got {args.input_size}")
@@ -71,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
     p = result.info["parity"]
     if p is not None:
         print(f"{art.name}: ONNX parity OK on {p['shapes']} (max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e})")
-    if "int8" in result.info:
-        q = result.info["int8"]
-        print(f"INT8: top-1 {q['fp32_top1']:.2f}% -> {q['int8_top1']:.2f}% ({q['top1_change']:+.2f}), "
-              f"top-1 agreement {q['top1_agreement']:.2f}% on {q['samples']} samples")  # fmt: skip
+    for fmt in ("int8", "int8-trt"):
+        if fmt not in result.info:
+            continue
+        q = result.info[fmt]
+        print(f"INT8 ({q['target']}): {int8_summary(q)}")
         if q.get("fallback"):
             f = q["fallback"]
             layers = ", ".join(f["float_layers"]) or "none"

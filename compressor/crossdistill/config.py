@@ -68,7 +68,7 @@ class CrossConfig(Strict):
     hints: HintSection = Field(default_factory=HintSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     vanilla: bool = True  # also train the student without hints, for the comparison
-    quant: QuantConfig = Field(default_factory=QuantConfig)  # qat: the cross student fine-tuned through its INT8 graph (recognition)
+    quant: QuantConfig = Field(default_factory=QuantConfig)  # qat: the cross student fine-tuned through its INT8 graph
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     amp: Literal["off", "bf16", "fp16"] = "off"  # autocast: bf16 on CPU or CUDA, fp16 on CUDA with loss scaling
@@ -81,6 +81,4 @@ class CrossConfig(Strict):
             raise ValueError("data needs a root (pixel/, hevc/, labels/) or builtin: plates | vehicles")
         if self.task == "detection" and self.data.builtin == "vehicles" or self.task == "recognition" and self.data.builtin == "plates":
             raise ValueError(f"builtin data {self.data.builtin!r} does not fit task {self.task!r}")
-        if self.quant.qat and self.task == "detection":
-            raise ValueError("quant.qat: INT8 export is for classifiers so far (detectors export as fp32 ONNX); use task: recognition")
         return self

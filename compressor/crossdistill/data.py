@@ -10,25 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.imagefolder import read_image as decode_image
+from ..data.imagefolder import read_rgb as read_image
 from ..data.paired import check_pairs
 from ..errors import UserError
 
 DOMAINS = ("pixel", "hevc")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # both domains, images scaled to 0..1 first
-
-
-def read_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
-    image = decode_image(path)  # grey PNGs come back as 3 equal channels
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.shape[:2] != tuple(size):
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:

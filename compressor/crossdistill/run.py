@@ -34,6 +34,7 @@ from .. import __version__
 from ..checkpoint import STUDENT_SCHEMA, load_checkpoint
 from ..config import save_config
 from ..data.scenes import generate_plates, generate_vehicles
+from ..detection.data import truth
 from ..distributed import World, all_gather, barrier, init_world, shutdown
 from ..errors import UserError
 from ..hints.plot import plot_similarity
@@ -77,7 +78,8 @@ def prepare_data(config: CrossConfig, out: Path, progress: bool) -> Path:
 
 class DomainView(Dataset):
     """One domain of a paired set as ``(normalised image, 0)`` items (hint selection), or with
-    ``labelled`` as ``(normalised image, class, index)`` (what INT8 evaluation reads)."""
+    ``labelled`` as ``(normalised image, class or YOLO rows, index)`` (what INT8 evaluation reads;
+    a detection set also gives each image's ``truth``)."""
 
     def __init__(self, paired: PairedSet, domain: str, labelled: bool = False):
         self.paired, self.index, self.labelled = paired, DOMAINS.index(domain), labelled
@@ -88,7 +90,17 @@ class DomainView(Dataset):
     def __getitem__(self, i: int):
         item = self.paired[i]
         image = normalise(item[self.index][None])[0]
-        return (image, int(item[2]), i) if self.labelled else (image, 0)
+        if not self.labelled:
+            return image, 0
+        return (image, item[2], i) if self.paired.detection else (image, int(item[2]), i)
+
+    @property
+    def detection(self) -> bool:
+        return self.paired.detection
+
+    def truth(self, i: int) -> torch.Tensor:
+        """Detection: the i-th image's boxes as (M, 5) class, x1, y1, x2, y2 in pixels (what AP50 reads)."""
+        return truth(self.paired.targets[i], self.paired.size)
 
 
 def match_student_points(teacher: torch.nn.Module, student: torch.nn.Module, teacher_points: list[int]) -> list[int]:

@@ -38,6 +38,15 @@ def read_image(path: Path) -> np.ndarray:
     return image
 
 
+def read_rgb(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """An image file as uint8 RGB (3, H, W) at ``size`` (H, W), area-resized without keeping the aspect."""
+    image = read_image(path)  # grey PNGs come back as 3 equal channels
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.shape[:2] != tuple(size):
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
 def header_size(path: Path) -> tuple[int, int] | None:
     """(H, W) from a PNG IHDR or a JPEG SOF marker, None for other formats or unreadable headers."""
     try:

@@ -38,15 +38,19 @@ def postprocess(decoded: torch.Tensor, conf_threshold: float = 0.001, iou_thresh
 
     Score = objectness x class probability; every (box, class) pair above ``conf_threshold``
     is a candidate (multi-label, as in YOLOv3's independent logistic classifiers)."""
-    results = []
-    for pred in decoded:
-        scores = pred[:, 4:5] * pred[:, 5:]
-        box_idx, cls = (scores > conf_threshold).nonzero(as_tuple=True)
-        s = scores[box_idx, cls]
-        if s.numel() > pre_nms:
-            top = s.topk(pre_nms).indices
-            box_idx, cls, s = box_idx[top], cls[top], s[top]
-        boxes = pred[box_idx, :4]
-        keep = batched_nms(boxes, s, cls, iou_threshold)[:max_det]
-        results.append(torch.cat([boxes[keep], s[keep, None], cls[keep, None].to(boxes.dtype)], 1))
-    return results
+    return [select_detections(pred[:, :4], pred[:, 4:5] * pred[:, 5:], conf_threshold, iou_threshold, max_det, pre_nms)
+            for pred in decoded]  # fmt: skip
+
+
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, conf_threshold: float = 0.001, iou_threshold: float = 0.5,
+                      max_det: int = 100, pre_nms: int = 3000) -> torch.Tensor:  # fmt: skip
+    """One image: boxes (N, 4) x1, y1, x2, y2 and scores (N, C) -> (n, 6) detections after
+    per-class NMS (what an exported detector's ``boxes`` and ``scores`` outputs become)."""
+    box_idx, cls = (scores > conf_threshold).nonzero(as_tuple=True)
+    s = scores[box_idx, cls]
+    if s.numel() > pre_nms:
+        top = s.topk(pre_nms).indices
+        box_idx, cls, s = box_idx[top], cls[top], s[top]
+    boxes = boxes[box_idx]
+    keep = batched_nms(boxes, s, cls, iou_threshold)[:max_det]
+    return torch.cat([boxes[keep], s[keep, None], cls[keep, None].to(boxes.dtype)], 1)

@@ -34,6 +34,7 @@ from torch import nn
 
 from compressor.models import hint_points
 from compressor.models.features import classifier_name
+from compressor.models.yolo import YOLOv3
 
 from ..errors import UserError
 from ..losses import online_method, parse_method
@@ -87,21 +88,34 @@ def qat_optim(optim: OptimT, quant: QuantConfig) -> OptimT:
 
 
 def qat_student(float_model: nn.Module, calibration: torch.Tensor, target: str):
-    """The float student exported, calibrated and quantized for ``target``, as a trainable ``QdqGraph``."""
+    """The float student exported, calibrated and quantized for ``target``, as a trainable ``QdqGraph``.
+
+    A YOLOv3 detector is exported as deployed, with its box decoding (which stays float); the graph
+    returns the raw maps of its output convolutions and carries the anchors and strides, so the
+    YOLO loss and the evaluation's decoding read it as they read the float detector."""
+    from compressor.deploy.export.detection import DetectorExport
     from compressor.deploy.export.int8 import quantize_qdq
     from compressor.deploy.export.onnx_export import torch_to_onnx
     from compressor.deploy.export.qdq_graph import QdqGraph
 
     was = float_model.training
     float_model.eval()
-    points = [(p.name, p.stage, p.tap is not None) for p in hint_points(float_model)]
+    detector = isinstance(float_model, YOLOv3)
+    prefix = "model." if detector else ""  # DetectorExport holds the detector as .model
+    points = [(prefix + p.name, p.stage, p.tap is not None) for p in hint_points(float_model)]
     with tempfile.TemporaryDirectory() as tmp:
         fp32, qdq = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         device = next(float_model.parameters()).device
-        torch_to_onnx(float_model.cpu(), calibration[:1], fp32, 17, True, dynamo=False)
+        model = DetectorExport(float_model.cpu(), with_nms=False) if detector else float_model.cpu()
+        torch_to_onnx(model, calibration[:1], fp32, 17, True, dynamo=False, outputs=model.output_names if detector else ("logits",))
         float_model.to(device)
         quantize_qdq(fp32, qdq, (b.numpy() for b in calibration.split(32)), target=target)
-        graph = QdqGraph.from_files(fp32, qdq, points, classifier_name(float_model))
+        if detector:
+            graph = QdqGraph.from_files(fp32, qdq, points, outputs=[prefix + name for name in float_model.output_modules()])
+            graph.register_buffer("anchors", float_model.anchors.detach().cpu().clone())  # what the YOLO loss and decoding read
+            graph.strides, graph.num_classes = float_model.strides, float_model.num_classes
+        else:
+            graph = QdqGraph.from_files(fp32, qdq, points, classifier_name(float_model))
     float_model.train(was)
     return graph
 

@@ -26,6 +26,8 @@ from torch.utils.data import DataLoader, Subset
 from compressor import __version__
 from compressor.config import Strict
 from compressor.data import open_dataset
+from compressor.detection.data import DetectionFolder
+from compressor.detection.data import collate as detection_collate
 from compressor.errors import UserError
 from compressor.io import atomic_write, atomic_write_json, file_digest
 
@@ -35,7 +37,7 @@ from ..runtime.ort_runtime import OrtRuntime
 from .detection import DetectorExport
 from .int8 import quantize_qdq
 from .onnx_export import export_onnx, torch_to_onnx
-from .sensitivity import analyse, report_path
+from .sensitivity import analyse, make_probe, report_path
 
 
 class ExportOptions(Strict):
@@ -57,9 +59,7 @@ class ExportOptions(Strict):
     nms_score: float = 0.25
     nms_max: int = 100  # boxes kept per class and image
     sensitivity: bool = False  # INT8: per-layer sensitivity next to each INT8 file (cpu and tensorrt targets)
-    int8_budget: float | None = (
-        None  # INT8: max top-1 drop (points); the most sensitive layers stay float (FP16 for TensorRT) until it holds
-    )
+    int8_budget: float | None = None  # INT8: max top-1 (detector: AP50) drop in points; sensitive layers stay float (TensorRT: FP16)
     int8_max_float: int | None = None  # at most this many float layers for the budget
 
     def check(self, art: ModelArtifact | None = None) -> None:
@@ -80,7 +80,9 @@ class ExportOptions(Strict):
         if self.nms_max < 1:
             raise UserError(f"--nms-max {self.nms_max}: keep at least one box per class and image; default 100")
         if self.int8_budget is not None and self.int8_budget < 0:
-            raise UserError(f"--int8-budget {self.int8_budget}: the allowed top-1 drop is in points, >= 0 (e.g. 0.5)")
+            raise UserError(
+                f"--int8-budget {self.int8_budget}: the allowed drop (top-1, or AP50 for a detector) is in points, >= 0 (e.g. 0.5)"
+            )
         if self.int8_max_float is not None and self.int8_max_float < 0:
             raise UserError(f"--int8-max-float {self.int8_max_float}: a number of layers, >= 0")
         if (self.sensitivity or self.int8_budget is not None) and not (self.int8 or self.trt and self.trt_precision == "int8"):
@@ -93,7 +95,9 @@ class ExportOptions(Strict):
         int8 = self.int8 or (self.trt and self.trt_precision == "int8")
         if int8 and not self.calib:
             raise UserError("INT8 needs calibration data: --calib SPEC (e.g. the training set, a few hundred images)")
-        if int8 and art is not None:
+        if int8 and art is not None and is_detector(art):
+            open_calibration(self.calib, "test", art)  # both splits, labels checked, before anything is written
+        elif int8 and art is not None:
             data = open_dataset(self.calib, "train")
             wrong_classes = bool(art.num_classes) and data.info.num_classes != art.num_classes  # 0: a foreign ONNX that does not say
             if wrong_classes or tuple(data.info.input_size) != tuple(art.input_size):
@@ -174,9 +178,9 @@ def wanted_formats(options: ExportOptions) -> list[Format]:
 
 def check_export(art: ModelArtifact, options: ExportOptions) -> None:
     """What this model can be exported to, before anything is written (the one detector check)."""
-    if is_detector(art) and (options.int8 or options.fp16 or options.dynamo or options.trt_precision == "int8" and options.trt):
-        raise UserError("detectors export as fp32 ONNX through the default exporter (and TensorRT from it); "
-                        "--int8, --fp16 and --dynamo are for classifiers so far")  # fmt: skip
+    if is_detector(art) and (options.fp16 or options.dynamo):
+        raise UserError("detectors export through the default exporter as fp32 or INT8 ONNX (and TensorRT from them); "
+                        "--fp16 and --dynamo are for classifiers so far")  # fmt: skip
     if options.nms and not is_detector(art):
         raise UserError(f"--nms is for detectors; {art.arch or art.path.name} is a classifier")
     if art.model is None:  # an ONNX file: only what can be made from it
@@ -230,10 +234,30 @@ def _sidecar(path: Path, art: ModelArtifact, options: ExportOptions, precision: 
     atomic_write_json(path.with_suffix(".json"), meta)
 
 
-def calibration_batches(spec: str, samples: int, batch: int = 32, split: str = "train") -> Iterator[np.ndarray]:
-    data = open_dataset(spec, split)
+def open_calibration(spec: str, split: str, art: ModelArtifact):
+    """The data INT8 is calibrated (train split) and scored (test split) on: the dataset ``spec``
+    names, or for a detector a labelled YOLO-layout folder ``yolo:PATH`` read at the model's input
+    size, mean and std.
+
+    Raises:
+        UserError: a detector given anything else, or a folder without images or labels.
+    """
+    if not is_detector(art):
+        return open_dataset(spec, split)
+    name, _, root = spec.partition(":")
+    if name != "yolo" or not root:
+        raise UserError(f"--calib {spec}: a detector is calibrated and scored (AP50) on labelled images: --calib yolo:PATH, PATH "
+                        "holding images/{train,val}/ and labels/{train,val}/ with YOLO text labels (a cross-distillation run's "
+                        "data/ folder, with pixel/ for images/, works as it is)")  # fmt: skip
+    return DetectionFolder(root, split, tuple(art.input_size), tuple(art.mean), tuple(art.std), art.num_classes or None)
+
+
+def calibration_batches(data, samples: int, batch: int = 32, split: str = "train") -> Iterator[np.ndarray]:
+    """Up to ``samples`` images of ``data`` (a dataset, or a spec whose ``split`` is opened) in a fixed random order."""
+    data = open_dataset(data, split) if isinstance(data, str) else data
     idx = np.random.default_rng(0).permutation(len(data))[:samples].tolist()
-    for images, _, _ in DataLoader(Subset(data, idx), batch_size=batch, shuffle=False):
+    collate = detection_collate if isinstance(data, DetectionFolder) else None
+    for images, *_ in DataLoader(Subset(data, idx), batch_size=batch, shuffle=False, collate_fn=collate):
         yield images.numpy()
 
 
@@ -241,16 +265,18 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
     """Quantise ``fp32`` for ``target`` (``cpu`` or ``tensorrt``), calibrated on ``options.calib``'s
     train split; returns the file and its top-1 change on the test split."""
     options.check(art)
-    quantize_qdq(fp32, path, calibration_batches(options.calib, options.calib_samples), target=target)
-    evaluation = open_dataset(options.calib, "test")
+    train = open_calibration(options.calib, "train", art)
+    quantize_qdq(fp32, path, calibration_batches(train, options.calib_samples), target=target)
+    evaluation = open_calibration(options.calib, "test", art)
+    probe = make_probe(fp32, *_held_out(evaluation, options.eval_samples)) if is_detector(art) else None
     analysis = None
     if options.sensitivity or options.int8_budget is not None:  # each target's own sweep: its Q/DQ scheme differs
-        images, labels = _held_out(evaluation, options.eval_samples)
+        probe = probe or make_probe(fp32, *_held_out(evaluation, options.eval_samples))
         points = _hint_point_names(art.model)
-        analysis = analyse(fp32, path, lambda: calibration_batches(options.calib, options.calib_samples), images, labels,
-                           options.int8_budget, options.int8_max_float, target, points)  # fmt: skip
+        analysis = analyse(fp32, path, lambda: calibration_batches(train, options.calib_samples), probe, options.int8_budget,
+                           options.int8_max_float, target, points)  # fmt: skip
     change = {
-        **_top1_change(fp32, path, evaluation, options.eval_samples),
+        **(_ap50_change(probe, path) if is_detector(art) else _top1_change(fp32, path, evaluation, options.eval_samples)),
         "target": target,
         "calibration": {
             "data": options.calib,
@@ -271,7 +297,8 @@ def export_qat(graph, art: ModelArtifact, out: Path, stem: str, target: str, eva
     """A quantization-aware run's models: ``<stem>.onnx`` (the float student ``art``) and
     ``<stem>.int8.onnx`` written from ``graph``'s learned weights and steps (a ``QdqGraph``; no
     recalibration), with both top-1s on ONNX Runtime and the parity of ``graph`` with ONNX Runtime.
-    ``evaluation``: a dataset spec (its test split) or a dataset of (normalised image, class, index)."""
+    ``evaluation``: a dataset spec (its test split), a dataset of (normalised image, class, index),
+    or for a detector one of labelled images (``detection`` true, ``truth(i)``; scored by AP50)."""
     from .qdq_graph import ort_parity
 
     options = ExportOptions()
@@ -279,7 +306,11 @@ def export_qat(graph, art: ModelArtifact, out: Path, stem: str, target: str, eva
     fp32, _ = _build_onnx(art, options, {}, out / f"{stem}.onnx")
     path = graph.write_onnx(out / f"{stem}.int8.onnx")
     evaluation = open_dataset(evaluation, "test") if isinstance(evaluation, str) else evaluation
-    change = {**_top1_change(fp32, path, evaluation, eval_samples), "target": target,
+    if getattr(evaluation, "detection", False):  # a detector's labelled images
+        scores = _ap50_change(make_probe(fp32, *_held_out(evaluation, eval_samples)), path)
+    else:
+        scores = _top1_change(fp32, path, evaluation, eval_samples)
+    change = {**scores, "target": target,
               "calibration": {"data": "learned during quantization-aware training", "method": "qat"}, "qat": about,
               "parity": ort_parity(graph, path, _held_out(evaluation, min(eval_samples, 256))[0])}  # fmt: skip
     _sidecar(path, art, options, precision="int8", extra={"int8": change})
@@ -295,6 +326,23 @@ def _top1_change(fp32: Path, int8: Path, evaluation, limit: int) -> dict[str, An
             "top1_agreement": agreement(ref_logits, q_logits), "samples": before["samples"]}  # fmt: skip
 
 
+def _ap50_change(probe, int8: Path) -> dict[str, Any]:
+    """A detector's AP50 on ONNX Runtime before and after INT8, over the probe's held-out images."""
+    score = probe.score(int8)
+    return {"fp32_AP50": probe.fp32, "int8_AP50": score["AP50"], "AP50_change": score["AP50"] - probe.fp32,
+            "detection_agreement": score["agreement"], "score_sqnr_db": score["sqnr_db"], "samples": len(probe.images)}  # fmt: skip
+
+
+def int8_summary(change: dict[str, Any]) -> str:
+    """One line for an INT8 file's accuracy change (top-1, or AP50 for a detector)."""
+    if "fp32_AP50" in change:
+        agree = change["detection_agreement"]
+        return (f"AP50 {change['fp32_AP50']:.2f} -> {change['int8_AP50']:.2f} ({change['AP50_change']:+.2f}), AP50 against the fp32 "
+                f"detections {'-' if agree is None else f'{agree:.2f}'} on {change['samples']} images")  # fmt: skip
+    return (f"top-1 {change['fp32_top1']:.2f}% -> {change['int8_top1']:.2f}% ({change['top1_change']:+.2f}), "
+            f"top-1 agreement {change['top1_agreement']:.2f}% on {change['samples']} samples")  # fmt: skip
+
+
 def _hint_point_names(model: nn.Module | None) -> list[str]:
     """The hint points' module paths (none for an ONNX file or a model without points)."""
     if model is None:
@@ -305,8 +353,12 @@ def _hint_point_names(model: nn.Module | None) -> list[str]:
         return []
 
 
-def _held_out(data, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``limit`` test images and labels, as arrays (what sensitivity and the budget are measured on)."""
+def _held_out(data, limit: int) -> tuple[np.ndarray, Any]:
+    """The first ``limit`` test images and labels, as arrays (what sensitivity and the budget are
+    measured on); a detector's labels are its images' ground-truth boxes."""
+    if getattr(data, "detection", False):  # a detector's labelled images (DetectionFolder or a cross-distillation view)
+        count = min(limit, len(data))
+        return np.stack([data[i][0].numpy() for i in range(count)]), [data.truth(i) for i in range(count)]
     images, labels = [], []
     for x, y, _ in DataLoader(Subset(data, range(min(limit, len(data)))), batch_size=64):
         images.append(x.numpy())

@@ -50,6 +50,20 @@ def quantizable_layers(fp32_path: str | Path) -> list[tuple[str, str]]:
         return [(n.name, n.op_type) for n in onnx.load(str(pre)).graph.node if n.op_type in QUANTIZABLE]
 
 
+def _after_last_layer(graph) -> list[str]:
+    """Nodes that no quantizable layer depends on: what follows the last layers (a detector's box
+    decoding, a softmax). They stay float: INT8 box coordinates in pixels and INT8 probabilities
+    lose what the layers kept, and runtimes gain nothing from them."""
+    producer = {o: n for n in graph.node for o in n.output}
+    needed, stack = set(), [n for n in graph.node if n.op_type in QUANTIZABLE]
+    while stack:
+        node = stack.pop()
+        if node.name not in needed:
+            needed.add(node.name)
+            stack += [producer[i] for i in node.input if i in producer]
+    return [n.name for n in graph.node if n.name not in needed]
+
+
 def quantize_qdq(
     fp32_path: str | Path, out_path: str | Path, batches: Iterator[np.ndarray], method: str = "minmax", target: str = "cpu",
     only: list[str] | None = None, keep_float: list[str] | None = None,
@@ -60,7 +74,7 @@ def quantize_qdq(
         method: ``minmax`` or ``percentile`` (99.999th) activation ranges.
         target: ``cpu`` (U8S8, for ONNX Runtime) or ``tensorrt`` (S8S8 symmetric).
         only: quantize these layers alone (names from ``quantizable_layers``); None: every layer.
-        keep_float: layers left without Q/DQ (float fallback).
+        keep_float: layers left without Q/DQ (float fallback). What follows the last layers stays float.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -77,6 +91,7 @@ def quantize_qdq(
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        exclude = [*(keep_float or []), *_after_last_layer(onnx.load(str(pre)).graph)]
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(
             str(pre),
@@ -89,7 +104,7 @@ def quantize_qdq(
             calibrate_method=methods[method],
             extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True},
             nodes_to_quantize=only,
-            nodes_to_exclude=keep_float or None,
+            nodes_to_exclude=exclude or None,
         )
         data = quantized.read_bytes()
     return atomic_write(out_path, lambda f: f.write(data))

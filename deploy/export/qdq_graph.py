@@ -132,12 +132,15 @@ class QdqGraph(nn.Module):
             INT8 rounding.
         points: the float model's hint points as (module path, stage, has a final activation).
         classifier: the float model's classifier module path (its input is the embedding).
+        outputs: module paths whose outputs ``forward`` returns as a list instead of the graph's
+            first output (a detector's raw maps, which its training loss reads; the box decoding
+            after them stays in the graph, in float, for ``write_onnx``).
     """
 
     classifier_name = "classifier"
 
     def __init__(self, model: onnx.ModelProto, float_weights: dict[str, np.ndarray] | None = None,
-                 points: Sequence[tuple[str, int, bool]] = (), classifier: str | None = None):  # fmt: skip
+                 points: Sequence[tuple[str, int, bool]] = (), classifier: str | None = None, outputs: Sequence[str] = ()):  # fmt: skip
         super().__init__()
         self.proto = model
         graph = model.graph
@@ -197,9 +200,11 @@ class QdqGraph(nn.Module):
         self.hint_point_specs = [_spec(f"points.{i}", site.stage) for i, site in enumerate(self.sites)]
         self.classifier = Classifier()
         self._classifier_node = _classifier_node(self.nodes, classifier)
+        self._raw = [self._seen_as(self.nodes[_module_node(self.nodes, name)].output[0]) for name in outputs]
 
     @classmethod
-    def from_files(cls, fp32: Path, qdq: Path, points: Sequence[tuple[str, int, bool]] = (), classifier: str | None = None) -> QdqGraph:
+    def from_files(cls, fp32: Path, qdq: Path, points: Sequence[tuple[str, int, bool]] = (), classifier: str | None = None,
+                   outputs: Sequence[str] = ()) -> QdqGraph:  # fmt: skip
         """The Q/DQ model ``qdq`` that ``quantize_qdq`` wrote from ``fp32``, its weights starting from ``fp32``'s floats."""
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -207,7 +212,7 @@ class QdqGraph(nn.Module):
             pre = Path(tmp) / "pre.onnx"
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # the graph quantize_qdq names weights in
             weights = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(pre)).graph.initializer}
-        return cls(onnx.load(str(qdq)), weights, points, classifier)
+        return cls(onnx.load(str(qdq)), weights, points, classifier, outputs)
 
     def output_step(self) -> float | None:
         """The quantization step of the logits (None when the output is not quantized)."""
@@ -217,7 +222,16 @@ class QdqGraph(nn.Module):
             return None
         return float(self.act_scales[self._q[node.input[0]][0]].detach().abs())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        env = self._forward(x)
+        return [env[name] for name in self._raw] if self._raw else env[self.output_names[0]]
+
+    def graph_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every output of the graph (a detector's boxes and scores), as ONNX Runtime computes them."""
+        env = self._forward(x)
+        return [env[name] for name in self.output_names]
+
+    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         env: dict[str, torch.Tensor] = {self.input_name: x}
         pending: list[tuple[int, torch.Tensor, str]] = []
         for index, node in enumerate(self.nodes):
@@ -234,7 +248,7 @@ class QdqGraph(nn.Module):
         for k, pre, name in pending:
             post = env[self._seen_as(name)]
             self.points[k](post if pre is None else pre, post)
-        return env[self.output_names[0]]
+        return env
 
     def _seen_as(self, name: str) -> str:
         """The name of ``name`` as its consumers see it: after its Q/DQ pair where it has one."""
@@ -386,6 +400,8 @@ def ort_parity(graph: QdqGraph, path: Path, images: np.ndarray) -> dict:
     from ..runtime.ort_runtime import OrtRuntime
 
     semantics = layerwise_semantics(graph, path, images[:4])  # every intermediate tensor is held: a few images suffice
+    if graph._raw:
+        return _detector_parity(graph, path, images, semantics)
     was = graph.training
     graph.eval()
     device = next(graph.parameters()).device
@@ -405,6 +421,28 @@ def ort_parity(graph: QdqGraph, path: Path, images: np.ndarray) -> dict:
                           "top1_agreement": PARITY_AGREEMENT}, "ok": ok}  # fmt: skip
 
 
+def _detector_parity(graph: QdqGraph, path: Path, images: np.ndarray, semantics: dict) -> dict:
+    """A detector's deployment check: ONNX Runtime's detections (its integer kernels, then the float
+    decoding) against the PyTorch graph's confident ones, as AP50 (>= ``PARITY_AGREEMENT``; not
+    judged when the graph finds nothing), with the largest score difference reported."""
+    from ..profile.accuracy import detection_agreement, detections
+    from ..runtime.ort_runtime import OrtRuntime
+
+    was = graph.training
+    graph.eval()
+    device = next(graph.parameters()).device
+    boxes, scores = (t.float().cpu().numpy() for t in graph.graph_outputs(torch.from_numpy(images).to(device))[:2])
+    graph.train(was)
+    fused_boxes, fused_scores = OrtRuntime(path).run_all(images)[:2]
+    agreement = detection_agreement(detections(boxes, scores), detections(fused_boxes, fused_scores))
+    ok = (semantics["differing_pct"] <= PARITY_DIFFERING and semantics["float_max_rel_error"] <= PARITY_FLOAT
+          and (agreement is None or agreement >= PARITY_AGREEMENT))  # fmt: skip
+    return {"images": len(images), "semantics": semantics, "detection_agreement": None if agreement is None else round(agreement, 2),
+            "deployed_max_score_error": round(float(np.abs(scores - fused_scores).max()), 5),
+            "tolerance": {"semantics_differing_pct": PARITY_DIFFERING, "semantics_float_rel_error": PARITY_FLOAT,
+                          "detection_agreement": PARITY_AGREEMENT}, "ok": ok}  # fmt: skip
+
+
 def _spec(name: str, stage: int):
     from compressor.models.features import PointSpec
 
@@ -416,6 +454,13 @@ def point_node(nodes: Sequence[onnx.NodeProto], name: str) -> int | None:
     module's output (None when no node name carries that scope)."""
     inside = [i for i, n in enumerate(nodes) if (p := module_path(n.name)) == name or p.startswith(name + ".")]
     return max(inside, key=lambda i: (nodes[i].op_type not in ("QuantizeLinear", "DequantizeLinear"), i)) if inside else None
+
+
+def _module_node(nodes: list[onnx.NodeProto], name: str) -> int:
+    found = point_node(nodes, name)
+    if found is None:
+        raise UserError(f"quantization-aware training: module {name} has no node in the exported graph")
+    return found
 
 
 def _point_sites(nodes: list[onnx.NodeProto], points: Sequence[tuple[str, int, bool]]) -> list[PointSite]:
@@ -574,6 +619,24 @@ def _pad(node, x, pads, value=None, axes=None):
     return F.pad(x, flat, value=float(value) if value is not None else 0.0)
 
 
+def _resize(node, x, roi=None, scales=None, sizes=None):
+    """Nearest (asymmetric, floor: ``F.interpolate``'s nearest) and linear (half-pixel or align-corners)
+    resizing of the spatial axes; other modes stop with the mode named."""
+    text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (("mode", _attr(node, "mode", b"nearest")),
+            ("ctm", _attr(node, "coordinate_transformation_mode", b"half_pixel")),
+            ("nearest", _attr(node, "nearest_mode", b"round_prefer_floor")))}  # fmt: skip
+    if sizes is not None and sizes.numel():
+        size = [int(v) for v in sizes[2:]]
+    else:
+        size = [int(np.floor(d * float(f))) for d, f in zip(x.shape[2:], scales[2:], strict=True)]
+    if text["mode"] == "nearest" and text["ctm"] == "asymmetric" and text["nearest"] == "floor":
+        return F.interpolate(x, size=size, mode="nearest")
+    if text["mode"] == "linear" and text["ctm"] in ("half_pixel", "pytorch_half_pixel", "align_corners") and x.dim() == 4:
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=text["ctm"] == "align_corners")
+    raise UserError(f"quantization-aware training: Resize {node.name} with mode {text['mode']}, {text['ctm']} coordinates and "
+                    f"nearest mode {text['nearest']} is not supported (nearest asymmetric floor, or linear)")  # fmt: skip
+
+
 def _constant(node):
     return torch.from_numpy(np.array(numpy_helper.to_array(_attr(node, "value"))))
 
@@ -613,4 +676,11 @@ _OPS = {
     "Cast": lambda node, x: x.to(_DTYPES[_attr(node, "to")]),
     "ReduceMean": _reduce_mean,
     "Pad": _pad,
+    "LeakyRelu": lambda node, x: F.leaky_relu(x, _attr(node, "alpha", 0.01)),
+    "Exp": lambda node, x: torch.exp(x),
+    "Range": lambda node, start, limit, delta: torch.arange(
+        start.item(), limit.item(), delta.item(), dtype=start.dtype, device=start.device
+    ),  # fmt: skip
+    "Expand": lambda node, x, shape: x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(int(v) for v in shape))),
+    "Resize": _resize,
 }

@@ -22,13 +22,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from compressor.errors import UserError
 
-from ..profile.accuracy import accuracy, agreement
+from ..profile.accuracy import accuracy, agreement, ap50, detection_agreement, detections
 from ..runtime.ort_runtime import OrtRuntime
 from .int8 import fp16_islands, quantizable_layers, quantize_qdq
 
@@ -39,25 +39,67 @@ def sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
     return math.inf if noise == 0 else 10 * math.log10(float(np.sum(reference.astype(np.float64) ** 2)) / noise)
 
 
+def _outputs(path: Path, images: np.ndarray, batch: int = 64) -> list[np.ndarray]:
+    """Every output of an ONNX model on ``images``, run in batches."""
+    runtime = OrtRuntime(path)
+    runs = [runtime.run_all(images[i : i + batch]) for i in range(0, len(images), batch)]
+    return [np.concatenate(parts) for parts in zip(*runs, strict=True)]
+
+
 @dataclass
 class Probe:
-    """Images (N, 3, H, W), their labels, and the fp32 model's logits on them."""
+    """A classifier's held-out images (N, 3, H, W), their labels, and the fp32 model's logits on them."""
 
     images: np.ndarray
     labels: np.ndarray
     reference: np.ndarray
+    metric: ClassVar[str] = "top1"
+
+    @property
+    def fp32(self) -> float:
+        return accuracy(self.reference, self.labels)["top1"]
 
     def score(self, path: Path) -> dict[str, float]:
-        logits = OrtRuntime(path).run_all(self.images)[0]
+        logits = _outputs(path, self.images)[0]
         return {"agreement": agreement(self.reference, logits), "sqnr_db": round(sqnr_db(self.reference, logits), 3),
                 "top1": accuracy(logits, self.labels)["top1"]}  # fmt: skip
 
 
-def make_probe(fp32: Path, images: np.ndarray, labels: np.ndarray) -> Probe:
-    return Probe(images, labels, OrtRuntime(fp32).run_all(images)[0])
+@dataclass
+class DetectionProbe:
+    """A detector's held-out images, their ground truth (per image (M, 5) class, x1, y1, x2, y2 in
+    input pixels), and the fp32 model's scores and detections on them. ``score`` gives AP50 against
+    the labels; ``agreement``, the AP50 against the fp32 model's confident detections (how much of
+    what fp32 finds the variant finds in the same place, None when fp32 finds nothing); ``sqnr_db``,
+    the SQNR of the ``scores`` output (objectness x class, what NMS ranks)."""
+
+    images: np.ndarray
+    truth: list
+    reference: np.ndarray
+    found: list
+    metric: ClassVar[str] = "AP50"
+
+    @property
+    def fp32(self) -> float:
+        return ap50(self.found, self.truth)
+
+    def score(self, path: Path) -> dict[str, float | None]:
+        boxes, scores = _outputs(path, self.images)[:2]
+        found = detections(boxes, scores)
+        return {"agreement": detection_agreement(self.found, found),
+                "sqnr_db": round(sqnr_db(self.reference, scores), 3), "AP50": ap50(found, self.truth)}  # fmt: skip
 
 
-def sensitivity(fp32: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe, target: str = "cpu") -> dict[str, Any]:
+def make_probe(fp32: Path, images: np.ndarray, labels) -> Probe | DetectionProbe:
+    """``labels``: an array of classes (a classifier), or a list of per-image ground-truth boxes (a detector)."""
+    outputs = _outputs(fp32, images)
+    if isinstance(labels, np.ndarray):
+        return Probe(images, labels, outputs[0])
+    return DetectionProbe(images, labels, outputs[1], detections(outputs[0], outputs[1]))
+
+
+def sensitivity(fp32: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe | DetectionProbe,
+                target: str = "cpu") -> dict[str, Any]:  # fmt: skip
     """Every quantizable layer's damage alone and its rescue alone; ``calibration()`` yields batches anew."""
     layers = quantizable_layers(fp32)
     rows = []
@@ -68,8 +110,8 @@ def sensitivity(fp32: Path, calibration: Callable[[], Iterator[np.ndarray]], pro
             alone = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, only=[name]))
             kept = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, keep_float=[name]))
             rows.append({"index": index, "layer": name, "op": op, "int8_alone": alone, "float_alone": kept})
-    fp32_top1 = accuracy(probe.reference, probe.labels)["top1"]
-    return {"target": target, "images": len(probe.labels), "fp32_top1": fp32_top1, "full_int8": full, "layers": rows}
+    return {"target": target, "images": len(probe.images), "metric": probe.metric, f"fp32_{probe.metric}": probe.fp32, "full_int8": full,
+            "layers": rows}  # fmt: skip
 
 
 def hint_cka(fp32: Path, int8: Path, points: list[str], images: np.ndarray) -> list[dict[str, Any]]:
@@ -128,54 +170,65 @@ def ranking(report: dict[str, Any]) -> list[str]:
     return [r["layer"] for r in sorted(report["layers"], key=lambda r: (r["int8_alone"]["sqnr_db"], -r["float_alone"]["sqnr_db"]))]
 
 
-def fallback(fp32: Path, out: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe, report: dict[str, Any], budget: float,
+def fallback(fp32: Path, out: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe | DetectionProbe, report: dict[str, Any],
+             budget: float,
              target: str = "cpu", max_float: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Write ``out``: INT8 with the fewest most-sensitive layers kept float such that top-1 on the
-    probe drops by at most ``budget`` points from fp32.
+    """Write ``out``: INT8 with the fewest most-sensitive layers kept float such that the probe's
+    metric (top-1, or AP50 for a detector) drops by at most ``budget`` points from fp32.
 
     Raises:
         UserError: a negative budget, or one not met with ``max_float`` layers in float (says how close it came).
     """
     if budget < 0:
-        raise UserError(f"--int8-budget {budget}: the allowed top-1 drop is in points, >= 0 (e.g. 0.5)")
+        raise UserError(f"--int8-budget {budget}: the allowed drop (top-1, or AP50 for a detector) is in points, >= 0 (e.g. 0.5)")
     order = ranking(report)
     limit = len(order) if max_float is None else min(max_float, len(order))
-    fp32_top1, tried = report["fp32_top1"], []
+    metric = report["metric"]
+    name, reference, tried = _METRIC_NAMES[metric], report[f"fp32_{metric}"], []
     for count in range(limit + 1):
         kept = order[:count]
         score = probe.score(quantize_qdq(fp32, out, calibration(), target=target, keep_float=kept))
-        tried.append({"float_layers": count, "top1": score["top1"]})
-        if fp32_top1 - score["top1"] <= budget:
-            return {"budget": budget, "float_layers": kept, "fp32_top1": fp32_top1, **score, "tried": tried}
+        tried.append({"float_layers": count, metric: score[metric]})
+        if reference - score[metric] <= budget:
+            return {"budget": budget, "float_layers": kept, f"fp32_{metric}": reference, **score, "tried": tried}
     out.unlink(missing_ok=True)
-    best = max(tried, key=lambda t: t["top1"])
-    raise UserError(f"--int8-budget {budget}: not met with up to {limit} layers in float; the best was top-1 {best['top1']:.2f} "
-                    f"({fp32_top1 - best['top1']:.2f} points below fp32 {fp32_top1:.2f}) with {best['float_layers']} float layers; "
+    best = max(tried, key=lambda t: t[metric])
+    raise UserError(f"--int8-budget {budget}: not met with up to {limit} layers in float; the best was {name} {best[metric]:.2f} "
+                    f"({reference - best[metric]:.2f} points below fp32 {reference:.2f}) with {best['float_layers']} float layers; "
                     "allow more float layers (--int8-max-float), a larger budget, or quantization-aware training")  # fmt: skip
 
 
+_METRIC_NAMES = {"top1": "top-1", "AP50": "AP50"}
+
+
+def _f(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def sensitivity_markdown(report: dict[str, Any], fallen: dict[str, Any] | None = None) -> str:
-    full = report["full_int8"]
+    metric, full = report["metric"], report["full_int8"]
+    name = _METRIC_NAMES[metric]
+    agree = "agreement %" if metric == "top1" else "AP50 vs fp32 detections"
     lines = [f"# INT8 sensitivity ({report['target']}, {report['images']} images)", "",
-             f"fp32 top-1 {report['fp32_top1']:.2f}; all layers INT8: top-1 {full['top1']:.2f}, agreement {full['agreement']:.1f}%, "
-             f"logit SQNR {full['sqnr_db']:.1f} dB.", "",
-             "| # | layer | op | INT8 alone: agreement % | SQNR dB | top-1 | float alone: agreement % | SQNR dB | top-1 |",
+             f"fp32 {name} {report[f'fp32_{metric}']:.2f}; all layers INT8: {name} {full[metric]:.2f}, {agree} {_f(full['agreement'], 1)}, "
+             f"{'logit' if metric == 'top1' else 'score'} SQNR {full['sqnr_db']:.1f} dB.", "",
+             f"| # | layer | op | INT8 alone: {agree} | SQNR dB | {name} | float alone: {agree} | SQNR dB | {name} |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in report["layers"]:
         a, f = r["int8_alone"], r["float_alone"]
-        lines.append(f"| {r['index']} | {r['layer']} | {r['op']} | {a['agreement']:.1f} | {a['sqnr_db']:.1f} | {a['top1']:.2f} | "
-                     f"{f['agreement']:.1f} | {f['sqnr_db']:.1f} | {f['top1']:.2f} |")  # fmt: skip
+        lines.append(f"| {r['index']} | {r['layer']} | {r['op']} | {_f(a['agreement'], 1)} | {a['sqnr_db']:.1f} | {a[metric]:.2f} | "
+                     f"{_f(f['agreement'], 1)} | {f['sqnr_db']:.1f} | {f[metric]:.2f} |")  # fmt: skip
     if report.get("hint_cka"):
         lines += ["", "CKA between fp32 and all-INT8 activations at the hint points (1 = the same representation):", "",
                   "| point | CKA |", "|---|---|", *(f"| {r['point']} | {r['cka']:.4f} |" for r in report["hint_cka"])]  # fmt: skip
     if fallen is not None:
-        lines += ["", f"Float fallback for a {fallen['budget']}-point budget: {len(fallen['float_layers'])} layers kept float "
-                      f"({', '.join(fallen['float_layers']) or 'none'}), top-1 {fallen['top1']:.2f}."]  # fmt: skip
+        lines += ["", f"Float fallback for a {fallen['budget']}-point {name} budget: {len(fallen['float_layers'])} layers kept float "
+                      f"({', '.join(fallen['float_layers']) or 'none'}), {name} {fallen[metric]:.2f}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def plot_sensitivity(report: dict[str, Any]) -> bytes:
-    """Logit SQNR per layer in forward order: that layer alone in INT8, and that layer alone kept float."""
+    """Logit (a detector: score) SQNR per layer in forward order: that layer alone in INT8, and that layer alone kept float."""
     import io
 
     from matplotlib.figure import Figure
@@ -187,7 +240,10 @@ def plot_sensitivity(report: dict[str, Any]) -> bytes:
     ax.plot(x, [min(r["int8_alone"]["sqnr_db"], 80) for r in rows], marker="o", label="only this layer INT8")
     ax.plot(x, [min(r["float_alone"]["sqnr_db"], 80) for r in rows], marker="s", label="only this layer float")
     ax.axhline(min(report["full_int8"]["sqnr_db"], 80), color="grey", ls="--", label="all layers INT8")
-    ax.set(xlabel="quantizable layer (forward order)", ylabel="logit SQNR vs fp32 (dB, capped at 80)", title="INT8 sensitivity per layer")
+    output = "logit" if report.get("metric", "top1") == "top1" else "score"
+    ax.set(
+        xlabel="quantizable layer (forward order)", ylabel=f"{output} SQNR vs fp32 (dB, capped at 80)", title="INT8 sensitivity per layer"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     buf = io.BytesIO()
@@ -195,7 +251,7 @@ def plot_sensitivity(report: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarray]], images: np.ndarray, labels: np.ndarray,
+def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe | DetectionProbe,
             budget: float | None, max_float: int | None, target: str = "cpu",
             points: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
     """The sensitivity sweep next to ``path`` (``<stem>.sensitivity.json`` / ``.md`` / ``.png``), the
@@ -206,9 +262,8 @@ def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarra
 
     from ..profile.latency import measure_latency
 
-    probe = make_probe(fp32, images, labels)
     report = sensitivity(fp32, calibration, probe, target)
-    report["hint_cka"] = hint_cka(fp32, path, points or [], images)
+    report["hint_cka"] = hint_cka(fp32, path, points or [], probe.images)
     fallen = None
     if budget is not None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -218,7 +273,7 @@ def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarra
             if target == "tensorrt" and fallen["float_layers"]:  # TensorRT runs them in FP16: the file says so, and is scored so
                 fp16_islands(path, fallen["float_layers"])
                 fallen.update(probe.score(path), float_precision="fp16")
-            shape = tuple(images.shape[1:])
+            shape = tuple(probe.images.shape[1:])
             fallen["latency_ms_batch8"] = {name: round(measure_latency(OrtRuntime(p), shape, 8, 3, 20)["p50_ms"], 3)
                                            for name, p in (("fp32", fp32), ("int8", full), ("fallback", path))}  # fmt: skip
         report["fallback"] = fallen

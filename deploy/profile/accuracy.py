@@ -36,3 +36,34 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     """% of samples whose top-1 class is the same under two sets of logits."""
     return float(100 * (a.argmax(1) == b.argmax(1)).mean())
+
+
+def detections(boxes: np.ndarray, scores: np.ndarray) -> list[torch.Tensor]:
+    """An exported detector's outputs, boxes (B, N, 4) and scores (B, C, N), -> per image (n, 6)
+    x1, y1, x2, y2, score, class after per-class NMS, as the training-time evaluation selects them."""
+    from compressor.detection import select_detections
+
+    return [
+        select_detections(torch.from_numpy(b), torch.from_numpy(s.T.copy()), conf_threshold=EVAL_SCORE)
+        for b, s in zip(boxes, scores, strict=True)
+    ]
+
+
+EVAL_SCORE = 0.005  # the lowest score kept for AP (compressor's detection evaluation uses the same)
+
+
+def ap50(found: list[torch.Tensor], truth: list[torch.Tensor]) -> float:
+    """All-point AP at IoU 0.5 in %, of detections (n, 6) against ground truth (m, 5) class, x1, y1, x2, y2."""
+    from compressor.detection import evaluate_detections
+
+    return 100 * evaluate_detections(found, truth, thresholds=(0.5,)).ap50
+
+
+CONFIDENT = 0.25  # reference detections scoring at least this (the default --nms-score) are what agreement matches
+
+
+def detection_agreement(reference: list[torch.Tensor], found: list[torch.Tensor]) -> float | None:
+    """AP50 (%) of ``found`` against the reference model's confident detections: how much of what the
+    reference finds is found in the same place (None when the reference finds nothing)."""
+    confident = [d[d[:, 4] >= CONFIDENT][:, [5, 0, 1, 2, 3]] for d in reference]
+    return ap50(found, confident) if any(len(c) for c in confident) else None

@@ -170,10 +170,56 @@ def test_detector_exports_with_or_without_nms_in_the_graph(tmp_path, nms, capsys
     assert sidecar["outputs"] == names and bool(sidecar["nms"]) == nms
 
 
-def test_detector_int8_and_classifier_nms_are_refused(tmp_path, capsys):
+def _yolo_folder(root, rng):
+    """images/{train,val} of squares on noise, labels/ with their YOLO rows (one image without a label file)."""
+    import cv2
+
+    for split, count in (("train", 12), ("val", 8)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in range(count):
+            image = rng.integers(0, 80, (96, 128, 3), dtype=np.uint8)
+            x, y, w, h = int(rng.integers(0, 80)), int(rng.integers(0, 50)), int(rng.integers(20, 48)), int(rng.integers(20, 46))
+            image[y : y + h, x : x + w] = 220
+            cv2.imwrite(str(root / "images" / split / f"{i}.png"), image)
+            if i:
+                (root / "labels" / split / f"{i}.txt").write_text(f"0 {(x + w / 2) / 128} {(y + h / 2) / 96} {w / 128} {h / 96}\n")
+
+
+def test_detector_int8_is_calibrated_and_scored_by_ap50_on_a_yolo_folder(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = create_model("yolov3_mobilenetv2_s", num_classes=1, input_size=(96, 128)).eval()
+    for seq in model.head.heads:  # objectness up, so that boxes pass AP's score threshold
+        seq[1].bias.data.view(3, -1)[:, 4] = 0.5
+    torch.save(model.state_dict(), tmp_path / "det.pt")
+    (tmp_path / "det.json").write_text(json.dumps({"arch": "yolov3_mobilenetv2_s", "num_classes": 1, "input_size": [96, 128]}))
+    _yolo_folder(tmp_path / "set", np.random.default_rng(0))
+    out = tmp_path / "out"
+    args = ["export", str(tmp_path / "det.pt"), "--int8", "--calib-samples", "8", "--out", str(out)]
+    assert main([*args, "--calib", "synthetic"]) == 2  # a classifier's dataset: nothing written
+    assert "yolo:PATH" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "set" / "labels" / "val" / "3.txt").write_text("0 0.5 0.5 1.5 0.2\n")
+    assert main([*args, "--calib", f"yolo:{tmp_path / 'set'}"]) == 2
+    assert "3.txt:1: box" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "set" / "labels" / "val" / "3.txt").write_text("0 0.5 0.5 0.5 0.2\n")
+    assert main([*args, "--calib", f"yolo:{tmp_path / 'set'}"]) == 0
+    assert "INT8 (cpu): AP50" in capsys.readouterr().out
+    q = json.loads((out / "model.int8.json").read_text())["int8"]
+    assert q["samples"] == 8 and 0 <= q["int8_AP50"] <= 100 and q["AP50_change"] == pytest.approx(q["int8_AP50"] - q["fp32_AP50"])
+    graph = onnx.load(str(out / "model.int8.onnx")).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    assert all(producer[c.input[0]] == "DequantizeLinear" for c in convs)  # every layer INT8, ...
+    assert not {"Sigmoid", "Exp"} & {producer.get(n.input[0]) for n in graph.node if n.op_type == "QuantizeLinear"}  # decoding float
+    session = OrtRuntime(out / "model.int8.onnx")
+    boxes, scores = session.run_all(np.zeros((2, 3, 96, 128), np.float32))
+    assert boxes.shape == (2, 756, 4) and scores.shape == (2, 1, 756)
+
+
+def test_detector_fp16_and_classifier_nms_are_refused(tmp_path, capsys):
     torch.save(create_model("yolov3_mobilenetv2_s", num_classes=1).state_dict(), tmp_path / "det.pt")
-    assert main(["export", str(tmp_path / "det.pt"), "--arch", "yolov3_mobilenetv2_s", "--int8", "--calib", "synthetic"]) == 2
-    assert "fp32 ONNX" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "det.pt"), "--arch", "yolov3_mobilenetv2_s", "--fp16"]) == 2
+    assert "--fp16 and --dynamo are for classifiers" in capsys.readouterr().err
     torch.save(create_model("resnet8", num_classes=3).state_dict(), tmp_path / "cls.pt")
     assert main(["export", str(tmp_path / "cls.pt"), "--arch", "resnet8", "--nms"]) == 2
     assert "--nms is for detectors" in capsys.readouterr().err

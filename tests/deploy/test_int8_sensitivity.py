@@ -109,7 +109,8 @@ def test_tensorrt_fallback_runs_the_kept_layers_in_fp16(planted, tmp_path):
     folder, images, labels = planted
     fp32, path = folder / "fp32.onnx", tmp_path / "student.int8-trt.onnx"
     quantize_qdq(fp32, path, calibration(images)(), target="tensorrt")
-    report = analyse(fp32, path, calibration(images), images[64:], labels[64:], budget=5.0, max_float=None, target="tensorrt")
+    probe = make_probe(fp32, images[64:], labels[64:])
+    report = analyse(fp32, path, calibration(images), probe, budget=5.0, max_float=None, target="tensorrt")
     fallen = report["fallback"]
     conv3 = quantizable_layers(fp32)[2][0]
     assert fallen["float_layers"][0] == conv3 and fallen["float_precision"] == "fp16"
@@ -121,3 +122,53 @@ def test_tensorrt_fallback_runs_the_kept_layers_in_fp16(planted, tmp_path):
     casts = [n for n in model.graph.node if n.op_type == "Cast" and n.name.startswith(conv3)]
     assert len(casts) == 2  # FP16 in, FP32 out
     assert (tmp_path / "student.int8-trt.sensitivity.json").exists()
+
+
+class TinyDetector(nn.Module):
+    """A one-scale YOLO-style detector (stride 4, one anchor, one class) for the exported graph's
+    box decoding, with Planted's fragile layer as conv3: conv1 -> conv2 -> conv3 -> head."""
+
+    strides = (4,)
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = Planted()
+        self.head = nn.Conv2d(8, 6, 1)
+        self.register_buffer("anchors", torch.tensor([[[8.0, 8.0]]]))
+        with torch.no_grad():
+            self.head.weight *= 3  # objectness that depends on the image
+
+    def forward(self, x):
+        b = self.body
+        x = torch.relu(b.conv3(torch.relu(b.conv2(torch.relu(b.conv1(x))))))
+        return [self.head(nn.functional.max_pool2d(x, 4))]
+
+
+def test_detector_sensitivity_and_budget_are_scored_by_ap50_and_the_box_decoding_stays_float(tmp_path):
+    from compressor.deploy.export.detection import DetectorExport
+    from compressor.deploy.profile.accuracy import detections
+
+    fp32 = tmp_path / "det.onnx"
+    model = DetectorExport(TinyDetector().eval(), with_nms=False).eval()
+    rng = np.random.default_rng(0)
+    images = (rng.standard_normal((96, 3, 32, 32)) + rng.normal(0, 3, (96, 3, 1, 1))).astype(np.float32)
+    torch_to_onnx(model, torch.from_numpy(images[:1]), fp32, 17, True, False)
+    with torch.no_grad():
+        found = detections(*(t.numpy() for t in model(torch.from_numpy(images[64:]))))
+    truth = [d[d[:, 4] >= 0.3][:, [5, 0, 1, 2, 3]] for d in found]  # fp32's confident boxes are the labels: drops are INT8's
+    assert sum(len(t) for t in truth) >= 20
+    probe = make_probe(fp32, images[64:], truth)
+    assert probe.fp32 == pytest.approx(100.0)
+    report = sensitivity(fp32, calibration(images), probe)
+    conv3 = quantizable_layers(fp32)[2][0]
+    assert report["metric"] == "AP50" and len(report["layers"]) == 4 and ranking(report)[0] == conv3
+    assert report["full_int8"]["AP50"] < 90 and report["full_int8"]["agreement"] < 90
+    result = fallback(fp32, tmp_path / "fallback.onnx", calibration(images), probe, report, budget=5.0)
+    assert result["float_layers"][0] == conv3 and result["AP50"] >= 95.0 and result["fp32_AP50"] == pytest.approx(100.0)
+    graph = onnx.load(str(tmp_path / "fallback.onnx")).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    quantized = {producer.get(n.input[0], "input") for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert quantized <= {"input", "Relu", "Conv", "MaxPool"}  # decoding (Sigmoid, Exp, Mul, ...) reads float
+    with pytest.raises(UserError, match="AP50"):
+        fallback(fp32, tmp_path / "none.onnx", calibration(images), probe, report, budget=0.0, max_float=0)
