@@ -167,7 +167,7 @@ def test_export_int8_from_a_foreign_onnx(tmp_path, capsys):
     path = _foreign_onnx(tmp_path / "theirs.onnx", dynamic_hw=False)
     out = tmp_path / "export"
     assert main(["export", str(path), "--int8", "--calib", DATA, "--calib-samples", "32", "--out", str(out)]) == 0
-    assert "INT8: top-1" in capsys.readouterr().out and (out / "model.int8.onnx").is_file()
+    assert "INT8 (cpu): top-1" in capsys.readouterr().out and (out / "model.int8.onnx").is_file()
     assert main(["export", str(path), "--fp16", "--out", str(tmp_path / "fp16")]) == 2
     assert "need the PyTorch model" in capsys.readouterr().err
 
