@@ -273,7 +273,7 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
     analysis = None
     if options.sensitivity or options.int8_budget is not None:  # each target's own sweep: its Q/DQ scheme differs
         probe = probe or make_probe(fp32, *_held_out(evaluation, options.eval_samples))
-        points = _hint_point_names(art.model)
+        points = [("model." if is_detector(art) else "") + name for name in _hint_point_names(art.model)]  # DetectorExport's .model
         analysis = analyse(fp32, path, lambda: calibration_batches(train, options.calib_samples), probe, options.int8_budget,
                            options.int8_max_float, target, points)  # fmt: skip
     change = {

@@ -214,6 +214,13 @@ def test_detector_int8_is_calibrated_and_scored_by_ap50_on_a_yolo_folder(tmp_pat
     session = OrtRuntime(out / "model.int8.onnx")
     boxes, scores = session.run_all(np.zeros((2, 3, 96, 128), np.float32))
     assert boxes.shape == (2, 756, 4) and scores.shape == (2, 1, 756)
+    from compressor.deploy.export.sensitivity import hint_cka
+    from compressor.models import hint_points
+
+    points = ["model." + p.name for p in hint_points(model)]  # the exported graph's scopes: DetectorExport holds the detector as .model
+    images = np.random.default_rng(1).normal(size=(8, 3, 96, 128)).astype(np.float32)
+    rows = hint_cka(out / "model.onnx", out / "model.int8.onnx", points, images)
+    assert [r["point"] for r in rows] == points and all(0 < r["cka"] <= 1.0 + 1e-6 for r in rows)
 
 
 def test_detector_fp16_and_classifier_nms_are_refused(tmp_path, capsys):
