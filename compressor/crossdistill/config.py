@@ -81,4 +81,6 @@ class CrossConfig(Strict):
             raise ValueError("data needs a root (pixel/, hevc/, labels/) or builtin: plates | vehicles")
         if self.task == "detection" and self.data.builtin == "vehicles" or self.task == "recognition" and self.data.builtin == "plates":
             raise ValueError(f"builtin data {self.data.builtin!r} does not fit task {self.task!r}")
+        if self.quant.qat and self.amp != "off":
+            raise ValueError(f"quant.qat: fake quantization needs fp32 (amp is {self.amp}); set amp: off")
         return self

@@ -124,6 +124,7 @@ def test_student_points_follow_the_teacher_hints_stages():
         (["hints.k=0"], "hints.k"),
         (["optim.lr=-1"], "optim.lr"),
         (["data.builtin=null"], "data needs a root"),
+        (["quant.qat=true", "amp=bf16"], "fake quantization needs fp32"),
     ],
 )
 def test_bad_configs_exit_2_before_writing(tmp_path, capsys, sets, message):
