@@ -287,7 +287,7 @@ def _train_and_report(config: CrossConfig, out: Path, kind, progress: bool, resu
         results[name] = {"arch": config.student.arch, "domain": config.student.domain,
                          **scheme.fit(name, student, config.student.domain, config.student.epochs, hints)}  # fmt: skip
         timings[f"{name}_s"] = round(time.perf_counter() - start, 1)
-    int8 = _quantization_aware(scheme, student, teacher, teacher_points, student_points) if config.quant.qat else None
+    int8 = _quantization_aware(scheme, student, hints) if config.quant.qat else None
     digests = all_gather(weights_digest(student), world)  # under torchrun every rank must end with the same weights
     params = {"teacher": count_params(teacher), "student": count_params(student)}
     for key, row in results.items():
@@ -303,11 +303,12 @@ def _train_and_report(config: CrossConfig, out: Path, kind, progress: bool, resu
     return report
 
 
-def _quantization_aware(scheme: Scheme, student: torch.nn.Module, teacher: torch.nn.Module, teacher_points: list[int],
-                        student_points: list[int]) -> dict[str, Any] | None:  # fmt: skip
+def _quantization_aware(scheme: Scheme, student: torch.nn.Module, hints: Hints) -> dict[str, Any] | None:
     """``quant.qat``: the cross student fine-tuned through its Q/DQ graph with the same hint loss
-    from the compressed-domain teacher (``compressor.train.qat``), then ``export/cross_student.int8.onnx``
-    from the learned steps with its ONNX Runtime top-1 and parity; returns what the export reports."""
+    from the compressed-domain teacher (``compressor.train.qat``; the domain adaptors continue from
+    the float stage's, fresh only when a resumed run loaded the finished float student), then
+    ``export/cross_student.int8.onnx`` from the learned steps with its ONNX Runtime top-1 (a
+    detector: AP50) and parity; returns what the export reports."""
     from ..deploy.artifact import ModelArtifact
     from ..deploy.export import export_qat
     from ..train.qat import qat_about, qat_optim, qat_student
@@ -316,7 +317,6 @@ def _quantization_aware(scheme: Scheme, student: torch.nn.Module, teacher: torch
     view = DomainView(scheme.train, c.student.domain)
     calibration = torch.stack([view[i][0] for i in range(min(q.calibration, len(view)))])
     graph = qat_student(student, calibration, q.target)
-    hints = Hints(teacher, c.teacher.domain, teacher_points, student_points, c.hints)
     scheme.fit("cross_student_qat", graph, c.student.domain, q.epochs, hints, optim=qat_optim(c.optim, q).model_copy(
         update={"backbone_lr_mult": 1.0}))  # fmt: skip
     if not scheme.world.is_main:

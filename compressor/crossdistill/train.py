@@ -69,7 +69,11 @@ class Hints:
     term: DistillLoss | None = None
 
     def build(self, student: nn.Module, sample: torch.Tensor) -> None:
-        """Size the adaptors and the loss from one dry-run forward pass of both networks."""
+        """Size the adaptors and the loss from one dry-run forward pass of both networks. Built once:
+        a later stage on the same hints (quantization-aware fine-tuning) continues with the trained
+        adaptors and loss rather than fresh ones."""
+        if self.term is not None:
+            return
         with torch.no_grad():
             t_feats, _ = forward_features(self.teacher, sample, self.teacher_points)
             was_training = student.training

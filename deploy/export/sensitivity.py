@@ -6,11 +6,13 @@ answer of deployment tools is to keep those in higher precision. ``sensitivity``
 quantizable layer in forward order, the model with that layer alone in INT8 (the others float) and
 the model with that layer alone kept float (the others INT8), against the fp32 model on the same
 images: top-1 agreement, the logits' SQNR (10 log10 of signal over quantization-noise energy, dB)
-and top-1 accuracy. ``fallback`` then keeps the most sensitive layers (ranked by the SQNR of
-quantizing them alone, lowest first) out of INT8 one by one until the top-1 drop on held-out data
-is within the budget, so the fewest layers fall back (in FP16 for the ``tensorrt`` target, whose
-engines run them so; ONNX Runtime scores the FP16 file itself). ``hint_cka`` says where inside the network
-the INT8 model drifts from fp32: the linear CKA (Kornblith et al. 2019) between the two models'
+and top-1 accuracy; for a detector (``DetectionProbe``), AP50 against the labels, AP50 against the
+fp32 model's confident detections, and the SQNR of its ``scores`` output. ``fallback`` then keeps
+the most sensitive layers (ranked by the SQNR of quantizing them alone, lowest first) out of INT8
+one by one until the top-1 (a detector: AP50) drop on held-out data is within the budget, so the
+fewest layers fall back (in FP16 for the ``tensorrt`` target, whose engines run them so; ONNX
+Runtime scores the FP16 file itself). ``hint_cka`` says where inside the network the INT8 model
+drifts from fp32: the linear CKA (Kornblith et al. 2019) between the two models'
 activations at each hint point, on the spatially averaged N x C representations that hint
 selection clusters (PURSUhInT, Keser et al., §3.1), with ``compressor.hints``' own CKA.
 """
