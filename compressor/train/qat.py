@@ -10,7 +10,9 @@ Q/DQ graph it is deployed as, while the fp32 teacher supervises through the run'
 3. That graph becomes the student (``QdqGraph``: fake quantization with LSQ-learned activation
    steps, per-channel weight steps max|w|/127) and trains for ``quant.epochs`` with AdamW at
    ``quant.lr`` (cosine; ``qat_config`` says why not the float run's optimiser) on the one loop:
-   checkpoints, ``--resume`` after a kill, metrics, hints at the float model's points.
+   checkpoints, ``--resume`` after a kill, metrics, hints at the float model's points. A method's
+   own trainable parts (FitNets' regressors, CRD's embeddings) start anew: a student checkpoint
+   does not hold them (cross distillation, one run, continues with its trained domain adaptors).
 4. ``OUT/export/<name>.int8.onnx`` is written from the learned weights and steps (no recalibration),
    beside ``OUT/export/<name>.onnx`` (the float student), with the ONNX Runtime top-1 of both on held-out images and
    a parity check of the PyTorch graph against ONNX Runtime's integer kernels.
