@@ -93,7 +93,9 @@ def test_report_tells_the_run_from_teacher_to_deployed_student(run_dir):
     assert "| 1 | layer1.0 |" in text and "chosen" in text and "baseline" in text  # the hint plan, point by point
     assert "teacher: 2 epochs" in text and "student: 2 epochs" in text and "kd " in text  # loss terms by name
     assert "torch vs ONNX parity" in text and "End to end, image file to answer" in text
-    assert "INT8 sensitivity: the 10 most sensitive of 10 layers" in text and "Float fallback for a 100.0-point top-1 budget: 0 layers" in text
+    assert (
+        "INT8 sensitivity: the 10 most sensitive of 10 layers" in text and "Float fallback for a 100.0-point top-1 budget: 0 layers" in text
+    )
     assert "```yaml" in text and "resnet14" in text.split("## Provenance")[1]  # the resolved config
 
 
