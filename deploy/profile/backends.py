@@ -66,7 +66,10 @@ class Exports:
                 raise BackendUnavailable("INT8 from an ONNX file needs --data to calibrate on (its train split)")
         elif kind.startswith("int8"):
             if is_detector(art):
-                raise UserError(f"{art.name} is a detector: INT8 export covers classifiers so far; profile it with --backend torch,ort-cpu")
+                raise UserError(
+                    f"{art.name} is a detector: make its INT8 file with compressor export --int8 --calib yolo:PATH "
+                    "(labelled images) and profile that .int8.onnx, or profile this one with --backend torch,ort-cpu"
+                )
             if not self.options.data:
                 raise UserError("INT8 backends need --data to calibrate on (its train split)")
         opts = ExportOptions(int8=kind.startswith("int8"), calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
