@@ -1,5 +1,5 @@
-"""A Q/DQ ONNX classifier as a trainable PyTorch module: quantization-aware training on the very
-graph ONNX Runtime (or TensorRT) runs, and the Q/DQ ONNX written back from what it learned.
+"""A Q/DQ ONNX classifier or detector as a trainable PyTorch module: quantization-aware training on
+the very graph ONNX Runtime (or TensorRT) runs, and the Q/DQ ONNX written back from what it learned.
 
 ``QdqGraph`` executes the nodes of a Q/DQ model written by ``quantize_qdq`` with PyTorch ops:
 
@@ -22,8 +22,9 @@ runs with its running statistics, i.e. frozen, as in the exported model.
 ``write_onnx`` writes the same graph with the learned weights and steps (no recalibration): its
 ONNX Runtime outputs equal this module's up to the integer kernels' requantization rounding.
 
-Hint points and the classifier's input are exposed through small ``Point`` modules that forward
-hooks attach to, at the tensors of the float model's points (found from the exporter's node
+A detector's graph (``outputs``) returns its output convolutions' raw maps to the YOLO loss; its
+box decoding runs in float after them, as deployed. Hint points and the classifier's input are
+exposed through small ``Point`` modules that forward hooks attach to, at the tensors of the float model's points (found from the exporter's node
 scopes, ``/layer1/layer1.0/...``), so every hint method reads features from the quantized student.
 """
 

@@ -7,9 +7,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 from compressor.deploy.export.int8 import quantize_qdq
 from compressor.deploy.export.onnx_export import torch_to_onnx
-from compressor.deploy.export.qdq_graph import QdqGraph, fake_quant, module_path, ort_parity, weight_scale
+from compressor.deploy.export.qdq_graph import QdqGraph, fake_quant, layerwise_semantics, module_path, ort_parity, weight_scale
 from compressor.models import build_model, hint_points
 from onnx import numpy_helper
 
@@ -126,3 +127,30 @@ def test_a_users_model_trains_through_its_graph_and_stays_deployable(tmp_path):
     session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
     assert {n.op_type for n in onnx.load(str(written)).graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
     assert session.run(None, {"input": images[:2]})[0].shape == (2, 4)
+
+
+class _Upsampler(torch.nn.Module):
+    """The decoder-side operators detectors use: LeakyReLU, bilinear and nearest resizing, Exp."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = F.leaky_relu(self.a(x), 0.1)
+        up = torch.cat([F.interpolate(y, scale_factor=2, mode="bilinear"), F.interpolate(y, scale_factor=2, mode="nearest")], 1)
+        return torch.exp(0.1 * self.b(up).mean((2, 3)))
+
+
+@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
+def test_resizing_and_leaky_relu_match_onnx_runtime_layer_by_layer(tmp_path, target):
+    images = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
+    model = _Upsampler().eval()
+    fp32, qdq = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    torch_to_onnx(model, torch.from_numpy(images[:1]), fp32, 17, True, dynamo=False)
+    quantize_qdq(fp32, qdq, iter([images]), target=target)
+    ops = {n.op_type for n in onnx.load(str(qdq)).graph.node}
+    assert {"Resize", "LeakyRelu", "Exp"} <= ops
+    semantics = layerwise_semantics(QdqGraph.from_files(fp32, qdq), qdq, images[:4])
+    assert semantics["differing_pct"] <= 1.0 and semantics["float_max_rel_error"] <= 1e-3, semantics
