@@ -24,8 +24,9 @@ ONNX Runtime outputs equal this module's up to the integer kernels' requantizati
 
 A detector's graph (``outputs``) returns its output convolutions' raw maps to the YOLO loss; its
 box decoding runs in float after them, as deployed. Hint points and the classifier's input are
-exposed through small ``Point`` modules that forward hooks attach to, at the tensors of the float model's points (found from the exporter's node
-scopes, ``/layer1/layer1.0/...``), so every hint method reads features from the quantized student.
+exposed through small ``Point`` modules that forward hooks attach to, at the tensors of the float
+model's points (found from the exporter's node scopes, ``/layer1/layer1.0/...``), so every hint
+method reads features from the quantized student.
 """
 
 from __future__ import annotations
