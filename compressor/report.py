@@ -108,10 +108,10 @@ def read_run(root: str | Path) -> RunFiles:
             if side and side.get("schema") == "edge-compressor/student":  # export/student.json is the exported model's
                 run.students[folder.name] = side
                 run.metrics["student" if folder.name == "distill" else f"student ({folder.name})"] = read_metrics(folder / "metrics.jsonl")
-        run.exports = {p.name: s for p in sorted((root / "export").glob("*.json")) if (s := _json(p)) and "precision" in s}
         run.profile = _json(root / "profile" / "report.json")
         run.seeds = _json(root / "distill" / "seeds.json")
         run.folders["profile"] = root / "profile"
+    run.exports = {p.name: s for p in sorted((root / "export").glob("*.json")) if (s := _json(p)) and "precision" in s}  # both kinds
     run.plan = _json(root / "hints" / "plan.json")
     run.folders["hints"] = root / "hints"
     run.metrics = {k: v for k, v in run.metrics.items() if v}
@@ -334,9 +334,11 @@ def _int8_details(section: Section, q: dict[str, Any], folder: Path) -> None:
     if q.get("qat"):
         parity = q.get("parity") or {}
         verdict = "ok" if parity.get("ok") else "FAILED"
+        agree = (f"on {_fmt(parity.get('top1_agreement'), 1)}% of top-1s" if metric == "top-1"
+                 else f"at AP50 {_fmt(parity.get('detection_agreement'), 1)} against its detections")  # fmt: skip
         section.text.append(f"Quantization-aware training ({q['qat'].get('method')}, {q['qat'].get('epochs')} epochs): INT8 {metric} "
                             f"{_fmt(after)} vs fp32 {_fmt(before)}; ONNX Runtime's integer kernels agree with the "
-                            f"training graph on {_fmt(parity.get('top1_agreement'), 1)}% of top-1s ({verdict}).")  # fmt: skip
+                            f"training graph {agree} ({verdict}).")  # fmt: skip
 
 
 def section_profile(run: RunFiles) -> Section:

@@ -275,3 +275,5 @@ def test_cross_distill_detection_with_quantization_aware_fine_tuning(tmp_path):
     assert [o.name for o in graph.output] == ["boxes", "scores"]
     producer = {o: n.op_type for n in graph.node for o in n.output}
     assert not {"Sigmoid", "Exp"} & {producer.get(n.input[0]) for n in graph.node if n.op_type == "QuantizeLinear"}
+    text = (out / "report.md").read_text()  # the run report shows the INT8 export and its quantization-aware training
+    assert "cross_student.int8 | int8 |" in text and "Quantization-aware training (cross-distillation (at), 1 epochs): INT8 AP50" in text
