@@ -25,6 +25,7 @@ from .errors import UserError
 from .io import remove_stale_temps
 
 LOCK = ".compressor.lock"
+FRESH_LOCK_S = 10.0  # an unreadable lock younger than this is one being written, not a killed process's
 
 
 @contextmanager
@@ -56,6 +57,11 @@ def claim(
     out = Path(out)
     created = _create(out)
     try:
+        _lock(out, command)
+    except BaseException:
+        _remove_if_empty(out, created)
+        raise
+    try:  # outputs are looked for under the lock: a run that just finished beside this one has written them
         earlier = sorted({p.relative_to(out).as_posix() for pattern in produces for p in out.glob(pattern)})
         if earlier and not (resume or overwrite or reuse):
             shown = ", ".join(earlier[:5]) + (f" and {len(earlier) - 5} more" if len(earlier) > 5 else "")
@@ -64,9 +70,9 @@ def claim(
                 f"{out} already holds an earlier {command} run ({shown}); nothing was changed. Pass {resume_hint}--overwrite "
                 f"to replace it, or choose another --out"
             )
-        _lock(out, command)
         remove_stale_temps(out)  # a process killed mid-write left them; the lock says none is writing now
     except BaseException:
+        (out / LOCK).unlink(missing_ok=True)
         _remove_if_empty(out, created)
         raise
     try:
@@ -121,7 +127,11 @@ def _holder(path: Path) -> dict | None:
         record = json.loads(path.read_text())
         pid = int(record["pid"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # unreadable: a write cut short by a kill
+        try:  # unreadable: being written this instant (created, record not yet in), or a write cut short by a kill
+            fresh = time.time() - path.stat().st_mtime < FRESH_LOCK_S
+        except OSError:
+            return None
+        return {"command": "", "pid": "?", "started": "just now"} if fresh else None
     if record.get("host") != socket.gethostname():
         return record  # another machine's process on a shared folder: cannot tell, so respect it
     try:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -194,3 +195,17 @@ def test_a_killed_writers_temp_files_are_removed_and_nobody_elses(finished_run, 
     (out / ".notes.tmp").write_text("the user's own")
     assert main(["export", str(finished_run / "student.pt"), "--out", str(out)]) == 0
     assert not (out / ".student.onnx.compressor-x1y2.tmp").exists() and (out / ".notes.tmp").read_text() == "the user's own"
+
+
+def test_a_lock_being_written_is_respected_and_a_cut_one_taken_over(finished_run, tmp_path, capsys):
+    """An empty lock is one created this instant (its record not yet written) or one a kill cut short: a
+    young one holds the folder, an old one is stale."""
+    out = tmp_path / "e"
+    out.mkdir()
+    (out / LOCK).write_text("")
+    assert main(["export", str(finished_run / "student.pt"), "--out", str(out)]) == 2
+    assert "being written by another" in capsys.readouterr().err and not (out / "student.onnx").exists()
+    old = time.time() - 60
+    os.utime(out / LOCK, (old, old))
+    assert main(["export", str(finished_run / "student.pt"), "--out", str(out)]) == 0
+    assert (out / "student.onnx").exists() and not (out / LOCK).exists()
