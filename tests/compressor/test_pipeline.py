@@ -23,7 +23,14 @@ TINY = {
     "hints": {"samples": 64, "k": 3},
     "distill": {"student": "resnet8", "recipe": {"epochs": 1, "batch_size": 32}, "loss": {"method": "at+kd"}},
     "export": {"calib_samples": 32},
-    "profile": {"backends": ["torch", "ort-cpu", "ort-cpu-int8"], "batches": [1, 2], "eval_samples": 32, "iters": 3},
+    # memory in the profiling process: the fresh-process worker (3-4 s a model and backend) has its own test in test_profile.py
+    "profile": {
+        "backends": ["torch", "ort-cpu", "ort-cpu-int8"],
+        "batches": [1, 2],
+        "eval_samples": 32,
+        "iters": 3,
+        "memory_worker": False,
+    },
 }
 
 

@@ -23,7 +23,14 @@ TINY = {
     "hints": {"samples": 48, "k": 3},
     "distill": {"student": "resnet8", "recipe": {"epochs": 2, "batch_size": 32}, "loss": {"method": "at+kd"}},
     "export": {"calib_samples": 32, "sensitivity": True, "int8_budget": 100.0},  # the sweep and a fallback, in the report
-    "profile": {"backends": ["torch", "ort-cpu", "ort-cpu-int8"], "batches": [1], "eval_samples": 32, "iters": 3, "e2e": True},
+    "profile": {
+        "backends": ["torch", "ort-cpu", "ort-cpu-int8"],
+        "batches": [1],
+        "eval_samples": 32,
+        "iters": 3,
+        "e2e": True,
+        "memory_worker": False,
+    },  # the fresh-process memory worker has its own test in test_profile.py
 }
 # Inserted before </body> of a copy: records, once the page has loaded, which sections exist and whether every image decoded.
 PROBE = """<script>window.addEventListener('load', () => {
