@@ -124,6 +124,51 @@ def test_tensorrt_fallback_runs_the_kept_layers_in_fp16(planted, tmp_path):
     assert (tmp_path / "student.int8-trt.sensitivity.json").exists()
 
 
+class Depthwise(nn.Module):
+    """conv -> depthwise conv without a bias (nothing for ONNX Runtime's quantizer to hide the weight behind) -> conv -> fc."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.dw = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+        self.conv3, self.fc = nn.Conv2d(16, 8, 1), nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.conv3(torch.relu(self.dw(torch.relu(self.conv1(x))))).mean((2, 3)))
+
+
+def test_float_fallback_layers_stay_float_in_onnx_runtime(tmp_path):
+    """ONNX Runtime's WeightBiasQuantization turns a float Conv/Gemm that reads a DequantizeLinear
+    into an INT8 one (per-tensor weights) unless something hides the weight; the fallback's layers
+    must run as written: the optimised session computes what the unoptimised one does, and its graph
+    keeps them float (and the NCHWc kernels, not the generic grouped convolution, run them)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((40, 3, 12, 12)).astype(np.float32)
+    torch_to_onnx(Depthwise().eval(), torch.from_numpy(images[:1]), tmp_path / "fp32.onnx", 17, True, False)
+    layers = [name for name, _ in quantizable_layers(tmp_path / "fp32.onnx")]
+    kept = [layers[1], layers[3]]  # the depthwise conv and the fc
+    path = quantize_qdq(tmp_path / "fp32.onnx", tmp_path / "fallback.onnx", iter(np.split(images[:32], 4)), keep_float=kept)
+
+    def session(level, optimized=None):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        if optimized:
+            options.optimized_model_filepath = str(optimized)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    written = session(ort.GraphOptimizationLevel.ORT_DISABLE_ALL).run(None, {"input": images})[0]
+    optimised = session(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, tmp_path / "opt.onnx").run(None, {"input": images})[0]
+    np.testing.assert_allclose(optimised, written, rtol=1e-5, atol=1e-5 * np.abs(written).max())
+    graph = onnx.load(str(tmp_path / "opt.onnx")).graph
+    layers_run = sorted(n.op_type for n in graph.node if n.op_type in ("Conv", "Gemm", "QLinearConv"))
+    assert layers_run == ["Conv", "Gemm", "QLinearConv", "QLinearConv"]  # the kept two float, the other two INT8
+    session(ort.GraphOptimizationLevel.ORT_ENABLE_ALL, tmp_path / "all.onnx")
+    nchwc = [n.op_type for n in onnx.load(str(tmp_path / "all.onnx")).graph.node if n.domain == "com.microsoft.nchwc"]
+    assert nchwc.count("Conv") == 1  # the depthwise layer, in NCHWc
+
+
 class TinyDetector(nn.Module):
     """A one-scale YOLO-style detector (stride 4, one anchor, one class) for the exported graph's
     box decoding, with Planted's fragile layer as conv3: conv1 -> conv2 -> conv3 -> head."""
