@@ -66,7 +66,7 @@ def _after_last_layer(graph) -> list[str]:
 
 def quantize_qdq(
     fp32_path: str | Path, out_path: str | Path, batches: Iterator[np.ndarray], method: str = "minmax", target: str = "cpu",
-    only: list[str] | None = None, keep_float: list[str] | None = None,
+    only: list[str] | None = None, keep_float: list[str] | None = None, ranges: Path | None = None,
 ) -> Path:  # fmt: skip
     """Calibrate on ``batches`` and write a Q/DQ INT8 model.
 
@@ -75,6 +75,10 @@ def quantize_qdq(
         target: ``cpu`` (U8S8, for ONNX Runtime) or ``tensorrt`` (S8S8 symmetric).
         only: quantize these layers alone (names from ``quantizable_layers``); None: every layer.
         keep_float: layers left without Q/DQ (float fallback). What follows the last layers stays float.
+        ranges: a calibration cache (JSON) for calls that calibrate on the same batches, as the
+            sensitivity sweep's do: read when it exists (``batches`` are then not run), written after
+            calibrating when not. ONNX Runtime's ``calibration_cache_path``; where the installed
+            version lacks it, every call calibrates.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -105,12 +109,21 @@ def quantize_qdq(
             extra_options={"ActivationSymmetric": signed, "WeightSymmetric": True},
             nodes_to_quantize=only,
             nodes_to_exclude=exclude or None,
+            **({"calibration_cache_path": str(ranges)} if ranges is not None and _caches_calibration() else {}),
         )
         model = onnx.load(str(quantized))
     if not signed:
         _float_layers_stay_float(model.graph)
     data = model.SerializeToString()
     return atomic_write(out_path, lambda f: f.write(data))
+
+
+def _caches_calibration() -> bool:
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
 
 
 def _float_layers_stay_float(graph) -> int:

@@ -101,16 +101,17 @@ def make_probe(fp32: Path, images: np.ndarray, labels) -> Probe | DetectionProbe
 
 
 def sensitivity(fp32: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe | DetectionProbe,
-                target: str = "cpu") -> dict[str, Any]:  # fmt: skip
-    """Every quantizable layer's damage alone and its rescue alone; ``calibration()`` yields batches anew."""
+                target: str = "cpu", ranges: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every quantizable layer's damage alone and its rescue alone; ``calibration()`` yields batches
+    anew; ``ranges``: a calibration cache shared by every variant (``quantize_qdq``)."""
     layers = quantizable_layers(fp32)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        variant = Path(tmp) / "variant.onnx"
-        full = probe.score(quantize_qdq(fp32, variant, calibration(), target=target))
+        variant, ranges = Path(tmp) / "variant.onnx", ranges or Path(tmp) / "ranges.json"
+        full = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, ranges=ranges))
         for index, (name, op) in enumerate(layers, start=1):
-            alone = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, only=[name]))
-            kept = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, keep_float=[name]))
+            alone = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, only=[name], ranges=ranges))
+            kept = probe.score(quantize_qdq(fp32, variant, calibration(), target=target, keep_float=[name], ranges=ranges))
             rows.append({"index": index, "layer": name, "op": op, "int8_alone": alone, "float_alone": kept})
     return {"target": target, "images": len(probe.images), "metric": probe.metric, f"fp32_{probe.metric}": probe.fp32, "full_int8": full,
             "layers": rows}  # fmt: skip
@@ -174,7 +175,7 @@ def ranking(report: dict[str, Any]) -> list[str]:
 
 def fallback(fp32: Path, out: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe | DetectionProbe, report: dict[str, Any],
              budget: float,
-             target: str = "cpu", max_float: int | None = None) -> dict[str, Any]:  # fmt: skip
+             target: str = "cpu", max_float: int | None = None, ranges: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Write ``out``: INT8 with the fewest most-sensitive layers kept float such that the probe's
     metric (top-1, or AP50 for a detector) drops by at most ``budget`` points from fp32.
 
@@ -189,7 +190,7 @@ def fallback(fp32: Path, out: Path, calibration: Callable[[], Iterator[np.ndarra
     name, reference, tried = _METRIC_NAMES[metric], report[f"fp32_{metric}"], []
     for count in range(limit + 1):
         kept = order[:count]
-        score = probe.score(quantize_qdq(fp32, out, calibration(), target=target, keep_float=kept))
+        score = probe.score(quantize_qdq(fp32, out, calibration(), target=target, keep_float=kept, ranges=ranges))
         tried.append({"float_layers": count, metric: score[metric]})
         if reference - score[metric] <= budget:
             return {"budget": budget, "float_layers": kept, f"fp32_{metric}": reference, **score, "tried": tried}
@@ -264,14 +265,15 @@ def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarra
 
     from ..profile.latency import measure_latency
 
-    report = sensitivity(fp32, calibration, probe, target)
-    report["hint_cka"] = hint_cka(fp32, path, points or [], probe.images)
-    fallen = None
-    if budget is not None:
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        ranges = Path(tmp) / "ranges.json"  # calibrated once for the sweep and the fallback
+        report = sensitivity(fp32, calibration, probe, target, ranges)
+        report["hint_cka"] = hint_cka(fp32, path, points or [], probe.images)
+        fallen = None
+        if budget is not None:
             full = Path(tmp) / "full.onnx"
             full.write_bytes(path.read_bytes())  # the all-INT8 model, for the latency comparison
-            fallen = fallback(fp32, path, calibration, probe, report, budget, target, max_float)
+            fallen = fallback(fp32, path, calibration, probe, report, budget, target, max_float, ranges)
             if target == "tensorrt" and fallen["float_layers"]:  # TensorRT runs them in FP16: the file says so, and is scored so
                 fp16_islands(path, fallen["float_layers"])
                 fallen.update(probe.score(path), float_precision="fp16")

@@ -124,6 +124,22 @@ def test_tensorrt_fallback_runs_the_kept_layers_in_fp16(planted, tmp_path):
     assert (tmp_path / "student.int8-trt.sensitivity.json").exists()
 
 
+def test_the_sweep_calibrates_once(planted, tmp_path):
+    """quantize_qdq's calibration cache: a second call reads the first's ranges and writes the same
+    model as a calibration of its own would (the sweep's 2 x layers + 1 variants calibrate once)."""
+    from compressor.deploy.export.int8 import _caches_calibration
+
+    if not _caches_calibration():
+        pytest.skip("this onnxruntime's quantize_static has no calibration_cache_path: every variant calibrates")
+    folder, images, _ = planted
+    fp32, ranges = folder / "fp32.onnx", tmp_path / "ranges.json"
+    first = quantize_qdq(fp32, tmp_path / "a.onnx", calibration(images)(), ranges=ranges)
+    assert ranges.exists()
+    cached = quantize_qdq(fp32, tmp_path / "b.onnx", iter(()), ranges=ranges)  # no batches: the cache's ranges
+    fresh = quantize_qdq(fp32, tmp_path / "c.onnx", calibration(images)())
+    assert first.read_bytes() == cached.read_bytes() == fresh.read_bytes()
+
+
 class Depthwise(nn.Module):
     """conv -> depthwise conv without a bias (nothing for ONNX Runtime's quantizer to hide the weight behind) -> conv -> fc."""
 
