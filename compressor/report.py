@@ -319,6 +319,10 @@ def _int8_details(section: Section, q: dict[str, Any], folder: Path) -> None:
         title = f"INT8 sensitivity: the {len(worst)} most sensitive of {len(sweep['layers'])} layers ({sweep['images']} images)"
         header = ["#", "layer", "op", "INT8 alone: SQNR dB", "agreement", "float alone: SQNR dB", metric]
         section.tables.append((title, header, rows))
+        if sweep.get("kernel_batch"):
+            from compressor.deploy.export.sensitivity import kernel_summary
+
+            section.text.append(kernel_summary(sweep))
         if sweep.get("hint_cka"):
             cka = ", ".join(f"{r['point']} {r['cka']:.3f}" for r in sweep["hint_cka"])
             section.text.append(f"CKA between fp32 and all-INT8 activations at the hint points (1 = unchanged): {cka}.")

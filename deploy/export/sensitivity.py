@@ -168,6 +168,43 @@ def _activations(path: Path, names: list[str], images: np.ndarray) -> dict[str, 
     return dict(zip(names, values, strict=True))
 
 
+# the ONNX Runtime CPU kernels a quantizable layer becomes, fp32 (plain, fused, NCHWc) and INT8 (QDQ-fused)
+LAYER_KERNELS = frozenset({"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "QLinearConv", "QGemm", "QLinearMatMul",
+                           "MatMulIntegerToFloat"})  # fmt: skip
+
+
+def kernel_times(fp32: Path, int8: Path, images: np.ndarray, runs: int = 20) -> list[tuple[float, float]] | None:
+    """Per quantizable layer in forward order, the median ONNX Runtime CPU kernel time (µs, its
+    profiler, ``runs`` calls on ``images``) in the fp32 and the all-INT8 model: where INT8 pays
+    and where its kernel is slower than the fp32 one (on x86, the depthwise convolutions of small
+    students). The sessions run each graph as deployed (all optimizations, so the NCHWc fp32
+    kernels), which renames nodes; the layers' kernels are matched by position, and None says
+    the counts differ (a fusion merged layers)."""
+    import json
+
+    import onnxruntime as ort
+
+    def profile(path: Path, folder: str) -> list[float]:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(folder) / path.stem)
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.ascontiguousarray(images, dtype=np.float32)}
+        for _ in range(3 + runs):
+            session.run(None, feed)
+        times: dict[str, list[float]] = {}
+        for event in json.loads(Path(session.end_profiling()).read_text()):
+            args = event.get("args", {})
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and args.get("op_name") in LAYER_KERNELS:
+                times.setdefault(event["name"], []).append(event["dur"])
+        return [float(np.median(t[3:])) for t in times.values()]  # first-run order is forward order; the warm-up calls left out
+
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = profile(Path(fp32), tmp), profile(Path(int8), tmp)
+    count = len(quantizable_layers(fp32))
+    return list(zip(a, b, strict=True)) if len(a) == len(b) == count else None
+
+
 def ranking(report: dict[str, Any]) -> list[str]:
     """Layers from the most to the least sensitive: lowest SQNR when quantized alone first."""
     return [r["layer"] for r in sorted(report["layers"], key=lambda r: (r["int8_alone"]["sqnr_db"], -r["float_alone"]["sqnr_db"]))]
@@ -217,10 +254,16 @@ def sensitivity_markdown(report: dict[str, Any], fallen: dict[str, Any] | None =
              f"{'logit' if metric == 'top1' else 'score'} SQNR {full['sqnr_db']:.1f} dB.", "",
              f"| # | layer | op | INT8 alone: {agree} | SQNR dB | {name} | float alone: {agree} | SQNR dB | {name} |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    timed = bool(report.get("kernel_batch"))
+    if timed:
+        lines[-2:] = [lines[-2] + " fp32 kernel µs | INT8 kernel µs |", lines[-1] + "---|---|"]
     for r in report["layers"]:
         a, f = r["int8_alone"], r["float_alone"]
+        times = f" {r['fp32_us']} | {r['int8_us']} |" if timed else ""
         lines.append(f"| {r['index']} | {r['layer']} | {r['op']} | {_f(a['agreement'], 1)} | {a['sqnr_db']:.1f} | {a[metric]:.2f} | "
-                     f"{_f(f['agreement'], 1)} | {f['sqnr_db']:.1f} | {f[metric]:.2f} |")  # fmt: skip
+                     f"{_f(f['agreement'], 1)} | {f['sqnr_db']:.1f} | {f[metric]:.2f} |{times}")  # fmt: skip
+    if timed:
+        lines += ["", kernel_summary(report)]
     if report.get("hint_cka"):
         lines += ["", "CKA between fp32 and all-INT8 activations at the hint points (1 = the same representation):", "",
                   "| point | CKA |", "|---|---|", *(f"| {r['point']} | {r['cka']:.4f} |" for r in report["hint_cka"])]  # fmt: skip
@@ -228,6 +271,18 @@ def sensitivity_markdown(report: dict[str, Any], fallen: dict[str, Any] | None =
         lines += ["", f"Float fallback for a {fallen['budget']}-point {name} budget: {len(fallen['float_layers'])} layers kept float "
                       f"({', '.join(fallen['float_layers']) or 'none'}), {name} {fallen[metric]:.2f}."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def kernel_summary(report: dict[str, Any]) -> str:
+    """One sentence on where INT8 pays, from the per-layer kernel times."""
+    rows = report["layers"]
+    fp32, int8 = sum(r["fp32_us"] for r in rows), sum(r["int8_us"] for r in rows)
+    slower = sorted((r for r in rows if r["int8_us"] > r["fp32_us"]), key=lambda r: r["fp32_us"] - r["int8_us"])
+    worst = ", ".join(f"{r['layer']} {r['int8_us'] / max(r['fp32_us'], 1e-9):.1f}x" for r in slower[:3])
+    return (
+        f"ONNX Runtime CPU kernel time of the layers at batch {report['kernel_batch']}: fp32 {fp32:.0f} µs, all INT8 {int8:.0f} µs "
+        f"({int8 / fp32:.2f}x); {len(slower)} of {len(rows)} layers run slower in INT8" + (f" (most: {worst})." if slower else ".")
+    )
 
 
 def plot_sensitivity(report: dict[str, Any]) -> bytes:
@@ -269,6 +324,11 @@ def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarra
         ranges = Path(tmp) / "ranges.json"  # calibrated once for the sweep and the fallback
         report = sensitivity(fp32, calibration, probe, target, ranges)
         report["hint_cka"] = hint_cka(fp32, path, points or [], probe.images)
+        if target == "cpu":
+            times = kernel_times(fp32, path, probe.images[:8])
+            report["kernel_batch"] = len(probe.images[:8]) if times else None
+            for row, (a, b) in zip(report["layers"], times or [], strict=False):
+                row.update(fp32_us=round(a, 1), int8_us=round(b, 1))
         fallen = None
         if budget is not None:
             full = Path(tmp) / "full.onnx"

@@ -243,6 +243,7 @@ def test_export_int8_sensitivity_and_budget_from_the_cli(tmp_path, student, caps
     layers = quantizable_layers(out / "student.onnx")  # resnet8: 9 convolutions (two on shortcuts) and the classifier
     assert [r["layer"] for r in report["layers"]] == [name for name, _ in layers] and len(layers) == 10
     assert all({"agreement", "sqnr_db", "top1"} <= set(r["int8_alone"]) for r in report["layers"])
+    assert report["kernel_batch"] == 8 and all(r["fp32_us"] > 0 and r["int8_us"] > 0 for r in report["layers"])  # ORT's profiler
     assert [r["point"] for r in report["hint_cka"]] == ["layer1.0", "layer2.0", "layer3.0"]  # resnet8's hint points
     assert all(0 < r["cka"] <= 1 for r in report["hint_cka"])
     side = json.loads((out / "student.int8.json").read_text())["int8"]
@@ -250,6 +251,7 @@ def test_export_int8_sensitivity_and_budget_from_the_cli(tmp_path, student, caps
     assert report["fp32_top1"] - fallback["top1"] <= 0.5 and set(fallback["latency_ms_batch8"]) == {"fp32", "int8", "fallback"}
     md = (out / "student.int8.sensitivity.md").read_text()
     assert (out / "student.int8.sensitivity.png").read_bytes()[:4] == b"\x89PNG" and "| # | layer |" in md and "| layer2.0 |" in md
+    assert "INT8 kernel µs |" in md and "layers run slower in INT8" in md
     assert "INT8 fallback (0.5 points)" in capsys.readouterr().out
     assert main(["export", str(student), "--int8-budget", "-1", "--int8", "--calib", DATA, "--out", str(tmp_path / "bad")]) == 2
     assert main(["export", str(student), "--sensitivity", "--out", str(tmp_path / "bad2")]) == 2

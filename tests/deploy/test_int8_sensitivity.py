@@ -6,7 +6,17 @@ import pytest
 import torch
 from compressor.deploy.export.int8 import quantizable_layers, quantize_qdq
 from compressor.deploy.export.onnx_export import torch_to_onnx
-from compressor.deploy.export.sensitivity import analyse, fallback, hint_cka, make_probe, ranking, sensitivity, sqnr_db
+from compressor.deploy.export.sensitivity import (
+    analyse,
+    fallback,
+    hint_cka,
+    kernel_summary,
+    kernel_times,
+    make_probe,
+    ranking,
+    sensitivity,
+    sqnr_db,
+)
 from torch import nn
 
 from compressor.errors import UserError
@@ -122,6 +132,18 @@ def test_tensorrt_fallback_runs_the_kept_layers_in_fp16(planted, tmp_path):
     casts = [n for n in model.graph.node if n.op_type == "Cast" and n.name.startswith(conv3)]
     assert len(casts) == 2  # FP16 in, FP32 out
     assert (tmp_path / "student.int8-trt.sensitivity.json").exists()
+
+
+def test_kernel_times_per_layer_say_where_int8_pays(planted, tmp_path):
+    folder, images, _ = planted
+    fp32 = folder / "fp32.onnx"
+    times = kernel_times(fp32, quantize_qdq(fp32, tmp_path / "int8.onnx", calibration(images)()), images[:8])
+    assert len(times) == len(quantizable_layers(fp32)) == 4 and all(a > 0 and b > 0 for a, b in times)
+    rows = [{"layer": name, "fp32_us": a, "int8_us": b} for name, a, b in (("a", 10, 5), ("b", 10, 30), ("c", 20, 25))]
+    assert kernel_summary({"layers": rows, "kernel_batch": 8}) == (
+        "ONNX Runtime CPU kernel time of the layers at batch 8: fp32 40 µs, all INT8 60 µs (1.50x); 2 of 3 layers run slower in INT8 "
+        "(most: b 3.0x, c 1.2x)."
+    )
 
 
 def test_the_sweep_calibrates_once(planted, tmp_path):
