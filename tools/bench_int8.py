@@ -22,7 +22,8 @@ detector cross-distilled from an HEVC-domain teacher (``compressor cross-distill
 with ``quant.qat: true``, 800 training and 400 test scenes), PTQ and the fallback calibrated on the run's labelled images
 (``--calib yolo:RUN/data``), all scored by AP50 on ONNX Runtime (the box decoding in float).
 
-Prints a Markdown table (the README's come from one run of each) and writes ``DIR/int8_bench.json``.
+Prints a Markdown table (the README's come from one run of each), the sweep's per-layer kernel-time line (where
+INT8 pays on this CPU) and writes ``DIR/int8_bench.json``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from compressor.deploy.export.sensitivity import kernel_summary
 from compressor.deploy.profile.accuracy import accuracy, predict
 from compressor.deploy.runtime.ort_runtime import OrtRuntime
 
@@ -177,7 +179,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['model']} | {r['score']:.2f} | {r['drop']:.2f} | {r['float_layers']} | {r['p50_ms_b1']:.3f} | {r['ratio_b1']:.2f}x | "
               f"{r['p50_ms_b32']:.3f} | {r['ratio_b32']:.2f}x |")  # fmt: skip
     print(bench.parity)
-    summary = {"task": args.task, "title": bench.title, "metric": bench.metric, "rows": rows, "qad_parity": bench.parity}
+    sweep = json.loads((out / "fallback" / "student.int8.sensitivity.json").read_text())
+    kernels = kernel_summary(sweep) if sweep.get("kernel_batch") else None
+    if kernels:
+        print(kernels)
+    summary = {
+        "task": args.task,
+        "title": bench.title,
+        "metric": bench.metric,
+        "rows": rows,
+        "qad_parity": bench.parity,
+        "kernels": kernels,
+    }
     (out / "int8_bench.json").write_text(json.dumps(summary, indent=1))
     return 0
 

@@ -281,7 +281,8 @@ def kernel_summary(report: dict[str, Any]) -> str:
     worst = ", ".join(f"{r['layer']} {r['int8_us'] / max(r['fp32_us'], 1e-9):.1f}x" for r in slower[:3])
     return (
         f"ONNX Runtime CPU kernel time of the layers at batch {report['kernel_batch']}: fp32 {fp32:.0f} µs, all INT8 {int8:.0f} µs "
-        f"({int8 / fp32:.2f}x); {len(slower)} of {len(rows)} layers run slower in INT8" + (f" (most: {worst})." if slower else ".")
+        f"({int8 / fp32:.2f}x); {len(slower)} of {len(rows)} layers run slower in INT8"
+        + (f" (the most time lost: {worst})." if slower else ".")
     )
 
 

@@ -142,7 +142,7 @@ def test_kernel_times_per_layer_say_where_int8_pays(planted, tmp_path):
     rows = [{"layer": name, "fp32_us": a, "int8_us": b} for name, a, b in (("a", 10, 5), ("b", 10, 30), ("c", 20, 25))]
     assert kernel_summary({"layers": rows, "kernel_batch": 8}) == (
         "ONNX Runtime CPU kernel time of the layers at batch 8: fp32 40 µs, all INT8 60 µs (1.50x); 2 of 3 layers run slower in INT8 "
-        "(most: b 3.0x, c 1.2x)."
+        "(the most time lost: b 3.0x, c 1.2x)."
     )
 
 
