@@ -177,13 +177,15 @@ def _float_layers_stay_float(graph) -> int:
         per_channel = helper.make_node(
             "DequantizeLinear", [dq.input[0], *names], [f"{node.name}_input"], name=f"{node.name}_input_dq", axis=axis
         )
-        added.setdefault(dq.name, []).append(per_channel)
+        added.setdefault(dq.output[0], []).append(per_channel)  # right after the DequantizeLinear it copies
         node.input[0] = per_channel.output[0]
-    nodes = [m for n in graph.node for m in (n, *added.get(n.name, []))]
+    nodes = [m for n in graph.node for m in (n, *added.get(n.output[0], []))]
     used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
-    nodes = [n for n in nodes if n.op_type != "DequantizeLinear" or n.output[0] in used]  # the int32 biases' old DequantizeLinears
+    unused = [n for n in nodes if n.op_type == "DequantizeLinear" and n.output[0] not in used]  # the int32 biases' old ones
+    nodes = [n for n in nodes if not any(n is u for u in unused)]
     used = {i for n in nodes for i in n.input}
-    kept = [i for i in graph.initializer if i.name in used]
+    orphans = {i for n in unused for i in n.input if i not in used}
+    kept = [i for i in graph.initializer if i.name not in orphans]
     del graph.node[:], graph.initializer[:]
     graph.node.extend(nodes)
     graph.initializer.extend(kept)
