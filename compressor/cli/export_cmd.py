@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "sensitive layers float (FP16 for TensorRT) until top-1 (a detector: AP50) drops by at most POINTS "
                    "on the held-out split")  # fmt: skip
     p.add_argument("--int8-max-float", type=int, metavar="N", help="with --int8-budget: at most N float layers (else exit 2)")
+    p.add_argument("--int8-float", metavar="LAYERS", default="", help="with --int8: keep these layers float always (comma-separated "
+                   "ONNX node names, as the sensitivity table lists them; FP16 for TensorRT); --int8-budget adds to them")  # fmt: skip
     p.add_argument("--fp16", action="store_true", help="also an FP16 ONNX (TensorRT 11 builds FP16 only from one)")
     p.add_argument("--trt", action="store_true", help="also build a TensorRT engine for this GPU (needs TensorRT and a GPU)")
     p.add_argument("--trt-precision", default="fp16", choices=["fp32", "fp16", "int8"])
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(opset=args.opset, dynamic_batch=args.dynamic_batch, dynamo=args.dynamo, int8=args.int8, calib=args.calib,
                             calib_samples=args.calib_samples, fp16=args.fp16, trt=args.trt, trt_precision=args.trt_precision,
                             sensitivity=args.sensitivity, int8_budget=args.int8_budget, int8_max_float=args.int8_max_float,
+                            int8_float=[n for n in args.int8_float.split(",") if n],
                             nms=args.nms, nms_iou=args.nms_iou, nms_score=args.nms_score, nms_max=args.nms_max)  # fmt: skip
     stem = Path(args.student).stem if art.meta.get("schema") else "model"
     try:
@@ -82,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         q = result.info[fmt]
         print(f"INT8 ({q['target']}): {int8_summary(q)}")
+        if q.get("float_layers_forced"):
+            print(f"INT8 --int8-float: {len(q['float_layers_forced'])} layers float ({', '.join(q['float_layers_forced'])})")
         if q.get("fallback"):
             f = q["fallback"]
             layers = ", ".join(f["float_layers"]) or "none"

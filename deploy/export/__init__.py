@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import torch
 from compressor.models import Registry, hint_points
+from pydantic import Field
 from torch import nn
 from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
 from torch.utils.data import DataLoader, Subset
@@ -35,7 +36,7 @@ from ..artifact import EXPORT_SCHEMA, ModelArtifact, is_detector, is_qdq
 from ..profile.accuracy import accuracy, agreement, predict
 from ..runtime.ort_runtime import OrtRuntime
 from .detection import DetectorExport
-from .int8 import quantize_qdq
+from .int8 import fp16_islands, quantizable_layers, quantize_qdq
 from .onnx_export import export_onnx, torch_to_onnx
 from .sensitivity import analyse, make_probe, report_path
 
@@ -61,6 +62,7 @@ class ExportOptions(Strict):
     sensitivity: bool = False  # INT8: per-layer sensitivity next to each INT8 file (cpu and tensorrt targets)
     int8_budget: float | None = None  # INT8: max top-1 (detector: AP50) drop in points; sensitive layers stay float (TensorRT: FP16)
     int8_max_float: int | None = None  # at most this many float layers for the budget
+    int8_float: list[str] = Field(default_factory=list)  # INT8: layers kept float always (names as the sensitivity table gives them)
 
     def check(self, art: ModelArtifact | None = None) -> None:
         """Every option and the inputs it names, before anything is written.
@@ -85,9 +87,11 @@ class ExportOptions(Strict):
             )
         if self.int8_max_float is not None and self.int8_max_float < 0:
             raise UserError(f"--int8-max-float {self.int8_max_float}: a number of layers, >= 0")
-        if (self.sensitivity or self.int8_budget is not None) and not (self.int8 or self.trt and self.trt_precision == "int8"):
-            raise UserError("--sensitivity and --int8-budget analyse the INT8 export: add --int8 (with --calib), or --trt "
-                            "--trt-precision int8 for TensorRT (layers kept out of INT8 run in FP16)")  # fmt: skip
+        if (self.sensitivity or self.int8_budget is not None or self.int8_float) and not (
+            self.int8 or self.trt and self.trt_precision == "int8"
+        ):
+            raise UserError("--sensitivity, --int8-budget and --int8-float shape the INT8 export: add --int8 (with --calib), or "
+                            "--trt --trt-precision int8 for TensorRT (layers kept out of INT8 run in FP16)")  # fmt: skip
         if self.calib_samples < 1:
             raise UserError(f"--calib-samples {self.calib_samples}: calibrate on at least one image (a few hundred is typical)")
         if self.trt_precision not in ("fp32", "fp16", "int8"):
@@ -192,6 +196,9 @@ def check_export(art: ModelArtifact, options: ExportOptions) -> None:
         if is_qdq(art.path) and options.int8:
             raise UserError(f"{art.path.name} is already INT8 (Q/DQ); give the fp32 ONNX file")
     options.check(art)
+    if options.int8_float:  # the layer names are the exported graph's: checked on a throwaway export
+        with tempfile.TemporaryDirectory() as tmp:
+            _forced_float(_build_onnx(art, options, {}, Path(tmp) / "names.onnx")[0], options.int8_float)
 
 
 def export_artifact(art: ModelArtifact, out: str | Path, options: ExportOptions, stem: str = "student") -> ExportResult:
@@ -266,8 +273,11 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
     """Quantise ``fp32`` for ``target`` (``cpu`` or ``tensorrt``), calibrated on ``options.calib``'s
     train split; returns the file and its top-1 (a detector: AP50) change on the test split."""
     options.check(art)
+    forced = _forced_float(fp32, options.int8_float)
     train = open_calibration(options.calib, "train", art)
-    quantize_qdq(fp32, path, calibration_batches(train, options.calib_samples), target=target)
+    quantize_qdq(fp32, path, calibration_batches(train, options.calib_samples), target=target, keep_float=forced)
+    if target == "tensorrt" and forced:
+        fp16_islands(path, forced)
     evaluation = open_calibration(options.calib, "test", art)
     probe = make_probe(fp32, *_held_out(evaluation, options.eval_samples)) if is_detector(art) else None
     analysis = None
@@ -275,7 +285,7 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
         probe = probe or make_probe(fp32, *_held_out(evaluation, options.eval_samples))
         points = [("model." if is_detector(art) else "") + name for name in _hint_point_names(art.model)]  # DetectorExport's .model
         analysis = analyse(fp32, path, lambda: calibration_batches(train, options.calib_samples), probe, options.int8_budget,
-                           options.int8_max_float, target, points)  # fmt: skip
+                           options.int8_max_float, target, points, forced)  # fmt: skip
     change = {
         **(_ap50_change(probe, path) if is_detector(art) else _top1_change(fp32, path, evaluation, options.eval_samples)),
         "target": target,
@@ -286,11 +296,26 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
             "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
         },  # fmt: skip
     }
+    if forced:
+        change["float_layers_forced"] = forced
     if analysis is not None:
         change["sensitivity"] = report_path(path, ".json").name
         change["fallback"] = analysis.get("fallback")
     _sidecar(path, art, options, precision="int8", extra={"int8": change})
     return path, change
+
+
+def _forced_float(fp32: Path, names: list[str]) -> list[str]:
+    """``--int8-float``'s layers, checked against the graph's quantizable layers (before any INT8 file is written)."""
+    if not names:
+        return []
+    layers = [name for name, _ in quantizable_layers(fp32)]
+    unknown = [n for n in names if n not in layers]
+    if unknown:
+        shown = ", ".join(layers[:6]) + (f", ... ({len(layers)} in all)" if len(layers) > 6 else "")
+        raise UserError(f"--int8-float: no quantizable layer named {', '.join(unknown)} in {fp32.name}; its layers are {shown} "
+                        "(--sensitivity writes them all, in forward order, to <stem>.int8.sensitivity.md)")  # fmt: skip
+    return list(dict.fromkeys(names))
 
 
 def export_qat(graph, art: ModelArtifact, out: Path, stem: str, target: str, evaluation, eval_samples: int,

@@ -214,20 +214,25 @@ def ranking(report: dict[str, Any]) -> list[str]:
 
 def fallback(fp32: Path, out: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe | DetectionProbe, report: dict[str, Any],
              budget: float,
-             target: str = "cpu", max_float: int | None = None, ranges: Path | None = None) -> dict[str, Any]:  # fmt: skip
+             target: str = "cpu", max_float: int | None = None, ranges: Path | None = None,
+             forced: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
     """Write ``out``: INT8 with the fewest most-sensitive layers kept float such that the probe's
-    metric (top-1, or AP50 for a detector) drops by at most ``budget`` points from fp32.
+    metric (top-1, or AP50 for a detector) drops by at most ``budget`` points from fp32. The
+    ``forced`` layers (``--int8-float``) are float in every try and count towards ``max_float``.
 
     Raises:
         UserError: a negative budget, or one not met with ``max_float`` layers in float (says how close it came).
     """
     if budget < 0:
         raise UserError(f"--int8-budget {budget}: the allowed drop (top-1, or AP50 for a detector) is in points, >= 0 (e.g. 0.5)")
-    order = ranking(report)
+    forced = forced or []
+    order = forced + [layer for layer in ranking(report) if layer not in forced]
     limit = len(order) if max_float is None else min(max_float, len(order))
+    if len(forced) > limit:
+        raise UserError(f"--int8-max-float {max_float} is below the {len(forced)} layers --int8-float keeps float")
     metric = report["metric"]
     name, reference, tried = _METRIC_NAMES[metric], report[f"fp32_{metric}"], []
-    for count in range(limit + 1):
+    for count in range(len(forced), limit + 1):
         kept = order[:count]
         score = probe.score(quantize_qdq(fp32, out, calibration(), target=target, keep_float=kept, ranges=ranges))
         tried.append({"float_layers": count, metric: score[metric]})
@@ -314,7 +319,7 @@ def plot_sensitivity(report: dict[str, Any]) -> bytes:
 
 def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarray]], probe: Probe | DetectionProbe,
             budget: float | None, max_float: int | None, target: str = "cpu",
-            points: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+            points: list[str] | None = None, forced: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
     """The sensitivity sweep next to ``path`` (``<stem>.sensitivity.json`` / ``.md`` / ``.png``), the
     CKA at the hint ``points`` (module paths) of the all-INT8 model, and with a ``budget`` the
     fallback model written over ``path`` with the ONNX Runtime latency (batch 8) of fp32, all-INT8
@@ -336,7 +341,7 @@ def analyse(fp32: Path, path: Path, calibration: Callable[[], Iterator[np.ndarra
         if budget is not None:
             full = Path(tmp) / "full.onnx"
             full.write_bytes(path.read_bytes())  # the all-INT8 model, for the latency comparison
-            fallen = fallback(fp32, path, calibration, probe, report, budget, target, max_float, ranges)
+            fallen = fallback(fp32, path, calibration, probe, report, budget, target, max_float, ranges, forced)
             if target == "tensorrt" and fallen["float_layers"]:  # TensorRT runs them in FP16: the file says so, and is scored so
                 fp16_islands(path, fallen["float_layers"])
                 fallen.update(probe.score(path), float_precision="fp16")

@@ -232,6 +232,31 @@ def test_detector_fp16_and_classifier_nms_are_refused(tmp_path, capsys):
     assert "--nms is for detectors" in capsys.readouterr().err
 
 
+def test_int8_float_keeps_the_named_layers_float(tmp_path, student, capsys):
+    """--int8-float: the user's own choice of float layers (e.g. those the kernel-time line shows slower in INT8)."""
+    from compressor.deploy.export.int8 import quantizable_layers
+
+    assert main(["export", str(student), "--out", str(tmp_path / "fp32")]) == 0
+    first, second = (name for name, _ in quantizable_layers(tmp_path / "fp32" / "student.onnx")[:2])
+    out = tmp_path / "exp"
+    argv = ["export", str(student), "--int8", "--calib", DATA, "--calib-samples", "32", "--int8-float", f"{first},{first}", "--out",
+            str(out)]  # fmt: skip
+    assert main(argv) == 0
+    graph = onnx.load(str(out / "student.int8.onnx")).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    weights = {i.name: i for i in graph.initializer}
+    by_name = {n.name: n for n in graph.node}
+    assert by_name[first].input[1] in weights and weights[by_name[first].input[1]].data_type == onnx.TensorProto.FLOAT  # float weight
+    assert producer[by_name[second].input[1]] == "DequantizeLinear"  # the next layer INT8
+    assert json.loads((out / "student.int8.json").read_text())["int8"]["float_layers_forced"] == [first]
+    assert f"INT8 --int8-float: 1 layers float ({first})" in capsys.readouterr().out
+    bad = ["export", str(student), "--int8", "--calib", DATA, "--int8-float", "conv9", "--out", str(tmp_path / "bad")]
+    assert main(bad) == 2
+    assert "no quantizable layer named conv9" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["export", str(student), "--int8-float", first, "--out", str(tmp_path / "bad2")]) == 2
+    assert "add --int8" in capsys.readouterr().err and not (tmp_path / "bad2").exists()
+
+
 def test_export_int8_sensitivity_and_budget_from_the_cli(tmp_path, student, capsys):
     out = tmp_path / "exp"
     argv = ["export", str(student), "--int8", "--calib", DATA, "--calib-samples", "32", "--sensitivity", "--int8-budget", "0.5",

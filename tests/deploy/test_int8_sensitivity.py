@@ -87,6 +87,17 @@ def test_sensitivity_finds_the_planted_layer_and_the_budget_keeps_it_float(plant
         fallback(folder / "fp32.onnx", tmp_path / "neg.onnx", calibration(images), probe, report, budget=-1)
 
 
+def test_the_budget_adds_to_the_layers_the_user_keeps_float(planted, tmp_path):
+    folder, images, labels = planted
+    fp32, probe = folder / "fp32.onnx", make_probe(folder / "fp32.onnx", images[64:], labels[64:])
+    conv1, _, conv3, _ = (name for name, _ in quantizable_layers(fp32))
+    report = sensitivity(fp32, calibration(images), probe)
+    result = fallback(fp32, tmp_path / "f.onnx", calibration(images), probe, report, budget=5.0, forced=[conv1])
+    assert result["float_layers"][:2] == [conv1, conv3] and result["tried"][0]["float_layers"] == 1  # never without conv1
+    with pytest.raises(UserError, match="below the 1 layers --int8-float keeps float"):
+        fallback(fp32, tmp_path / "g.onnx", calibration(images), probe, report, budget=5.0, max_float=0, forced=[conv1])
+
+
 def test_hint_cka_is_linear_cka_of_the_two_models_representations(planted, tmp_path):
     folder, images, _ = planted
     fp32 = folder / "fp32.onnx"
