@@ -329,6 +329,8 @@ def _int8_details(section: Section, q: dict[str, Any], folder: Path) -> None:
         plot = folder / q["sensitivity"].replace(".json", ".png")
         if plot.exists():
             section.images["INT8 sensitivity per layer"] = plot
+    if q.get("float_layers_forced"):
+        section.text.append(f"Kept float by --int8-float: {', '.join(q['float_layers_forced'])}.")
     if fallen:
         lat = fallen.get("latency_ms_batch8") or {}
         section.text.append(f"Float fallback for a {fallen['budget']}-point {metric} budget: {len(fallen['float_layers'])} layers kept "

@@ -22,7 +22,8 @@ TINY = {
     "teacher": {"arch": "resnet14", "recipe": {"epochs": 2, "batch_size": 32}},
     "hints": {"samples": 48, "k": 3},
     "distill": {"student": "resnet8", "recipe": {"epochs": 2, "batch_size": 32}, "loss": {"method": "at+kd"}},
-    "export": {"calib_samples": 32, "sensitivity": True, "int8_budget": 100.0},  # the sweep and a fallback, in the report
+    # the sweep, a fallback and a layer the user keeps float, in the report
+    "export": {"calib_samples": 32, "sensitivity": True, "int8_budget": 100.0, "int8_float": ["/conv1/Conv"]},
     "profile": {
         "backends": ["torch", "ort-cpu", "ort-cpu-int8"],
         "batches": [1],
@@ -101,9 +102,10 @@ def test_report_tells_the_run_from_teacher_to_deployed_student(run_dir):
     assert "teacher: 2 epochs" in text and "student: 2 epochs" in text and "kd " in text  # loss terms by name
     assert "torch vs ONNX parity" in text and "End to end, image file to answer" in text
     assert (
-        "INT8 sensitivity: the 10 most sensitive of 10 layers" in text and "Float fallback for a 100.0-point top-1 budget: 0 layers" in text
+        "INT8 sensitivity: the 10 most sensitive of 10 layers" in text and "Float fallback for a 100.0-point top-1 budget: 1 layers" in text
     )
     assert "ONNX Runtime CPU kernel time of the layers at batch 8" in text  # where INT8 pays, layer by layer
+    assert "Kept float by --int8-float: /conv1/Conv." in text
     assert "```yaml" in text and "resnet14" in text.split("## Provenance")[1]  # the resolved config
 
 
