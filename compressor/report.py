@@ -74,7 +74,9 @@ class RunFiles:
     profile: dict[str, Any] | None = None
     cross: dict[str, Any] | None = None  # cross distillation's report.json
     seeds: dict[str, Any] | None = None  # distill/seeds.json: the student trained once per seed
+    compare: dict[str, Any] | None = None  # compare/compare.json: vanilla and baseline-hints beside the student
     folders: dict[str, Path] = field(default_factory=dict)  # where the plan and the profile live
+    budget_ms: float | None = None  # the recommendation's latency budget (batch 1)
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -108,6 +110,11 @@ def read_run(root: str | Path) -> RunFiles:
             if side and side.get("schema") == "edge-compressor/student":  # export/student.json is the exported model's
                 run.students[folder.name] = side
                 run.metrics["student" if folder.name == "distill" else f"student ({folder.name})"] = read_metrics(folder / "metrics.jsonl")
+        for folder in sorted(p for p in (root / "compare").glob("*") if p.is_dir()):  # the same student alone / with stage-end hints
+            if (side := _json(folder / "student.json")) and side.get("schema") == "edge-compressor/student":
+                run.students[folder.name] = side
+                run.metrics[f"student ({folder.name})"] = read_metrics(folder / "metrics.jsonl")
+        run.compare = _json(root / "compare" / "compare.json")
         run.profile = _json(root / "profile" / "report.json")
         run.seeds = _json(root / "distill" / "seeds.json")
         run.folders["profile"] = root / "profile"
@@ -142,18 +149,148 @@ def _top1(sidecar: dict[str, Any] | None) -> float | None:
     return ((sidecar or {}).get("metrics") or {}).get("final", {}).get("top1")
 
 
-def summary_lines(run: RunFiles) -> list[str]:
-    """One line per claim a reader would put on a slide."""
-    lines = []
-    comparison = (run.profile or {}).get("comparison") or []
-    by_backend: dict[str, dict[str, Any]] = {}
-    for row in comparison:  # the smallest batch of each backend: the edge case
+def _latency(backend: dict[str, Any], batch: int) -> dict[str, Any] | None:
+    return next((lat for lat in backend.get("latency") or [] if lat["batch"] == batch), None)
+
+
+def _spread_limit(profile: dict[str, Any]) -> float:
+    return float(profile.get("settings", {}).get("spread_warning", 0.25))
+
+
+def speed_lines(profile: dict[str, Any]) -> list[str]:
+    """Student vs teacher per backend at its smallest batch; a pair whose round medians spread more
+    than the profile's warning threshold is said to be unreliable, never given as a speed-up."""
+    models = {m["name"]: {b["backend"]: b for b in m["backends"]} for m in profile.get("models", [])}
+    limit, lines, by_backend = _spread_limit(profile), [], {}
+    for row in profile.get("comparison") or []:
         if row["backend"] not in by_backend or row["batch"] < by_backend[row["backend"]]["batch"]:
             by_backend[row["backend"]] = row
     for backend, r in by_backend.items():
+        where = f"{BACKEND_NAMES.get(backend, backend)} (batch {r['batch']})"
+        spreads = [lat["spread"] for name in (r["student"], r["teacher"])
+                   if (lat := _latency(models.get(name, {}).get(backend, {}), r["batch"]))]  # fmt: skip
         top1 = f", top-1 {_fmt(r['teacher_top1'], 1)} -> {_fmt(r['student_top1'], 1)}" if r.get("student_top1") is not None else ""
-        lines.append(f"{r['student']} student: {r['speedup']:.1f}x faster than {r['teacher']} on {BACKEND_NAMES.get(backend, backend)} "
-                     f"(batch {r['batch']}), {100 * r['compression_ratio']:.0f}% fewer parameters{top1}")  # fmt: skip
+        size = f"{100 * r['compression_ratio']:.0f}% fewer parameters"
+        if any(sp > limit for sp in spreads):
+            lines.append(f"{r['student']} vs {r['teacher']} on {where}: latency unreliable (round medians spread "
+                         f"{', '.join(f'{sp:.0%}' for sp in spreads)}, above {limit:.0%}: the machine was busy), so no speed-up is "
+                         f"claimed; {size}{top1}")  # fmt: skip
+            continue
+        pace = f"{r['speedup']:.1f}x faster" if r["speedup"] >= 1 else f"{1 / r['speedup']:.1f}x slower"
+        lines.append(f"{r['student']} student: {pace} than {r['teacher']} on {where}, {size}{top1}")
+    return lines
+
+
+def evidence_lines(run: RunFiles) -> list[str]:
+    """(a) distillation vs the same student alone, (b) the chosen hints vs the stage ends."""
+    from .evidence import describe_difference
+
+    comp = (run.compare or {}).get("comparisons") or {}
+    lines = []
+    for name, what in (("vanilla", "over the same student trained alone (CE only, same initial weights, seed and recipe)"),
+                       ("baseline-hints", "for the chosen hints over the teacher's stage-end hints")):  # fmt: skip
+        entry = comp.get(name)
+        if entry is None:
+            continue
+        method = run.compare["method"]
+        if not entry["trained"]:
+            lines.append(f"Chosen vs stage-end hints: not trained, {entry['reason']}.")
+            continue
+        lines.append(f"{method} distillation: {describe_difference(entry['distill_minus_this'])} {what}.")
+    return lines
+
+
+def _artifact_file(run: RunFiles, model: dict[str, Any], backend: dict[str, Any]) -> str:
+    """The file a backend ran: the checkpoint for PyTorch, else the ONNX file exported for it."""
+    if backend["backend"].startswith("torch"):
+        path = Path(model["path"])
+    else:
+        stem = "student" if model["role"] == "student" else model["name"]
+        folder = run.root / "export" if model["role"] == "student" else run.folders["profile"] / "exports" / model["role"]
+        path = folder / f"{stem}{'.int8' if backend['precision'] == 'int8' else ''}.onnx"
+        if not path.exists():
+            found = sorted(folder.glob(f"*{'.int8' if backend['precision'] == 'int8' else ''}.onnx"))
+            found = [f for f in found if backend["precision"] == "int8" or ".int8" not in f.name]
+            path = found[0] if found else path
+    try:
+        return path.resolve().relative_to(run.root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def candidates(run: RunFiles) -> list[dict[str, Any]]:
+    """Every profiled (model, backend) at batch 1 with its accuracy: what could be deployed."""
+    profile, out = run.profile or {}, []
+    limit = _spread_limit(profile)
+    agreement = {}
+    for name, side in run.exports.items():
+        if (side.get("int8") or {}).get("top1_agreement") is not None:
+            agreement[name.removesuffix(".json")] = side["int8"]["top1_agreement"]
+    for m in profile.get("models", []):
+        for b in m["backends"]:
+            lat = _latency(b, 1) or (b.get("latency") or [None])[0]
+            top1 = (b.get("accuracy") or {}).get("top1")
+            if b.get("status") != "ok" or lat is None or top1 is None:
+                continue
+            file = _artifact_file(run, m, b)
+            out.append({"model": m["name"], "role": m["role"], "backend": b["backend"], "precision": b["precision"], "file": file,
+                        "batch": lat["batch"], "latency_ms": lat["round_median_ms"], "reliable": lat["spread"] <= limit,
+                        "spread": lat["spread"], "top1": top1,
+                        "agreement": agreement.get(Path(file).stem) if b["precision"] == "int8" else None})  # fmt: skip
+    return out
+
+
+def pareto(cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The candidates no other beats on both latency and top-1 (one of them strictly), fastest first."""
+    keep = [c for c in cands if not any(o["latency_ms"] <= c["latency_ms"] and o["top1"] >= c["top1"]
+                                        and (o["latency_ms"] < c["latency_ms"] or o["top1"] > c["top1"]) for o in cands)]  # fmt: skip
+    return sorted(keep, key=lambda c: c["latency_ms"])
+
+
+def recommend(cands: list[dict[str, Any]], budget_ms: float | None, tolerance: float = 1.0) -> dict[str, Any] | None:
+    """With a budget: the most accurate candidate within it (the faster on a tie). Without: the
+    fastest candidate of the Pareto set whose top-1 is within ``tolerance`` points of the best."""
+    if not cands:
+        return None
+    if budget_ms is not None:
+        within = [c for c in cands if c["latency_ms"] <= budget_ms]
+        return max(within, key=lambda c: (c["top1"], -c["latency_ms"])) if within else None
+    best = max(c["top1"] for c in cands)
+    return min((c for c in pareto(cands) if c["top1"] >= best - tolerance), key=lambda c: c["latency_ms"])
+
+
+def _describe(c: dict[str, Any]) -> str:
+    agree = f", {c['agreement']:.1f}% of answers equal to fp32" if c.get("agreement") is not None else ""
+    shaky = f" (latency unreliable: round medians spread {c['spread']:.0%})" if not c["reliable"] else ""
+    return (f"{c['file']} ({c['model']}, {BACKEND_NAMES.get(c['backend'], c['backend'])}): {c['latency_ms']:.3f} ms at batch "
+            f"{c['batch']}{shaky}, top-1 {c['top1']:.1f}%{agree}")  # fmt: skip
+
+
+def recommendation_lines(run: RunFiles, budget_ms: float | None) -> list[str]:
+    cands = candidates(run)
+    if not cands:
+        return []
+    pick = recommend(cands, budget_ms)
+    if pick is None:
+        fastest = min(cands, key=lambda c: c["latency_ms"])
+        return [f"Recommendation: nothing profiled meets the {budget_ms} ms budget; the fastest is {_describe(fastest)}."]
+    rule = (f"the most accurate within the {budget_ms} ms budget" if budget_ms is not None
+            else "the fastest within 1 point of the best top-1 (set report.budget_ms for a latency budget)")  # fmt: skip
+    lines = [f"Recommendation ({rule}): deploy {_describe(pick)}."]
+    comp = (run.compare or {}).get("comparisons") or {}
+    for name, entry in comp.items():
+        d = entry.get("distill_minus_this") if entry.get("trained") else None
+        if d is not None and d["high"] is not None and d["high"] < 0 and pick["role"] == "student":
+            lines.append(f"The {name} student beat the distilled one beyond seed noise: export compare/{name}/student.pt the same way "
+                         f"(compressor export compare/{name}/student.pt --int8 --calib DATA) and deploy that instead.")  # fmt: skip
+    front = pareto(cands)
+    lines.append("Pareto set (no other artifact is both faster and more accurate): " + "; ".join(_describe(c) for c in front) + ".")
+    return lines
+
+
+def summary_lines(run: RunFiles, budget_ms: float | None = None) -> list[str]:
+    """One line per claim a reader would put on a slide: did it help, what to deploy, then the rest."""
+    lines = evidence_lines(run) + recommendation_lines(run, budget_ms) + speed_lines(run.profile or {})
     for name, side in run.exports.items():
         q = side.get("int8")
         if q:
@@ -176,7 +313,7 @@ def summary_lines(run: RunFiles) -> list[str]:
 
 
 def section_summary(run: RunFiles) -> Section:
-    s = Section("summary", text=summary_lines(run))
+    s = Section("summary", text=summary_lines(run, run.budget_ms))
     warnings = (run.profile or {}).get("warnings") or []
     if warnings:
         s.text.append(f"The profile warns ({len(warnings)}): " + "; ".join(warnings[:3]) + ("; ..." if len(warnings) > 3 else ""))
@@ -428,7 +565,7 @@ def render_html(sections: list[Section]) -> str:
     return "\n".join(parts)
 
 
-def write_run_report(root: str | Path, overwrite: bool = False) -> dict[str, Path]:
+def write_run_report(root: str | Path, overwrite: bool = False, budget_ms: float | None = None) -> dict[str, Path]:
     """Write ``report.html`` and ``report.md`` (and ``training.png``) into the run folder.
 
     A ``report.html`` this tool did not write is left alone unless ``overwrite`` is set.
@@ -438,6 +575,7 @@ def write_run_report(root: str | Path, overwrite: bool = False) -> dict[str, Pat
         target = run.root / name
         if target.exists() and not overwrite and GENERATOR not in target.read_text(errors="replace")[:2000]:
             raise UserError(f"{target} exists and was not written by compressor report; move it away or pass --overwrite")
+    run.budget_ms = budget_ms
     sections = [build(run) for build in BUILDERS]
     return {"report.html": atomic_write_text(run.root / "report.html", render_html(sections)),
             "report.md": atomic_write_text(run.root / "report.md", render_markdown(sections, run.root))}  # fmt: skip

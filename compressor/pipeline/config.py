@@ -8,7 +8,7 @@ architectures, methods, metrics, backends and dataset specs against their regist
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -82,6 +82,13 @@ class ProfileSpec(ProfileOptions):
     e2e: bool = False  # also time file -> answer (decode, resize, normalise, infer, answer) on PNGs of test images
 
 
+class ReportSpec(Strict):
+    """What the run report recommends: the most accurate artifact within ``budget_ms`` (batch-1
+    latency) on each profiled backend, or, without a budget, the artifacts no other beats on both."""
+
+    budget_ms: float | None = Field(None, gt=0)
+
+
 class PipelineConfig(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # one folder under out: no '..', no '/'
     out: str = "runs"  # the run folder is out/name
@@ -92,8 +99,12 @@ class PipelineConfig(Strict):
     teacher: TeacherSpec
     hints: HintsSpec = Field(default_factory=HintsSpec)
     distill: DistillSpec
+    # trained beside the distilled student, from the same initial weights, seed and recipe: the student
+    # alone (CE only) and, for methods with hint terms, with the teacher's stage-end hints; [] for neither
+    compare: list[Literal["vanilla", "baseline-hints"]] = Field(default_factory=lambda: ["vanilla", "baseline-hints"])
     export: ExportSpec = Field(default_factory=ExportSpec)
     profile: ProfileSpec = Field(default_factory=ProfileSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
 
     @property
     def run_dir(self) -> Path:
@@ -103,6 +114,8 @@ class PipelineConfig(Strict):
     def _seeds(self):
         if self.seeds is not None and (len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"seeds must be two or more different seeds, got {self.seeds}")
+        if len(set(self.compare)) != len(self.compare):
+            raise ValueError(f"compare lists a comparison twice: {self.compare}")
         return self
 
 

@@ -27,7 +27,7 @@ from ..train.artifacts import load_state
 from ..train.parts import state_fingerprint
 from .config import PipelineConfig, Recipe
 
-STAGES = ("teacher", "hints", "distill", "export", "profile")
+STAGES = ("teacher", "hints", "distill", "compare", "export", "profile")
 
 
 @dataclass
@@ -130,16 +130,54 @@ def stage_distill(ctx: Context) -> None:
     out = ctx.run / "distill"
     weights = out / "student.pt"
     inputs = _digest(d.model_dump(), c.data.model_dump(), c.seeds or c.seed, ctx.digests["teacher"], ctx.digests.get("plan"))
-    flags = {"teacher.checkpoint": str(ctx.paths["teacher"]), "teacher.arch": c.teacher.arch, "teacher.trusted": c.teacher.trusted,
-             "teacher.kwargs": c.teacher.kwargs, "teacher.points": c.teacher.points, "student.arch": d.student,
-             "student.kwargs": d.student_kwargs, "student.points": d.student_points,
-             "hints.plan": str(ctx.paths["plan"]) if "plan" in ctx.paths else None,
-             "loss": d.loss.model_dump(), "train.init_epochs": d.init_epochs}  # fmt: skip
+    flags = _distill_flags(ctx)
     if not c.seeds:
         _stage(ctx, "distill", inputs, [weights, out / "student.json"], lambda: _train(ctx, out, "student", flags, d.recipe))
     else:
         _stage(ctx, "distill", inputs, [weights, out / "student.json", out / "seeds.json"], lambda: _train_seeds(ctx, out, flags, d.recipe))
     ctx.paths["student"], ctx.digests["student"] = weights, file_digest(weights)
+
+
+def _distill_flags(ctx: Context) -> dict[str, Any]:
+    d, c = ctx.config.distill, ctx.config
+    return {"teacher.checkpoint": str(ctx.paths["teacher"]), "teacher.arch": c.teacher.arch, "teacher.trusted": c.teacher.trusted,
+            "teacher.kwargs": c.teacher.kwargs, "teacher.points": c.teacher.points, "student.arch": d.student,
+            "student.kwargs": d.student_kwargs, "student.points": d.student_points,
+            "hints.plan": str(ctx.paths["plan"]) if "plan" in ctx.paths else None,
+            "loss": d.loss.model_dump(), "train.init_epochs": d.init_epochs}  # fmt: skip
+
+
+def stage_compare(ctx: Context) -> None:
+    """The same student alone (``vanilla``: CE only) and with the teacher's stage-end hints
+    (``baseline-hints``), each from the distilled student's seed(s) and recipe, so the report can say
+    whether distillation and the chosen hints helped (``compare/compare.json``)."""
+    from .compare import comparison_plan, write_comparison
+
+    c = ctx.config
+    out = ctx.run / "compare"
+    plan = comparison_plan(c, ctx.paths.get("plan"))
+    if not c.compare:
+        ctx.log("[compare] compare: [] (nothing trained beside the student)")
+        return
+    inputs = _digest(c.compare, c.distill.model_dump(), c.data.model_dump(), c.seeds or c.seed, ctx.digests["teacher"],
+                     ctx.digests.get("plan"))  # fmt: skip
+    trained = [name for name, why in plan.items() if why is None]
+    outputs = [out / name / "student.pt" for name in trained] + [out / "compare.json"]
+    d = c.distill
+    alone = {"student.arch": d.student, "student.kwargs": d.student_kwargs, "student.points": d.student_points, "loss.method": "ce"}
+    flags = {"vanilla": alone,
+             "baseline-hints": {**_distill_flags(ctx), "hints.plan": None, "hints.teacher": "baseline"}}  # fmt: skip
+
+    def work() -> None:
+        for name in trained:
+            for i, seed in enumerate(c.seeds or [c.seed]):
+                folder = out / name if i == 0 else out / name / "seeds" / f"seed-{seed}"
+                ctx.log(f"  {name}, seed {seed}")
+                train_network(folder, "student", flags[name], d.recipe, c.data.train, c.data.eval, c.data.workers, seed, c.device,
+                              ctx.progress, ctx.log)  # fmt: skip
+        write_comparison(ctx.run, c, plan)
+
+    _stage(ctx, "compare", inputs, outputs, work)
 
 
 def _train_seeds(ctx: Context, out: Path, flags: dict[str, Any], recipe: Recipe) -> None:
@@ -200,7 +238,8 @@ def stage_profile(ctx: Context) -> None:
     ctx.paths["profile_report"] = out / "report.html"
 
 
-RUNNERS = {"teacher": stage_teacher, "hints": stage_hints, "distill": stage_distill, "export": stage_export, "profile": stage_profile}
+RUNNERS = {"teacher": stage_teacher, "hints": stage_hints, "distill": stage_distill, "compare": stage_compare, "export": stage_export,
+           "profile": stage_profile}
 
 
 def run_pipeline(config: PipelineConfig, from_stage: str | None = None, progress: bool = True, log=print) -> dict[str, Any]:
@@ -214,5 +253,6 @@ def run_pipeline(config: PipelineConfig, from_stage: str | None = None, progress
         save_config(config, run / "config.yaml")
         for name in STAGES:
             RUNNERS[name](ctx)
-        ctx.paths["report"] = write_run_report(run, overwrite=True)["report.html"]  # the run folder is ours (claimed above)
+        # the run folder is ours (claimed above)
+        ctx.paths["report"] = write_run_report(run, overwrite=True, budget_ms=config.report.budget_ms)["report.html"]
     return {k: str(v) for k, v in ctx.paths.items()}

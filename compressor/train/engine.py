@@ -99,6 +99,7 @@ class Setup:
     hints: HintPairs
     precision: Precision  # autocast and loss scaling of train.amp
     notes: list[str]
+    init_digest: str  # the student's weights before training: equal in every run of the same seed and architecture
 
 
 def _teacher(config: DistillConfig) -> LoadedCheckpoint | None:
@@ -177,7 +178,13 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
         points_at(attach_points, loaded.model, size, patterns)
     if student_model is not None:
         points_at(ensure_points, student_model, size, config.student.points)
+    # Seeded again here, not only above: loading the teacher draws from torch's RNG (its layers are
+    # initialised before the weights are loaded), so without this the same student and seed would
+    # start from other weights with a teacher than alone, and "distilled vs trained alone" would
+    # compare two initialisations as well as two objectives.
+    torch.manual_seed(t.seed)
     student = student_model if student_model is not None else build_student(config, num_classes, size)
+    init_digest = weights_digest(student)
     hints = HintPairs([], [], False, "none")
     names = parse_method(config.loss.method)
     try:
@@ -229,7 +236,7 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
     if teacher is not None and teacher.int8_check is not None:
         notes.append(teacher.int8_check.summary())
     return Setup(config, world, device, out, loaded, teacher, trainee, core, optimizer, train_set, eval_set, hints,
-                 Precision(t.amp, device), notes)  # fmt: skip
+                 Precision(t.amp, device), notes, init_digest)  # fmt: skip
 
 
 def _quantize_teacher(config: DistillConfig, teacher: Teacher, train_set: ImageDataset, eval_set: ImageDataset,
@@ -316,6 +323,8 @@ def _sidecar(s: Setup, final: dict[str, float], best: float, epochs: int) -> dic
         "preact": s.hints.preact,
         "hint_source": s.hints.source,
         "epochs": epochs,
+        "seed": s.config.train.seed,
+        "init_digest": s.init_digest,
         "capacity_ratio": _capacity_ratio(s),
         "teacher_int8": s.teacher.describe() if s.teacher else None,
     }
