@@ -40,7 +40,7 @@ GENERATOR = "edge-compressor run report"  # marks a report.html as ours, so rege
 BACKEND_NAMES = {"torch": "PyTorch", "torch-compile": "torch.compile", "torch-cuda": "PyTorch CUDA", "torch-cuda-fp16": "PyTorch CUDA FP16",
                  "ort-cpu": "ONNX Runtime CPU", "ort-cpu-int8": "ONNX Runtime CPU INT8", "ort-cuda": "ONNX Runtime CUDA",
                  "ort-tensorrt": "ONNX Runtime TensorRT", "tensorrt-fp16": "TensorRT FP16", "tensorrt-int8": "TensorRT INT8"}  # fmt: skip
-NOT_TERMS = {"images_per_s", "seconds", "model", "epoch", "stage", "lr"}
+NOT_TERMS = {"images_per_s", "seconds", "model", "epoch", "stage", "lr", "weights"}
 
 Table = tuple[str, list[str], list[list[str]]]  # (title or "", header, rows)
 
@@ -352,29 +352,39 @@ def section_hints(run: RunFiles) -> Section:
     return s
 
 
-def _curve(row: dict[str, Any]) -> tuple[dict[str, float], float | None]:
-    """(loss terms by name, top-1) of one metrics row, in the engine's or cross distillation's format."""
+def _curve(row: dict[str, Any], weighted: bool = False) -> tuple[dict[str, float], float | None]:
+    """(loss terms by name, top-1) of one metrics row, in the engine's or cross distillation's format;
+    ``weighted``: each term times its weight in that epoch's total (where the row records the weights)."""
     terms = row.get("train", row)
-    losses = {k: float(v) for k, v in terms.items() if k not in NOT_TERMS and isinstance(v, int | float)}
+    weights = (row.get("weights") or {}) if weighted else {}
+    losses = {k: float(v) * weights.get(k, 1.0) for k, v in terms.items() if k not in NOT_TERMS and isinstance(v, int | float)}
     scores = row.get("eval") or {}
     return losses, scores.get("top1", scores.get("AP50"))
 
 
-def plot_training(metrics: dict[str, list[dict[str, Any]]]) -> bytes:
-    """One row per network: loss terms by name (log axis) and top-1 on the evaluation split."""
+def plot_training(metrics: dict[str, list[dict[str, Any]]], teacher_score: float | None = None) -> bytes:
+    """One row per network: loss terms by name as weighted into the total (log axis; the legend gives
+    each weight) and the score on the evaluation split, with the teacher's final score as a line."""
     fig = Figure(figsize=(10, 3.2 * len(metrics)))
     axes = fig.subplots(len(metrics), 2, squeeze=False)
     for (name, rows), (ax_loss, ax_acc) in zip(metrics.items(), axes, strict=True):
         epochs = list(range(1, len(rows) + 1))
-        curves = [_curve(r) for r in rows]
+        curves = [_curve(r, weighted=True) for r in rows]
+        last_weights = rows[-1].get("weights") or {}
         for term in dict.fromkeys(k for losses, _ in curves for k in losses):
-            ax_loss.plot(epochs, [losses.get(term, float("nan")) for losses, _ in curves], marker=".", label=term)
+            label = term if term == "loss" or term not in last_weights else f"{term} x {last_weights[term]:g}"
+            style = {"color": "#000", "lw": 2} if term == "loss" else {}
+            ax_loss.plot(epochs, [losses.get(term, float("nan")) for losses, _ in curves], marker=".", label=label, **style)
         ax_loss.set_yscale("log")
-        ax_loss.set(title=f"{name}: loss terms", xlabel="epoch", ylabel="mean over the epoch (log)")
+        what = "weighted terms and their total" if last_weights else "loss terms"
+        ax_loss.set(title=f"{name}: {what}", xlabel="epoch", ylabel="mean over the epoch (log)")
         ax_loss.legend(fontsize=7)
         top1 = [t for _, t in curves]
         if any(t is not None for t in top1):
-            ax_acc.plot(epochs, [float("nan") if t is None else t for t in top1], marker="o", color="#2a7")
+            ax_acc.plot(epochs, [float("nan") if t is None else t for t in top1], marker="o", color="#2a7", label=name)
+            if teacher_score is not None and name != "teacher":
+                ax_acc.axhline(teacher_score, color="#c33", ls="--", lw=1, label=f"teacher {teacher_score:.1f}")
+            ax_acc.legend(fontsize=7, loc="lower right")
         else:
             ax_acc.text(0.5, 0.5, "not evaluated per epoch", ha="center", va="center", transform=ax_acc.transAxes)
         ax_acc.set(title=f"{name}: score on the evaluation split", xlabel="epoch", ylabel="top-1 or AP50 (%)")
@@ -389,7 +399,8 @@ def plot_training(metrics: dict[str, list[dict[str, Any]]]) -> bytes:
 def section_training(run: RunFiles) -> Section:
     if not run.metrics:
         return Section("training", text=["No metrics.jsonl in this run (a given teacher is not retrained)."])
-    path = atomic_write(run.root / "training.png", lambda f: f.write(plot_training(run.metrics)))
+    teacher_score = ((run.teacher or {}).get("metrics") or {}).get("final", {}).get("top1")
+    path = atomic_write(run.root / "training.png", lambda f: f.write(plot_training(run.metrics, teacher_score)))
     last = {name: _curve(rows[-1]) for name, rows in run.metrics.items()}
     text = [f"{name}: {len(run.metrics[name])} epochs, last loss terms " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
             + (f", top-1 {top1:.2f}" if top1 is not None else "") for name, (losses, top1) in last.items()]  # fmt: skip

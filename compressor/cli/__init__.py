@@ -26,8 +26,19 @@ from . import (
 
 # Each command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS: Registry = Registry("command")
-_ALL = (inspect_cmd, select_hints_cmd, distill_cmd, export_cmd, profile_cmd, report_cmd, run_cmd, demo_cmd, hevc_cmd, cross_distill_cmd,
-        ablate_hints_cmd)
+_ALL = (
+    inspect_cmd,
+    select_hints_cmd,
+    distill_cmd,
+    export_cmd,
+    profile_cmd,
+    report_cmd,
+    run_cmd,
+    demo_cmd,
+    hevc_cmd,
+    cross_distill_cmd,
+    ablate_hints_cmd,
+)
 for _module in _ALL:
     COMMANDS.register(_module.NAME, _module)
 

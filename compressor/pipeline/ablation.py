@@ -105,7 +105,7 @@ def read_plan_file(path: str | Path) -> list[int]:
         return list(HintPlan.load(path).hints)
     points = obj.get("teacher") if isinstance(obj, dict) else obj
     if not isinstance(points, list) or not points or not all(isinstance(p, int) and not isinstance(p, bool) for p in points):
-        raise UserError(f"plan file {path}: expected a list of 1-based teacher points such as [4, 11, 17], or {{\"teacher\": [...]}}")
+        raise UserError(f'plan file {path}: expected a list of 1-based teacher points such as [4, 11, 17], or {{"teacher": [...]}}')
     return points
 
 

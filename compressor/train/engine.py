@@ -279,9 +279,12 @@ class DistillTask(Task):
         lr = learning_rate(c, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.s.core.objective.set_epoch(epoch - c.train.init_epochs)
+        objective = self.s.core.objective
+        objective.set_epoch(epoch - c.train.init_epochs)
         self.init_stage = epoch < c.train.init_epochs
-        return {"stage": "init" if self.init_stage else "distill", "lr": lr}
+        # each term's weight in this epoch's total (ramps move them), so curves can show what each term contributes
+        weights = {} if self.init_stage else {"ce": objective.gamma, **objective.weights}
+        return {"stage": "init" if self.init_stage else "distill", "lr": lr, "weights": weights}
 
     def batches(self, epoch: int):
         c = self.s.config

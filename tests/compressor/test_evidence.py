@@ -94,10 +94,25 @@ def test_pareto_set_and_recommendation():
 
 def _profile(student_spread: float, speedup: float = 2.0) -> dict:
     lat = lambda spread, ms: [{"batch": 1, "round_median_ms": ms, "spread": spread}]  # noqa: E731
-    return {"settings": {}, "models": [{"name": "r8", "backends": [{"backend": "ort-cpu", "latency": lat(student_spread, 1.0)}]},
-                                       {"name": "r20", "backends": [{"backend": "ort-cpu", "latency": lat(0.1, speedup)}]}],
-            "comparison": [{"backend": "ort-cpu", "batch": 1, "student": "r8", "teacher": "r20", "speedup": speedup,
-                            "compression_ratio": 0.7, "student_top1": 90.0, "teacher_top1": 91.0}]}
+    return {
+        "settings": {},
+        "models": [
+            {"name": "r8", "backends": [{"backend": "ort-cpu", "latency": lat(student_spread, 1.0)}]},
+            {"name": "r20", "backends": [{"backend": "ort-cpu", "latency": lat(0.1, speedup)}]},
+        ],
+        "comparison": [
+            {
+                "backend": "ort-cpu",
+                "batch": 1,
+                "student": "r8",
+                "teacher": "r20",
+                "speedup": speedup,
+                "compression_ratio": 0.7,
+                "student_top1": 90.0,
+                "teacher_top1": 91.0,
+            }
+        ],
+    }
 
 
 def test_a_noisy_latency_is_never_a_headline():
@@ -107,3 +122,15 @@ def test_a_noisy_latency_is_never_a_headline():
     assert line.startswith("r8 student: 2.0x faster than r20")
     (line,) = speed_lines(_profile(0.1, speedup=0.5))
     assert "2.0x slower" in line
+
+
+def test_training_curves_show_each_term_as_weighted_into_the_total():
+    from compressor.report import _curve, plot_training
+
+    row = {"epoch": 1, "weights": {"ce": 1.0, "at": 1000.0, "kd": 0.9}, "train": {"loss": 0.906, "ce": 0.4, "at": 4.4e-4, "kd": 0.073,
+                                                                                "seconds": 3.0}, "eval": {"top1": 80.0}}  # fmt: skip
+    losses, top1 = _curve(row, weighted=True)
+    assert losses == pytest.approx({"loss": 0.906, "ce": 0.4, "at": 0.44, "kd": 0.0657}) and top1 == 80.0
+    assert losses["ce"] + losses["at"] + losses["kd"] == pytest.approx(losses["loss"], abs=1e-3)  # the terms add up to the total
+    assert _curve(row)[0]["at"] == pytest.approx(4.4e-4)  # unweighted where asked (the text's last values)
+    assert plot_training({"student": [row]}, teacher_score=90.0)[:4] == b"\x89PNG"
