@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure  # a bare Figure renders off-screen; no global backend switch in the user's process
+from matplotlib.ticker import FuncFormatter
 
 from compressor.io import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
 from compressor.summary import human_count  # noqa: E402
@@ -70,19 +71,34 @@ def plot_latency(report: dict[str, Any]) -> bytes:
 
 
 def plot_accuracy_latency(report: dict[str, Any]) -> bytes | None:
-    """Top-1 against batch-1 latency per sample, one point per model/backend/precision."""
+    """Top-1 against latency per sample at the smallest batch (round median), one point per
+    model/backend/precision, with the Pareto front (no point both faster and more accurate) drawn
+    through them; the y-axis spans at least 5 points, so a 1-point gap does not fill the plot."""
     points = [(m, b) for m in report["models"] for b in _ok(m) if b.get("accuracy")]
     if not points:
         return None
     fig = Figure(figsize=(6, 4.2))
     ax = fig.subplots()
     markers = {"student": "o", "teacher": "s"}
+    xy = []
     for m, b in points:  # a legend entry per point: labels written beside points overlap when points are close
         lat = min(b["latency"], key=lambda x: x["batch"])
-        x = lat["p50_ms"] / lat["batch"]
-        ax.scatter(x, b["accuracy"]["top1"], marker=markers.get(m["role"], "^"), s=60, label=f"{m['name']} {b['backend']}/{b['precision']}")
+        x = lat.get("round_median_ms", lat["p50_ms"]) / lat["batch"]
+        xy.append((x, b["accuracy"]["top1"]))
+        ax.scatter(x, xy[-1][1], marker=markers.get(m["role"], "^"), s=60, zorder=3, label=f"{m['name']} {b['backend']}/{b['precision']}")
+    front, best = [], float("-inf")
+    for x, y in sorted(xy, key=lambda p: (p[0], -p[1])):  # fastest first: a point is on the front if it beats every faster one
+        if y > best:
+            front.append((x, y))
+            best = y
+    ax.step([x for x, _ in front], [y for _, y in front], where="post", color="#555", ls="--", lw=1, label="Pareto front")
+    low, high = min(y for _, y in xy), max(y for _, y in xy)
+    pad = max(0.0, 5.0 - (high - low)) / 2
+    ax.set_ylim(max(0.0, low - pad - 0.5), min(100.0, high + pad + 0.5))
     ax.legend(fontsize=7, loc="best")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.2, not 2x10^-1
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.set_xlabel("latency per sample, smallest batch (ms, log)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("Accuracy against latency")
@@ -111,13 +127,23 @@ def plot_memory(report: dict[str, Any]) -> bytes | None:
 
 
 def plot_throughput(report: dict[str, Any]) -> bytes:
+    """Images per second per batch size from the round medians (the statistic the tables use), with
+    the p10-p90 range of the rounds as error bars; points are joined by a thin dotted line only."""
     fig = Figure(figsize=(6, 4.2))
     ax = fig.subplots()
     for m in report["models"]:
         for b in _ok(m):
-            ax.plot([x["batch"] for x in b["latency"]], [x["throughput"] for x in b["latency"]], marker="o",
-                    label=f"{m['name']} {b['backend']}/{b['precision']}")  # fmt: skip
+            lats = b["latency"]
+            med = [x.get("round_median_ms", x["p50_ms"]) for x in lats]
+            ys = [1000 * x["batch"] / t for x, t in zip(lats, med, strict=True)]
+            # the slowest rounds (p90 latency) give the lowest throughput, the fastest (p10) the highest
+            below = [y - 1000 * x["batch"] / x.get("round_p90_ms", t) for x, t, y in zip(lats, med, ys, strict=True)]
+            above = [1000 * x["batch"] / x.get("round_p10_ms", t) - y for x, t, y in zip(lats, med, ys, strict=True)]
+            ax.errorbar([x["batch"] for x in lats], ys, yerr=[below, above], marker="o", ls=":", lw=0.8,
+                        capsize=3, label=f"{m['name']} {b['backend']}/{b['precision']}")  # fmt: skip
     ax.set_xscale("log", base=2)
+    batches = sorted({x["batch"] for m in report["models"] for b in _ok(m) for x in b["latency"]})
+    ax.set_xticks(batches, [str(n) for n in batches])
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s")
     ax.set_title("Throughput")
