@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,11 +54,17 @@ def _cached(stage_dir: Path, inputs: str, outputs: list[Path]) -> bool:
         saved = json.loads(record.read_text())
     except json.JSONDecodeError:
         return False
-    return saved.get("inputs") == inputs and all(saved.get("outputs", {}).get(p.name) == file_digest(p) for p in outputs)
+    return saved.get("inputs") == inputs and all(saved.get("outputs", {}).get(_key(stage_dir, p)) == file_digest(p) for p in outputs)
+
+
+def _key(stage_dir: Path, output: Path) -> str:
+    """An output's name in ``stage.json``: its path from the stage folder (compare has one
+    ``student.pt`` per comparison; a bare file name would let the last overwrite the others)."""
+    return os.path.relpath(output, stage_dir)
 
 
 def _record(stage_dir: Path, inputs: str, outputs: list[Path], seconds: float) -> None:
-    atomic_write_json(stage_dir / "stage.json", {"inputs": inputs, "outputs": {p.name: file_digest(p) for p in outputs},
+    atomic_write_json(stage_dir / "stage.json", {"inputs": inputs, "outputs": {_key(stage_dir, p): file_digest(p) for p in outputs},
                                                  "seconds": round(seconds, 2)})  # fmt: skip
 
 
@@ -238,8 +245,14 @@ def stage_profile(ctx: Context) -> None:
     ctx.paths["profile_report"] = out / "report.html"
 
 
-RUNNERS = {"teacher": stage_teacher, "hints": stage_hints, "distill": stage_distill, "compare": stage_compare, "export": stage_export,
-           "profile": stage_profile}
+RUNNERS = {
+    "teacher": stage_teacher,
+    "hints": stage_hints,
+    "distill": stage_distill,
+    "compare": stage_compare,
+    "export": stage_export,
+    "profile": stage_profile,
+}
 
 
 def run_pipeline(config: PipelineConfig, from_stage: str | None = None, progress: bool = True, log=print) -> dict[str, Any]:

@@ -134,18 +134,28 @@ def test_compiled_engine_matches_eager(tmp_path, teacher):
                      "loss.method": "at+kd", "data.train": DATA, "out": str(tmp_path / name)}  # fmt: skip
         flags = [f"train.{k}={str(fast).lower()}" for k in ("compile_teacher", "compile_student", "channels_last")]
         s = setup(load_distill_config(None, overrides, flags))
+        start = {k: v.clone() for k, v in s.core.student.state_dict().items()}
         losses = []
         for x, y in batches:
             x = x.contiguous(memory_format=torch.channels_last) if fast else x
             parts = train_step(s, x, y, torch.arange(len(y)), False)
             losses.append({k: float(v) for k, v in parts.items()})
-        runs[name] = (s, losses)
-    (eager, expected), (compiled, got) = runs["eager"], runs["compiled"]
+        runs[name] = (s, start, losses)
+    (eager, start, expected), (compiled, compiled_start, got) = runs["eager"], runs["compiled"]
     for a, b in zip(expected, got, strict=True):
         assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6) for k in a)
     assert eager.core.state_dict().keys() == compiled.core.state_dict().keys()
     for k, v in eager.core.student.state_dict().items():
-        assert torch.allclose(compiled.core.student.state_dict()[k], v, rtol=1e-3, atol=5e-4), k  # AT x 1000 amplifies rounding
+        assert torch.equal(compiled_start[k], start[k]), k  # the same initial student
+        if not v.is_floating_point():
+            assert torch.equal(compiled.core.student.state_dict()[k], v), k
+            continue
+        # The two steps' change to each tensor agrees within 5 % of its size (1.1 % at worst on an AMD EPYC). Absolute weight
+        # tolerances fail on some CPUs: AT's x1000 weight amplifies kernel rounding into updates of
+        # ~2e-4 that differ in the 4th digit between oneDNN's eager and Inductor's kernels. A wrong
+        # compiled graph (BN folded badly, a layout bug) changes the update by its own size.
+        update, compiled_update = v - start[k], compiled.core.student.state_dict()[k] - start[k]
+        assert (compiled_update - update).norm() <= 0.05 * update.norm() + 1e-7, k
 
 
 def test_int8_teacher_checked_and_within_bf16_tolerance(tmp_path, teacher):

@@ -45,21 +45,22 @@ def test_pipeline_runs_skips_and_redoes(tmp_path, capsys):
     run = tmp_path / "runs" / "tiny"
     for f in ("config.yaml", "teacher/teacher.pt", "hints/plan.json", "hints/similarity.png", "distill/student.pt",
               "export/student.onnx", "export/student.int8.onnx", "profile/report.html", "profile/report.json", "report.html",
-              "report.md", "training.png"):  # fmt: skip
+              "report.md", "training.png", "compare/vanilla/student.pt", "compare/compare.json"):  # fmt: skip
         assert (run / f).exists(), f
     out = capsys.readouterr().out
-    assert "report:" in out and out.count("done in") == 5
+    assert "report:" in out and out.count("done in") == 6
 
     assert main(["run", str(cfg), "--quiet"]) == 0  # nothing changed: every stage skipped
-    assert capsys.readouterr().out.count("unchanged, skipped") == 5
+    assert capsys.readouterr().out.count("unchanged, skipped") == 6
 
     assert main(["run", str(cfg), "--quiet", "--from", "export"]) == 0
     out = capsys.readouterr().out
-    assert out.count("unchanged, skipped") == 3 and "[export] running" in out and "[profile] running" in out
+    assert out.count("unchanged, skipped") == 4 and "[export] running" in out and "[profile] running" in out
 
     assert main(["run", str(cfg), "--quiet", "--set", "distill.recipe.epochs=2"]) == 0  # a changed input redoes what depends on it
     out = capsys.readouterr().out
-    assert "[teacher] unchanged" in out and "[hints] unchanged" in out and "[distill] running" in out and "[export] running" in out
+    assert "[teacher] unchanged" in out and "[hints] unchanged" in out
+    assert "[distill] running" in out and "[compare] running" in out and "[export] running" in out
 
 
 @pytest.mark.parametrize(
