@@ -99,7 +99,7 @@ def read_run(root: str | Path) -> RunFiles:
     if cross is not None and "results" in cross:  # cross distillation keeps its files at the top of its folder
         run.cross = cross
         run.teacher = _json(root / "teacher.json")
-        run.students = {n: s for n in ("vanilla_student", "cross_student") if (s := _json(root / f"{n}.json"))}
+        run.students = {n: s for n in ("vanilla_student", "baseline_student", "cross_student") if (s := _json(root / f"{n}.json"))}
         for row in read_metrics(root / "metrics.jsonl"):
             run.metrics.setdefault(row.get("model", "student"), []).append(row)
     else:
@@ -187,6 +187,15 @@ def evidence_lines(run: RunFiles) -> list[str]:
 
     comp = (run.compare or {}).get("comparisons") or {}
     lines = []
+    if run.cross:  # one run of each network: a difference without an interval (cross-distill --seeds gives seeds.md)
+        metric, res = run.cross["metric"], run.cross["results"]
+        cross = res.get("cross_student", {}).get(metric)
+        ends = (run.cross.get("baseline_points") or {}).get("teacher")
+        for name, what in (("vanilla_student", "over the same student trained alone"),
+                           ("baseline_student", f"over the teacher's stage-end hints {ends}")):  # fmt: skip
+            if cross is not None and res.get(name, {}).get(metric) is not None:
+                lines.append(f"Cross distillation: {cross - res[name][metric]:+.1f} {metric} {what} (one seed: no interval; "
+                             "cross-distill --seeds for one)")  # fmt: skip
     for name, what in (("vanilla", "over the same student trained alone (CE only, same initial weights, seed and recipe)"),
                        ("baseline-hints", "for the chosen hints over the teacher's stage-end hints")):  # fmt: skip
         entry = comp.get(name)

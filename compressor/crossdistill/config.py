@@ -68,6 +68,8 @@ class CrossConfig(Strict):
     hints: HintSection = Field(default_factory=HintSection)
     optim: OptimSection = Field(default_factory=OptimSection)
     vanilla: bool = True  # also train the student without hints, for the comparison
+    # also train it with the teacher's stage-end hints (when clustering chose other points), to judge the chosen ones
+    baseline_hints: bool = True
     quant: QuantConfig = Field(default_factory=QuantConfig)  # qat: the cross student fine-tuned through its INT8 graph
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N | auto

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from compressor.models.features import hint_points
+from compressor.models.features import baseline_hints, hint_points
 from compressor.models.stats import count_params
 
 from .. import __version__
@@ -52,7 +52,7 @@ from .tasks import TASKS
 from .train import CrossTask, Hints
 
 GENERATORS = {"plates": generate_plates, "vehicles": generate_vehicles}
-OUTPUTS = ("teacher.pt", "vanilla_student.pt", "cross_student.pt", "report.json")
+OUTPUTS = ("teacher.pt", "vanilla_student.pt", "baseline_student.pt", "cross_student.pt", "report.json")
 
 
 def data_root(config: CrossConfig, out: Path) -> Path:
@@ -279,11 +279,20 @@ def _train_and_report(config: CrossConfig, out: Path, kind, progress: bool, resu
     if len(student_points) != len(teacher_points):
         raise UserError(f"hints.student_points has {len(student_points)} entries for {len(teacher_points)} teacher hints")
     results = {"teacher": {"arch": config.teacher.arch, "domain": config.teacher.domain, **teacher_scores}}
-    for name in (["vanilla_student"] if config.vanilla else []) + ["cross_student"]:
+    # the same cross distillation at the teacher's stage ends, paired by the same rule: is the clustering's choice better?
+    # With more stages than hints (a detector's backbone: 5 stages, k = 3) the deepest k stage ends, the inputs of
+    # YOLOv3's three detection scales.
+    stage_ends = baseline_hints(teacher)[-len(teacher_points) :]
+    baseline = None
+    if config.baseline_hints and not h.teacher_points and stage_ends != teacher_points and len(stage_ends) == len(teacher_points):
+        baseline = (stage_ends, list(h.student_points) if h.student_points else match_student_points(teacher, template, stage_ends))
+    points = {"cross_student": (teacher_points, student_points), "baseline_student": baseline}
+    names = (["vanilla_student"] if config.vanilla else []) + (["baseline_student"] if baseline else []) + ["cross_student"]
+    for name in names:
         start = time.perf_counter()
         student = kind.build(config.student.arch, train.classes, size, config.student.kwargs, config.student.points)
         student.load_state_dict(initial)
-        hints = Hints(teacher, config.teacher.domain, teacher_points, student_points, h) if name == "cross_student" else None
+        hints = Hints(teacher, config.teacher.domain, *points[name], h) if name in points else None
         results[name] = {"arch": config.student.arch, "domain": config.student.domain,
                          **scheme.fit(name, student, config.student.domain, config.student.epochs, hints)}  # fmt: skip
         timings[f"{name}_s"] = round(time.perf_counter() - start, 1)
@@ -295,6 +304,7 @@ def _train_and_report(config: CrossConfig, out: Path, kind, progress: bool, resu
     report = {"version": 1, "task": config.task, "metric": kind.metric, "hint_method": h.method,
               "lambda": h.weight if h.weight is not None else LOSSES.get(h.method).default_weight, "teacher_points": teacher_points,
               "student_points": student_points, "hint_plan": None if plan is None else "hints/plan.json", "results": results,
+              "baseline_points": {"teacher": baseline[0], "student": baseline[1]} if baseline else None,
               "timings": timings, "ranks": world.size, "ranks_identical": len(set(digests)) == 1}  # fmt: skip
     if int8 is not None:
         report["int8"] = int8
@@ -331,7 +341,7 @@ def _quantization_aware(scheme: Scheme, student: torch.nn.Module, hints: Hints) 
 def _write_outputs(out: Path, report: dict) -> None:
     """metrics.jsonl of every network (one row per epoch, tagged with the network), report.json and the run report."""
     rows = []
-    for name in ("teacher", "vanilla_student", "cross_student"):
+    for name in ("teacher", "vanilla_student", "baseline_student", "cross_student"):
         for r in read_metrics(out / "train" / name / "metrics.jsonl"):
             terms = {k: round(v, 5) for k, v in r["train"].items() if k not in ("images_per_s", "seconds")}
             rows.append({"model": name.replace("_", " "), "epoch": r["epoch"], "eval": r["eval"], **terms})

@@ -45,7 +45,13 @@ def test_detection_hevc_teacher_to_pixel_student_end_to_end(tmp_path, capsys):
     assert "vanilla_student" in printed and "cross_student" in printed and "AP50" in printed
     report = json.loads((out / "report.json").read_text())
     results = report["results"]
-    assert set(results) == {"teacher", "vanilla_student", "cross_student"}
+    ends = create_model("yolov3_darknet53_s").baseline_hints()[-3:]  # the deepest 3 of the backbone's stage ends
+    trained = report["teacher_points"] != ends  # the stage-end run is the cross run when clustering chose them
+    assert set(results) == {"teacher", "vanilla_student", "cross_student"} | ({"baseline_student"} if trained else set())
+    assert report["baseline_points"] == ({"teacher": ends, "student": report["baseline_points"]["student"]} if trained else None)
+    summary = (out / "report.md").read_text().split("## Summary")[1].split("## Teacher")[0]
+    assert "AP50 over the same student trained alone" in summary
+    assert ("AP50 over the teacher's stage-end hints" in summary) == trained
     assert results["teacher"]["domain"] == "hevc" and results["cross_student"]["domain"] == "pixel"
     for row in results.values():
         assert 0 <= row["AP50"] <= 100 and 0 <= row["mAP50-95"] <= row["AP50"]
@@ -54,7 +60,7 @@ def test_detection_hevc_teacher_to_pixel_student_end_to_end(tmp_path, capsys):
     assert len(report["teacher_points"]) == 3 and report["hint_plan"] == "hints/plan.json"
     assert (out / "hints" / "similarity.png").exists() and "| cross student |" in (out / "report.md").read_text()
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {m["model"] for m in metrics} == {"teacher", "vanilla student", "cross student"}
+    assert {m["model"] for m in metrics} == {"teacher", "vanilla student", "cross student"} | ({"baseline student"} if trained else set())
     assert all("hint" in m for m in metrics if m["model"] == "cross student")
     again, saved = rerun_score(out, "cross_student", "detection")  # the saved student reloads and scores the same
     assert again == saved
@@ -74,7 +80,7 @@ def test_detection_hevc_teacher_to_pixel_student_end_to_end(tmp_path, capsys):
 def test_recognition_with_cc_hints_end_to_end(tmp_path):
     out = tmp_path / "rec"
     sets = ["data.train=60", "data.test=30", "teacher.arch=resnet18", "student.arch=resnet20", "teacher.epochs=2", "student.epochs=2",
-            "hints.method=cc", "hints.samples=60", "optim.batch_size=20", "vanilla=false"]  # fmt: skip
+            "hints.method=cc", "hints.samples=60", "optim.batch_size=20", "vanilla=false", "baseline_hints=false"]  # fmt: skip
     assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["results"]) == {"teacher", "cross_student"} and len(report["teacher_points"]) == 4

@@ -89,8 +89,10 @@ def test_report_tells_the_run_from_teacher_to_deployed_student(run_dir):
     text = (run_dir / "report.md").read_text()
     summary = text.split("## Summary")[1].split("## Teacher")[0]
     # a speed-up when the round medians agree, else said to be unreliable (iters: 3 on a shared machine may be either)
-    claim = (r"resnet8 (student: [\d.]+x (faster|slower) than|vs) resnet14 on ONNX Runtime CPU \(batch 1\)(, |: latency unreliable "
-             r"\(round medians spread .*, so no speed-up is claimed; )\d+% fewer parameters, top-1")
+    claim = (
+        r"resnet8 (student: [\d.]+x (faster|slower) than|vs) resnet14 on ONNX Runtime CPU \(batch 1\)(, |: latency unreliable "
+        r"\(round medians spread .*, so no speed-up is claimed; )\d+% fewer parameters, top-1"
+    )
     assert re.search(claim, summary)
     assert "INT8 (student.int8.onnx): top-1" in summary and re.search(r"resnet8 by at\+kd over 2 seeds: top-1 [\d.]+ ± [\d.]+", summary)
     seeds = json.loads((run_dir / "distill" / "seeds.json").read_text())
