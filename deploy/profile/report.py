@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure  # a bare Figure renders off-screen; no global backend switch in the user's process
 from matplotlib.ticker import FuncFormatter
 
@@ -107,22 +108,39 @@ def plot_accuracy_latency(report: dict[str, Any]) -> bytes | None:
 
 
 def plot_memory(report: dict[str, Any]) -> bytes | None:
-    """Memory each model adds per backend at its largest batch (measured in a fresh process), one bar each."""
-    bars = []
+    """Per (model, backend): the weights it holds (left; INT8's saving shows here) and the resident
+    memory it added at the smallest and the largest batch (right; measured in a fresh process, so
+    the runtime's own buffers and arenas are in it and often outweigh a small model's weights)."""
+    rows = []
     for m in report["models"]:
         for b in _ok(m):
-            mem = (b.get("memory") or {}).get(str(max(x["batch"] for x in b["latency"])), {})
-            if mem.get("added_mib") is not None:
-                bars.append((f"{m['name']}\n{b['backend']}/{b['precision']}", mem["added_mib"]))
-    if not bars:
+            sizes = sorted(x["batch"] for x in b["latency"])
+            added = [((b.get("memory") or {}).get(str(n)) or {}).get("added_mib") for n in dict.fromkeys((sizes[0], sizes[-1]))]
+            if b.get("weight_mib") is not None or any(v is not None for v in added):
+                rows.append((f"{m['name']}\n{b['backend']}/{b['precision']}", b.get("weight_mib"), added))
+    if not rows:
         return None
-    fig = Figure(figsize=(max(5, 0.9 * len(bars)), 3.8))
-    ax = fig.subplots()
-    ax.bar(range(len(bars)), [v for _, v in bars], color="#4c72b0")
-    ax.set_xticks(range(len(bars)), [n for n, _ in bars], rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("resident memory added (MiB)")
-    ax.set_title(f"Memory per backend (batch {max(report['settings']['batches'])})")
-    ax.grid(axis="y", alpha=0.3)
+    batches = sorted(dict.fromkeys((min(report["settings"]["batches"]), max(report["settings"]["batches"]))))
+    fig = Figure(figsize=(max(8, 1.6 * len(rows)), 4.2), layout="constrained")
+    weights, added = fig.subplots(1, 2)
+    x = np.arange(len(rows))
+    names = [r[0] for r in rows]
+    weights.bar(x, [r[1] or 0 for r in rows], color="#4c72b0")
+    for i, r in enumerate(rows):
+        if r[1] is not None:
+            weights.annotate(f"{r[1]:.2f}", (i, r[1]), ha="center", va="bottom", fontsize=7)
+    weights.set_ylabel("MiB")
+    weights.set_title("Weights held (parameters, or the file loaded)")
+    width = 0.8 / len(batches)
+    for j, (batch, color) in enumerate(zip(batches, ("#55a868", "#c44e52"), strict=False)):
+        values = [r[2][j] if j < len(r[2]) and r[2][j] is not None else np.nan for r in rows]
+        added.bar(x + (j - (len(batches) - 1) / 2) * width, values, width, color=color, label=f"batch {batch}")
+    added.set_ylabel("MiB")
+    added.set_title("Resident memory added while running")
+    added.legend(fontsize=8)
+    for ax in (weights, added):
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
 
@@ -183,16 +201,29 @@ def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
     for m in report["models"]:
         for b in m["backends"]:
             if b.get("status") != "ok":
-                rows.append([m["name"], b["backend"], "-", "skipped", "-", "-", "-", "-", "-", b.get("reason", "")[:90]])
+                rows.append([m["name"], b["backend"], "-", "skipped", "-", "-", "-", "-", "-", "-", b.get("reason", "")[:90]])
                 continue
             acc = b.get("accuracy") or {}
             for lat in b["latency"]:
                 mem = (b.get("memory") or {}).get(str(lat["batch"]), {})
                 power = ((b.get("power") or {}).get(str(lat["batch"])) or {}).get("energy_per_inference_mj")
                 rows.append([m["name"], b["backend"], b["precision"], str(lat["batch"]), _fmt(lat["p50_ms"], 3), _fmt(lat["p99_ms"], 3),
-                             _fmt(lat["throughput"], 1), _fmt(mem.get("added_mib", mem.get("rss_peak_mib")), 1), _fmt(power, 2),
+                             _fmt(lat["throughput"], 1), _fmt(b.get("weight_mib"), 2),
+                             _fmt(mem.get("added_mib", mem.get("rss_peak_mib")), 1), _fmt(power, 2),
                              _fmt(acc.get("top1"))])  # fmt: skip
-    header = ["model", "backend", "precision", "batch", "p50 ms", "p99 ms", "img/s", "memory MiB", "mJ/inference", "top-1 %"]
+    header = [
+        "model",
+        "backend",
+        "precision",
+        "batch",
+        "p50 ms",
+        "p99 ms",
+        "img/s",
+        "weights MiB",
+        "memory added MiB",
+        "mJ/inference",
+        "top-1 %",
+    ]
     out.append(("Latency, memory, power, accuracy", header, rows))
     rows = []
     for m in report["models"]:

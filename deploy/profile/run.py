@@ -72,7 +72,8 @@ def profile_model(art: ModelArtifact, role: str, out: Path, options: ProfileOpti
         backend: dict[str, Any] = {"backend": name}
         try:
             runtime = BACKENDS.get(name)(art, exports)
-            backend.update(precision=runtime.precision, device=runtime.device)
+            backend.update(precision=runtime.precision, device=runtime.device,
+                           weight_mib=None if runtime.weight_bytes is None else runtime.weight_bytes / 2**20)  # fmt: skip
             backend.update(profile_backend(runtime, art, options, eval_data))
             if e2e:
                 backend["e2e"] = measure_e2e(runtime, e2e, tuple(art.input_size), art.mean, art.std, is_detector(art),

@@ -15,11 +15,14 @@ class Runtime(ABC):
         backend: registry name (``torch``, ``torch-compile``, ``ort-cpu``, ...).
         device: ``cpu`` or ``cuda:N``.
         precision: ``fp32``, ``fp16`` or ``int8``.
+        weight_bytes: what its weights take: parameters and buffers at their stored type (PyTorch),
+            the size of the file it loaded (ONNX Runtime, TensorRT), so INT8's saving shows.
     """
 
     backend: str
     device: str = "cpu"
     precision: str = "fp32"
+    weight_bytes: int | None = None
 
     @abstractmethod
     def __call__(self, batch: np.ndarray) -> np.ndarray:

@@ -45,6 +45,7 @@ class OrtRuntime(Runtime):
             if cache_dir is not None:
                 trt_options["trt_engine_cache_path"] = str(cache_dir)
             providers = [(PROVIDERS[provider], trt_options), "CUDAExecutionProvider"]
+        self.weight_bytes = len(path) if isinstance(path, bytes) else Path(path).stat().st_size
         self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=providers)
         first = self.session.get_inputs()[0]
         self.input_name = first.name

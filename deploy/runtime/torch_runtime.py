@@ -19,6 +19,7 @@ class TorchRuntime(Runtime):
         self.backend = "torch-compile" if compile_model else "torch"
         self.device, self.precision = device, precision
         self.model = model.eval().to(device)
+        self.weight_bytes = sum(t.numel() * t.element_size() for t in (*self.model.parameters(), *self.model.buffers()))
         self._compiled = compile_model
         self._forward = torch.compile(self.model) if compile_model else self.model
 

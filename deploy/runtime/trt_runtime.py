@@ -23,6 +23,7 @@ class TensorRTRuntime(Runtime):
         self.device = "cuda:0"
         self.precision = read_sidecar(Path(plan)).get("precision", "fp32")
         logger = trt.Logger(trt.Logger.WARNING)
+        self.weight_bytes = Path(plan).stat().st_size
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(Path(plan).read_bytes())
         if self.engine is None:
             raise RuntimeError(f"{plan} could not be deserialised: built for another GPU or TensorRT version?")

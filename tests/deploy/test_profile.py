@@ -80,6 +80,12 @@ def test_profile_cli_writes_reports(tmp_path, capsys):
     assert by_name["ort-cuda"]["status"] == "skipped" and "CUDAExecutionProvider" in by_name["ort-cuda"]["reason"]
     assert by_name["ort-cpu-int8"]["precision"] == "int8" and by_name["torch"]["accuracy"]["samples"] == 32
     assert [lat["batch"] for lat in by_name["ort-cpu"]["latency"]] == [1, 4]
+    # the weights each backend holds: fp32 parameters and buffers in torch, the file loaded by ONNX Runtime (INT8's saving)
+    resnet8 = create_model("resnet8", num_classes=4)
+    assert by_name["torch"]["weight_mib"] * 2**20 == sum(t.numel() * t.element_size() for t in (*resnet8.parameters(), *resnet8.buffers()))
+    files = student["file_size_bytes"]
+    assert by_name["ort-cpu"]["weight_mib"] * 2**20 == files["onnx"] and by_name["ort-cpu-int8"]["weight_mib"] * 2**20 == files["int8"]
+    assert by_name["ort-cpu-int8"]["weight_mib"] < 0.5 * by_name["ort-cpu"]["weight_mib"]
     assert {r["backend"] for r in report["comparison"]} == {"torch", "ort-cpu", "ort-cpu-int8"}
     assert report["machine"]["cpu"] and report["machine"]["versions"]["torch"]
     e2e = by_name["ort-cpu"]["e2e"]  # PNG files of the test split, timed from the file to the answer
@@ -89,7 +95,8 @@ def test_profile_cli_writes_reports(tmp_path, capsys):
     assert "data:image/png;base64," in html and "Compression (Table 7" in html
     md = (tmp_path / "prof" / "report.md").read_text()
     assert "| backend |" in md and "latency.png" in md and "End to end, image file to answer" in md
-    for png in ("latency.png", "throughput.png", "accuracy_latency.png"):
+    assert "| weights MiB | memory added MiB |" in md
+    for png in ("latency.png", "throughput.png", "accuracy_latency.png", "memory.png"):
         assert (tmp_path / "prof" / png).read_bytes()[:4] == b"\x89PNG"
     assert "report:" in capsys.readouterr().out
 
