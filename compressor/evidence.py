@@ -58,3 +58,12 @@ def describe_difference(d: dict[str, Any], unit: str = "top-1") -> str:
     if d["low"] <= 0 <= d["high"]:
         return f"{head}, within seed noise ({interval})"
     return f"{head} ({interval})"
+
+
+def better_than_distilled(report: dict[str, Any] | None) -> str | None:
+    """The comparison whose student beat the distilled one beyond seed noise (its paired 95 % interval
+    of distilled minus it lies below 0; the largest deficit when several did), else None. One seed has
+    no interval, so it never overrules the distilled student."""
+    beaten = {name: e["distill_minus_this"] for name, e in ((report or {}).get("comparisons") or {}).items()
+              if e.get("trained") and e["distill_minus_this"]["high"] is not None and e["distill_minus_this"]["high"] < 0}  # fmt: skip
+    return min(beaten, key=lambda n: beaten[n]["mean"]) if beaten else None

@@ -22,6 +22,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from .errors import UserError
+from .evidence import better_than_distilled
 from .io import atomic_write, atomic_write_text
 from .summary import human_count
 from .train.artifacts import read_metrics
@@ -286,12 +287,10 @@ def recommendation_lines(run: RunFiles, budget_ms: float | None) -> list[str]:
     rule = (f"the most accurate within the {budget_ms} ms budget" if budget_ms is not None
             else "the fastest within 1 point of the best top-1 (set report.budget_ms for a latency budget)")  # fmt: skip
     lines = [f"Recommendation ({rule}): deploy {_describe(pick)}."]
-    comp = (run.compare or {}).get("comparisons") or {}
-    for name, entry in comp.items():
-        d = entry.get("distill_minus_this") if entry.get("trained") else None
-        if d is not None and d["high"] is not None and d["high"] < 0 and pick["role"] == "student":
-            lines.append(f"The {name} student beat the distilled one beyond seed noise: export compare/{name}/student.pt the same way "
-                         f"(compressor export compare/{name}/student.pt --int8 --calib DATA) and deploy that instead.")  # fmt: skip
+    winner = better_than_distilled(run.compare)
+    if winner is not None:
+        lines.append(f"The {winner} student beat the distilled one beyond seed noise, so it is the student exported and profiled "
+                     f"here (from compare/{winner}/student.pt), not distill/student.pt.")  # fmt: skip
     front = pareto(cands)
     lines.append("Pareto set (no other artifact is both faster and more accurate): " + "; ".join(_describe(c) for c in front) + ".")
     return lines

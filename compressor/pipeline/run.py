@@ -158,6 +158,7 @@ def stage_compare(ctx: Context) -> None:
     """The same student alone (``vanilla``: CE only) and with the teacher's stage-end hints
     (``baseline-hints``), each from the distilled student's seed(s) and recipe, so the report can say
     whether distillation and the chosen hints helped (``compare/compare.json``)."""
+    from ..evidence import better_than_distilled
     from .compare import comparison_plan, write_comparison
 
     c = ctx.config
@@ -185,6 +186,11 @@ def stage_compare(ctx: Context) -> None:
         write_comparison(ctx.run, c, plan)
 
     _stage(ctx, "compare", inputs, outputs, work)
+    winner = better_than_distilled(json.loads((out / "compare.json").read_text()))
+    if winner is not None:  # what to deploy is the better student: export and profile take it in the distilled one's place
+        weights = out / winner / "student.pt"
+        ctx.paths["student"], ctx.digests["student"] = weights, file_digest(weights)
+        ctx.log(f"[compare] the {winner} student beat the distilled one beyond seed noise: it is exported and profiled in its place")
 
 
 def _train_seeds(ctx: Context, out: Path, flags: dict[str, Any], recipe: Recipe) -> None:

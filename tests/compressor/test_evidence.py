@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from compressor.evidence import describe_difference, mean_std, paired_difference
+from compressor.evidence import better_than_distilled, describe_difference, mean_std, paired_difference
 from compressor.hints.rules import forward_points, random_points, reverse_points, rule_points, uniform_points
 from compressor.report import pareto, recommend, speed_lines
 
@@ -42,6 +42,26 @@ def test_an_interval_holding_zero_is_called_seed_noise():
     clear = paired_difference([72.0, 72.5, 73.0], [70.0, 70.0, 70.0])
     assert clear["low"] > 0 and "noise" not in describe_difference(clear)
     assert describe_difference(clear).startswith("+2.5 top-1")
+
+
+def test_a_comparison_overrules_the_distilled_student_only_beyond_seed_noise():
+    def entry(distilled, other):
+        return {"trained": True, "distill_minus_this": paired_difference(distilled, other)}
+
+    def report(**entries):
+        return {"comparisons": entries}
+
+    assert better_than_distilled(None) is None and better_than_distilled(report()) is None
+    assert better_than_distilled(report(vanilla=entry([80, 81, 82], [82, 83, 84]))) == "vanilla"  # -2 every seed: interval [-2, -2]
+    assert better_than_distilled(report(vanilla=entry([80, 81, 82], [79, 83, 84]))) is None  # the interval holds 0
+    assert better_than_distilled(report(vanilla=entry([80], [90]))) is None  # one seed: no interval, no verdict
+    assert better_than_distilled(report(vanilla=entry([80, 81, 82], [79, 80, 81]))) is None  # distillation helped
+    assert better_than_distilled(report(vanilla={"trained": False, "reason": "x"})) is None
+    both = report(vanilla=entry([80, 81, 82], [81, 82, 83]), **{"baseline-hints": entry([80, 81, 82], [83, 84, 85])})
+    assert better_than_distilled(both) == "baseline-hints"  # the larger deficit
+    # an interval ending exactly at 0 is not beyond noise: [-2, 0]
+    tied = {"trained": True, "distill_minus_this": {"mean": -1.0, "low": -2.0, "high": 0.0}}
+    assert better_than_distilled(report(vanilla=tied)) is None
 
 
 def test_rules_on_a_resnet110_sized_teacher():

@@ -39,7 +39,7 @@ def write(path: Path, config: dict) -> Path:
     return path
 
 
-def test_pipeline_runs_skips_and_redoes(tmp_path, capsys):
+def test_pipeline_runs_skips_and_redoes(tmp_path, capsys, monkeypatch):
     cfg = write(tmp_path / "p.yaml", TINY)
     assert main(["run", str(cfg), "--quiet"]) == 0
     run = tmp_path / "runs" / "tiny"
@@ -61,6 +61,15 @@ def test_pipeline_runs_skips_and_redoes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[teacher] unchanged" in out and "[hints] unchanged" in out
     assert "[distill] running" in out and "[compare] running" in out and "[export] running" in out
+
+    # a comparison that beat the distilled student beyond seed noise is the one exported and profiled
+    for where in ("compressor.evidence", "compressor.report"):
+        monkeypatch.setattr(f"{where}.better_than_distilled", lambda report: "vanilla" if report["comparisons"] else None)
+    assert main(["run", str(cfg), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "the vanilla student beat the distilled one beyond seed noise" in out and "[export] running" in out
+    assert json.loads((run / "export" / "student.json").read_text())["source"] == str(run / "compare" / "vanilla" / "student.pt")
+    assert "it is the student exported and profiled here (from compare/vanilla/student.pt)" in (run / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
