@@ -93,7 +93,7 @@ def test_recognition_with_cc_hints_end_to_end(tmp_path):
 def test_repeated_seeds_train_the_teacher_once_and_report_mean_and_std(tmp_path, capsys):
     out = tmp_path / "seeds"
     sets = ["data.train=24", "data.test=12", "teacher.arch=resnet8", "student.arch=resnet8", "teacher.epochs=1", "student.epochs=1",
-            "hints.samples=24", "hints.k=2", "optim.batch_size=12"]  # fmt: skip
+            "hints.samples=24", "hints.k=2", "optim.batch_size=12", "baseline_hints=false"]  # fmt: skip
     given = sum((["--set", s] for s in sets), [])
     assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", "--seeds", "3,4", *given]) == 0
     summary = json.loads((out / "seeds.json").read_text())
