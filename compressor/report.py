@@ -285,8 +285,8 @@ def recommendation_lines(run: RunFiles, budget_ms: float | None) -> list[str]:
         fastest = min(cands, key=lambda c: c["latency_ms"])
         return [f"Recommendation: nothing profiled meets the {budget_ms} ms budget; the fastest is {_describe(fastest)}."]
     rule = (f"the most accurate within the {budget_ms} ms budget" if budget_ms is not None
-            else "the fastest within 1 point of the best top-1 (set report.budget_ms for a latency budget)")  # fmt: skip
-    lines = [f"Recommendation ({rule}): deploy {_describe(pick)}."]
+            else "the fastest within 1 point of the best top-1; report.budget_ms sets a latency budget")  # fmt: skip
+    lines = [f"Recommendation: deploy {_describe(pick)} ({rule})."]
     winner = better_than_distilled(run.compare)
     if winner is not None:
         lines.append(f"The {winner} student beat the distilled one beyond seed noise, so it is the student exported and profiled "

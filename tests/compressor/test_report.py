@@ -135,7 +135,7 @@ def test_report_says_whether_distillation_helped_and_what_to_deploy(run_dir):
     assert hints["trained"] == (plan["hints"] != plan["baseline_hints"])  # the stage ends chosen: that run is the distilled one
     assert ("for the chosen hints over the teacher's stage-end hints" in summary) == hints["trained"]
     assert ("| baseline-hints | resnet8 | at+kd |" in text) == hints["trained"] and "| vanilla | resnet8 | ce |" in text
-    deploy = re.search(r"Recommendation \(.*\): deploy (\S+) \(", summary)
+    deploy = re.search(r"Recommendation: deploy (\S+) \(", summary)
     assert deploy and (run_dir / deploy.group(1)).is_file(), summary
     assert "Pareto set" in summary
     assert summary.index("over the same student trained alone") < summary.index("Recommendation") < summary.index("fewer parameters")
