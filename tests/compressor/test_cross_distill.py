@@ -159,7 +159,8 @@ def test_reverse_ablation_with_ft_hints(tmp_path):
     out = tmp_path / "rev"
     sets = ["data.train=36", "data.test=12", "teacher.arch=resnet8", "student.arch=resnet8", "teacher.epochs=1", "student.epochs=1",
             "teacher.domain=pixel", "student.domain=hevc", "hints.method=ft", "hints.init_epochs=1", "hints.k=2",
-            "hints.samples=36", "optim.batch_size=12", "vanilla=false", "data.image_size=[48,64]"]  # fmt: skip
+            "hints.samples=36", "optim.batch_size=12", "vanilla=false", "data.image_size=[48,64]",
+            "baseline_hints=false"]  # fmt: skip
     assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["results"]["teacher"]["domain"] == "pixel" and report["results"]["cross_student"]["domain"] == "hevc"
@@ -174,7 +175,8 @@ def test_recognition_with_the_users_student(tmp_path):
     custom = f"{Path(__file__).resolve().parents[1] / 'custom_cnn.py'}:build"
     out = tmp_path / "rec"
     sets = ["data.train=48", "data.test=24", "teacher.arch=resnet8", f"student.arch={custom}", "student.kwargs={width: 4, blocks: 2}",
-            "teacher.epochs=1", "student.epochs=1", "hints.samples=48", "hints.k=3", "optim.batch_size=24", "vanilla=false"]  # fmt: skip
+            "teacher.epochs=1", "student.epochs=1", "hints.samples=48", "hints.k=3", "optim.batch_size=24", "vanilla=false",
+            "baseline_hints=false"]  # fmt: skip
     assert main(["cross-distill", "--example", "recognition", "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["results"]["cross_student"]["arch"] == custom and len(report["student_points"]) == 3
@@ -183,7 +185,7 @@ def test_recognition_with_the_users_student(tmp_path):
 # --- on the one training loop: resume, AMP, divergence, DDP (issue 17) -------------------------------------
 
 LOOP = ["data.train=16", "data.test=8", "teacher.arch=resnet8", "student.arch=resnet8", "teacher.epochs=2", "student.epochs=2",
-        "hints.samples=16", "hints.k=2", "optim.batch_size=8"]  # fmt: skip
+        "hints.samples=16", "hints.k=2", "optim.batch_size=8", "baseline_hints=false"]  # fmt: skip
 
 
 def _cross_cmd(out, *extra):
@@ -269,7 +271,7 @@ def test_cross_distill_detection_with_quantization_aware_fine_tuning(tmp_path):
     """A detector trains through its Q/DQ graph on the YOLO loss (the graph gives the raw maps; the
     box decoding stays float in the written file) and is scored by AP50 on ONNX Runtime."""
     tiny = ["data.train=24", "data.test=8", "teacher.epochs=1", "student.epochs=1", "hints.samples=24", "optim.batch_size=8",
-            "vanilla=false", "quant.qat=true", "quant.epochs=1", "quant.calibration=16"]  # fmt: skip
+            "vanilla=false", "baseline_hints=false", "quant.qat=true", "quant.epochs=1", "quant.calibration=16"]  # fmt: skip
     out = tmp_path / "det"
     assert main(["cross-distill", "--example", "detection", "--out", str(out), "--quiet", *sum((["--set", s] for s in tiny), [])]) == 0
     int8 = json.loads((out / "report.json").read_text())["int8"]
