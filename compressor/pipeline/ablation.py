@@ -39,15 +39,12 @@ from .run import train_network
 SCHEMA = "edge-compressor/hint-ablation"
 
 
-class AblationConfig(Strict):
+class PlanSet(Strict):
+    """What an ablation compares, for distillation and cross distillation alike."""
+
     name: str = Field("ablate-hints", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # one folder under out
     out: str = "runs"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])  # every plan is trained once per seed
-    device: str = "auto"
-    data: DataSource = Field(default_factory=DataSource)
-    teacher: TeacherSpec
-    hints: HintConfig = Field(default_factory=HintConfig)  # how the clustered plan is selected (once, with the first seed)
-    distill: DistillSpec
     plans: list[str] = Field(default_factory=lambda: list(RULES))  # rules of compressor.hints.rules
     random_draws: int = Field(3, ge=1)  # the random rule's draws (each its own plan, summarised as one row)
     plan_files: dict[str, str] = Field(default_factory=dict)  # more plans by name: a plan.json or a JSON list of teacher points
@@ -76,6 +73,19 @@ class AblationConfig(Strict):
     def run_dir(self) -> Path:
         return Path(self.out) / self.name
 
+    def check_plan_files(self) -> None:
+        for name, file in self.plan_files.items():
+            if not Path(file).is_file():
+                raise UserError(f"plan_files.{name}: {file} does not exist")
+
+
+class AblationConfig(PlanSet):
+    device: str = "auto"
+    data: DataSource = Field(default_factory=DataSource)
+    teacher: TeacherSpec
+    hints: HintConfig = Field(default_factory=HintConfig)  # how the clustered plan is selected (once, with the first seed)
+    distill: DistillSpec
+
 
 PATH_KEYS = ("teacher.checkpoint", "out")
 REF_KEYS = ("teacher.arch", "distill.student")
@@ -88,9 +98,7 @@ def load_ablation_config(path: str | Path | None, flags: dict[str, Any] | None =
                         "use a method with one (at, fitnet, at+kd, fitnet+kd, cc, ...)")  # fmt: skip
     base = Path(path).resolve().parent if path else Path.cwd()
     config.plan_files = {n: str((base / p).resolve()) for n, p in config.plan_files.items()}
-    for name, file in config.plan_files.items():
-        if not Path(file).is_file():
-            raise UserError(f"plan_files.{name}: {file} does not exist")
+    config.check_plan_files()
     return config
 
 
@@ -147,34 +155,69 @@ class Ablation:
         model = build_model(d.student, info.num_classes, d.student_kwargs or None, tuple(info.input_size), d.student_points)
         return baseline_hints(model), len(hint_points(model))
 
-    def plans(self, plan: HintPlan) -> dict[str, list[int]]:
-        """Every plan's teacher points, in the order of the table."""
-        s_points, n_student = self.student_points()
-        common = {"clustered": plan.hints, "baseline": plan.baseline_hints, "student_points": s_points, "n_student": n_student,
-                  "n_teacher": len(plan.candidates)}  # fmt: skip
-        out: dict[str, list[int]] = {}
-        try:
-            for rule in self.c.plans:
-                if rule == "random":
-                    out.update({f"random-{d}": rule_points(rule, draw=d, **common) for d in range(1, self.c.random_draws + 1)})
-                else:
-                    out[rule] = rule_points(rule, **common)
-        except ValueError as e:
-            raise UserError(f"hint plans: {e}") from None
-        for name, file in self.c.plan_files.items():
-            points = read_plan_file(file)
-            if len(points) != len(s_points) or not all(1 <= p <= len(plan.candidates) for p in points):
-                raise UserError(f"plan_files.{name}: {points} must be {len(s_points)} teacher points (one per student point "
-                                f"{s_points}) within 1..{len(plan.candidates)}")  # fmt: skip
-            out[name] = points
-        return out
-
     def cell(self, folder: str, flags: dict[str, Any], seed: int) -> dict[str, Any]:
         out = self.run / "cells" / folder / f"seed-{seed}"
         summary = self.train(out, flags, self.c.distill.recipe, seed)
         seconds = sum(r.get("train", {}).get("seconds", 0.0) for r in read_metrics(out / "metrics.jsonl"))
-        return {"seed": seed, "top1": summary["final"]["top1"], "best_top1": summary["best_top1"], "seconds": round(seconds, 1),
-                "folder": str(out.relative_to(self.run))}  # fmt: skip
+        return {"seed": seed, "score": summary["final"]["top1"], "top1": summary["final"]["top1"], "best_top1": summary["best_top1"],
+                "seconds": round(seconds, 1), "folder": str(out.relative_to(self.run))}  # fmt: skip
+
+
+def plan_points(c: PlanSet, clustered: list[int], baseline: list[int], student_points: list[int], n_student: int,
+                n_teacher: int) -> dict[str, list[int]]:  # fmt: skip
+    """Every plan's teacher points, in the order of the table (random draws as ``random-<d>``)."""
+    common = {"clustered": clustered, "baseline": baseline, "student_points": student_points, "n_student": n_student,
+              "n_teacher": n_teacher}  # fmt: skip
+    out: dict[str, list[int]] = {}
+    try:
+        for rule in c.plans:
+            if rule == "random":
+                out.update({f"random-{d}": rule_points(rule, draw=d, **common) for d in range(1, c.random_draws + 1)})
+            else:
+                out[rule] = rule_points(rule, **common)
+    except ValueError as e:
+        raise UserError(f"hint plans: {e}") from None
+    for name, file in c.plan_files.items():
+        points = read_plan_file(file)
+        if len(points) != len(student_points) or not all(1 <= p <= n_teacher for p in points):
+            raise UserError(f"plan_files.{name}: {points} must be {len(student_points)} teacher points (one per student point "
+                            f"{student_points}) within 1..{n_teacher}")  # fmt: skip
+        out[name] = points
+    return out
+
+
+def run_cells(c: PlanSet, plans: dict[str, list[int]], train: Callable[[str, list[int], int], dict[str, Any]],
+              vanilla: Callable[[int], dict[str, Any]] | None, log: Callable[[str], None],
+              ) -> tuple[dict[tuple[int, ...], str], dict[str, list[dict[str, Any]]]]:  # fmt: skip
+    """Every (plan, seed) cell by ``train(plan, points, seed)``, plans with the same points once, then
+    ``vanilla(seed)``. Returns the plan owning each set of points and each plan's cells."""
+    first: dict[tuple[int, ...], str] = {}  # teacher points -> the plan whose cells hold them
+    cells: dict[str, list[dict[str, Any]]] = {}
+    total = len(c.seeds) * (len(set(map(tuple, plans.values()))) + (vanilla is not None))
+    done = 0
+    for name, points in plans.items():
+        owner = first.setdefault(tuple(points), name)
+        if owner != name:
+            cells[name] = cells[owner]
+            continue
+        cells[name] = []
+        for seed in c.seeds:
+            done += 1
+            log(f"[cell {done}/{total}] {name} (teacher points {points}), seed {seed}")
+            cells[name].append(train(name, points, seed))
+    if vanilla is not None:
+        cells["vanilla"] = []
+        for seed in c.seeds:
+            done += 1
+            log(f"[cell {done}/{total}] vanilla (the student alone), seed {seed}")
+            cells["vanilla"].append(vanilla(seed))
+    return first, cells
+
+
+def write_tables(run: Path, report: dict[str, Any]) -> None:
+    atomic_write_json(run / "table.json", report)
+    atomic_write_text(run / "table.md", ablation_markdown(report))
+    atomic_write(run / "ablation.png", lambda f: f.write(plot_ablation(report)))
 
 
 def _distill_flags(c: AblationConfig, teacher: Path, points: list[int], preact: bool) -> dict[str, Any]:
@@ -193,34 +236,19 @@ def run_ablation(config: AblationConfig, progress: bool = True, log: Callable[[s
         a = Ablation(config, progress, log)
         teacher = a.teacher()
         plan = a.clustered(teacher)
-        plans = a.plans(plan)
-        first: dict[tuple[int, ...], str] = {}  # teacher points -> the plan whose cells hold them
-        cells: dict[str, list[dict[str, Any]]] = {}
-        total = len(config.seeds) * (len(set(map(tuple, plans.values()))) + config.vanilla)
-        done = 0
-        for name, points in plans.items():
-            owner = first.setdefault(tuple(points), name)
-            if owner != name:
-                cells[name] = cells[owner]
-                continue
-            flags = _distill_flags(config, teacher, points, plan.preact)
-            cells[name] = []
-            for seed in config.seeds:
-                done += 1
-                log(f"[cell {done}/{total}] {name} (teacher points {points}), seed {seed}")
-                cells[name].append(a.cell(name, flags, seed))
-        if config.vanilla:
-            d = config.distill
-            flags = {"student.arch": d.student, "student.kwargs": d.student_kwargs, "student.points": d.student_points, "loss.method": "ce"}
-            cells["vanilla"] = []
-            for seed in config.seeds:
-                done += 1
-                log(f"[cell {done}/{total}] vanilla (the student alone, CE), seed {seed}")
-                cells["vanilla"].append(a.cell("vanilla", flags, seed))
-        report = ablation_report(config, plan, plans, first, cells, time.perf_counter() - start)
-        atomic_write_json(config.run_dir / "table.json", report)
-        atomic_write_text(config.run_dir / "table.md", ablation_markdown(report))
-        atomic_write(config.run_dir / "ablation.png", lambda f: f.write(plot_ablation(report)))
+        plans = plan_points(config, plan.hints, plan.baseline_hints, *a.student_points(), len(plan.candidates))
+        d = config.distill
+        alone = {"student.arch": d.student, "student.kwargs": d.student_kwargs, "student.points": d.student_points, "loss.method": "ce"}
+
+        def distilled(name: str, points: list[int], seed: int) -> dict[str, Any]:
+            return a.cell(name, _distill_flags(config, teacher, points, plan.preact), seed)
+
+        first, cells = run_cells(config, plans, distilled, (lambda seed: a.cell("vanilla", alone, seed)) if config.vanilla else None, log)
+        header = {"teacher": plan.teacher_arch, "student": d.student, "method": d.loss.method, "data": config.data.train,
+                  "epochs": d.recipe.epochs, "k": plan.k, "metric": plan.metric, "candidates": len(plan.candidates),
+                  "score": "top-1 %"}  # fmt: skip
+        report = ablation_report(config, header, plans, first, cells, time.perf_counter() - start)
+        write_tables(config.run_dir, report)
     return report
 
 
@@ -231,29 +259,27 @@ def _row(name: str, scores: list[float], reference: list[float], points: list[in
             "vs_clustered": diff}  # fmt: skip
 
 
-def ablation_report(config: AblationConfig, plan: HintPlan, plans: dict[str, list[int]], first: dict[tuple[int, ...], str],
+def ablation_report(config: PlanSet, header: dict[str, Any], plans: dict[str, list[int]], first: dict[tuple[int, ...], str],
                     cells: dict[str, list[dict[str, Any]]], seconds: float) -> dict[str, Any]:  # fmt: skip
-    """Rows in the order of ``config.plans`` (random draws summarised in one row, each draw below it)."""
-    ref = [c["top1"] for c in cells["clustered"]]
+    """Rows in the order of ``config.plans`` (random draws summarised in one row, each draw below it);
+    ``header``: teacher, student, method, data, epochs, k, metric, candidates and the score's name."""
+    ref = [c["score"] for c in cells["clustered"]]
     rows, draws = [], []
     for name in [*config.plans, *config.plan_files]:
         if name == "random":
             members = [n for n in plans if n.startswith("random-")]
-            per_seed = [sum(cells[m][i]["top1"] for m in members) / len(members) for i in range(len(config.seeds))]
+            per_seed = [sum(cells[m][i]["score"] for m in members) / len(members) for i in range(len(config.seeds))]
             rows.append(_row(f"random (mean of {len(members)} draws)", per_seed, ref, None, None, members))
             for m in members:
                 owner = first[tuple(plans[m])]
-                draws.append(_row(m, [c["top1"] for c in cells[m]], ref, plans[m], owner if owner != m else None))
+                draws.append(_row(m, [c["score"] for c in cells[m]], ref, plans[m], owner if owner != m else None))
             continue
         owner = first[tuple(plans[name])]
-        rows.append(_row(name, [c["top1"] for c in cells[name]], ref, plans[name], owner if owner != name else None))
-    if config.vanilla:
-        rows.append(_row("vanilla", [c["top1"] for c in cells["vanilla"]], ref, None, None))
+        rows.append(_row(name, [c["score"] for c in cells[name]], ref, plans[name], owner if owner != name else None))
+    if "vanilla" in cells:
+        rows.append(_row("vanilla", [c["score"] for c in cells["vanilla"]], ref, None, None))
     trained = {c["folder"]: c["seconds"] for group in cells.values() for c in group}
-    d = config.distill
-    return {"schema": SCHEMA, "version": 1, "teacher": plan.teacher_arch, "student": d.student, "method": d.loss.method,
-            "data": config.data.train, "seeds": config.seeds, "epochs": d.recipe.epochs, "k": plan.k, "metric": plan.metric,
-            "candidates": len(plan.candidates), "rows": rows, "random_draws": draws,
+    return {"schema": SCHEMA, "version": 1, **header, "seeds": config.seeds, "rows": rows, "random_draws": draws,
             "compute": {"cells": len(trained), "training_seconds": round(sum(trained.values()), 1), "wall_seconds": round(seconds, 1)},
             "cells": {name: group for name, group in cells.items()}}  # fmt: skip
 
@@ -274,17 +300,17 @@ def ablation_markdown(report: dict[str, Any]) -> str:
     n = len(report["seeds"])
     lines = [f"# Hint selection ablation: {report['teacher']} -> {report['student']}, {report['method']}", "",
              f"Data {report['data']}; {report['epochs']} epochs; seeds {', '.join(map(str, report['seeds']))}; k = {report['k']} of "
-             f"{report['candidates']} teacher candidates; clustered by {report['metric']}. Scores: top-1 (%) at the last epoch, "
+             f"{report['candidates']} teacher candidates; clustered by {report['metric']}. Scores: {report['score']} at the last epoch, "
              f"mean ± sample std over {n} seed{'s' if n > 1 else ''}; the difference from clustered is paired by seed, with its "
              f"95% t interval in brackets.", "",
-             "| plan | teacher points | top-1 % | vs clustered | per seed |", "|---|---|---|---|---|"]  # fmt: skip
+             f"| plan | teacher points | {report['score']} | vs clustered | per seed |", "|---|---|---|---|---|"]  # fmt: skip
     for r in report["rows"]:
         points = ", ".join(map(str, r["teacher_points"])) if r["teacher_points"] else ("-" if r["members"] is None else "see below")
         same = f" (= {r['same_as']})" if r["same_as"] else ""
         lines.append(f"| {r['plan']} | {points}{same} | {_fmt_score(r)} | {_fmt_diff(r['vs_clustered'])} | "
                      f"{', '.join(f'{s:.2f}' for s in r['scores'])} |")  # fmt: skip
     if report["random_draws"]:
-        lines += ["", "Random draws:", "", "| draw | teacher points | top-1 % | vs clustered |", "|---|---|---|---|"]
+        lines += ["", "Random draws:", "", f"| draw | teacher points | {report['score']} | vs clustered |", "|---|---|---|---|"]
         for r in report["random_draws"]:
             same = f" (= {r['same_as']})" if r["same_as"] else ""
             points = ", ".join(map(str, r["teacher_points"]))
@@ -344,8 +370,8 @@ def plot_ablation(report: dict[str, Any]) -> bytes:
             right.plot([d["mean"]], [y], "o", color=color)
     right.axvline(0, color="#000", lw=0.8)
     left.set_yticks(ys, [r["plan"] for r in rows])
-    left.set(xlabel="top-1 % (last epoch)", title=f"{report['teacher']} -> {report['student']}, {report['method']}")
-    right.set(xlabel="top-1 minus clustered, paired by seed (points)", title="difference from clustered (95% interval)")
+    left.set(xlabel=f"{report['score']} (last epoch)", title=f"{report['teacher']} -> {report['student']}, {report['method']}")
+    right.set(xlabel="minus clustered, paired by seed (points)", title="difference from clustered (95% interval)")
     left.legend(fontsize=8, loc="lower left")
     for ax in (left, right):
         ax.grid(alpha=0.3, axis="x")
