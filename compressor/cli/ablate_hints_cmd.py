@@ -27,6 +27,21 @@ FLAGS = {
 }
 
 
+# with --cross: flag -> dotted key of the cross-distillation config
+CROSS_FLAGS = {
+    "teacher": "teacher.checkpoint",
+    "arch": "teacher.arch",
+    "student": "student.arch",
+    "method": "hints.method",
+    "epochs": "student.epochs",
+    "k": "hints.k",
+    "samples": "hints.samples",
+    "metric": "hints.metric",
+    "device": "device",
+}
+PLAN_FLAGS = {"seeds": "seeds", "plans": "plans", "draws": "random_draws"}
+
+
 def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
@@ -43,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("config", nargs="?", metavar="YAML", help="ablation config (sections as compressor run's, plus plans, random_draws, "
                                                              "plan_files, vanilla); flags and --set override it")  # fmt: skip
+    p.add_argument("--cross", metavar="TASK_OR_YAML",
+                   help="ablate cross distillation's hints instead: detection or recognition (the shipped examples) or a "
+                        "cross-distill YAML; --set then sets its keys")  # fmt: skip
     p.add_argument("--teacher", metavar="CKPT", help="a trained teacher (else --arch is trained first with teacher.recipe)")
     p.add_argument("--arch", help=f"teacher architecture: {REF_HELP}")
     p.add_argument("--student", metavar="ARCH", help=f"student architecture: {REF_HELP}")
@@ -70,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..pipeline.ablation import ablation_markdown, load_ablation_config, run_ablation
 
+    if args.cross:
+        return _run_cross(args)
+
     flags = {key: getattr(args, name) for name, key in FLAGS.items()}
     flags["plans"] = args.plans
     flags["plan_files"] = {n: str(Path(f).resolve()) for n, f in args.plan_file} or None  # flags: against the working directory
@@ -84,6 +105,37 @@ def run(args: argparse.Namespace) -> int:
     given = {k: v for k, v in flags.items() if v is not None}
     config = load_ablation_config(args.config, {**(defaults if args.config is None else {}), **given}, args.set)
     report = run_ablation(config, progress=not args.quiet)
+    print(ablation_markdown(report))
+    print(f"table: {config.run_dir / 'table.md'} (also table.json, ablation.png)")
+    return 0
+
+
+def _run_cross(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..config import load_config
+    from ..crossdistill import CrossConfig
+    from ..crossdistill.ablation import CrossAblationConfig, run_cross_ablation
+    from ..crossdistill.config import EXAMPLES, PATH_KEYS, REF_KEYS
+    from ..errors import UserError
+    from ..pipeline.ablation import ablation_markdown
+
+    if args.config or args.data:
+        raise UserError("--cross takes its data and settings from the cross-distill config (data.root or data.builtin); "
+                        "leave out the YAML argument and --data, and set its keys with --set")  # fmt: skip
+    path = EXAMPLES / f"{args.cross}.example.yaml" if args.cross in ("detection", "recognition") else Path(args.cross)
+    flags = {key: getattr(args, name) for name, key in CROSS_FLAGS.items() if getattr(args, name) is not None}
+    cross = load_config(CrossConfig, path, flags, args.set, PATH_KEYS, "cross-distillation config", REF_KEYS)
+    plan_set = {key: getattr(args, name) for name, key in PLAN_FLAGS.items() if getattr(args, name) is not None}
+    plan_set["plan_files"] = {n: str(Path(f).resolve()) for n, f in args.plan_file}
+    plan_set["vanilla"] = not args.no_vanilla
+    out = Path(args.out or "runs/ablate-hints-cross").resolve()
+    try:
+        config = CrossAblationConfig(**plan_set, out=str(out.parent), name=out.name, cross=cross)
+    except ValueError as e:
+        raise UserError(f"ablate-hints --cross: {e}") from None
+    config.check_plan_files()
+    report = run_cross_ablation(config, progress=not args.quiet)
     print(ablation_markdown(report))
     print(f"table: {config.run_dir / 'table.md'} (also table.json, ablation.png)")
     return 0

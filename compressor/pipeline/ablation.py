@@ -269,7 +269,7 @@ def ablation_report(config: PlanSet, header: dict[str, Any], plans: dict[str, li
         if name == "random":
             members = [n for n in plans if n.startswith("random-")]
             per_seed = [sum(cells[m][i]["score"] for m in members) / len(members) for i in range(len(config.seeds))]
-            rows.append(_row(f"random (mean of {len(members)} draws)", per_seed, ref, None, None, members))
+            rows.append(_row(f"random (mean of {len(members)} draw{'s' if len(members) > 1 else ''})", per_seed, ref, None, None, members))
             for m in members:
                 owner = first[tuple(plans[m])]
                 draws.append(_row(m, [c["score"] for c in cells[m]], ref, plans[m], owner if owner != m else None))
@@ -297,9 +297,10 @@ def _fmt_score(r: dict[str, Any]) -> str:
 
 
 def ablation_markdown(report: dict[str, Any]) -> str:
-    n = len(report["seeds"])
+    n, epochs = len(report["seeds"]), report["epochs"]
     lines = [f"# Hint selection ablation: {report['teacher']} -> {report['student']}, {report['method']}", "",
-             f"Data {report['data']}; {report['epochs']} epochs; seeds {', '.join(map(str, report['seeds']))}; k = {report['k']} of "
+             f"Data {report['data']}; {epochs} epoch{'s' if epochs != 1 else ''}; seeds {', '.join(map(str, report['seeds']))}; "
+             f"k = {report['k']} of "
              f"{report['candidates']} teacher candidates; clustered by {report['metric']}. Scores: {report['score']} at the last epoch, "
              f"mean ± sample std over {n} seed{'s' if n > 1 else ''}; the difference from clustered is paired by seed, with its "
              f"95% t interval in brackets.", "",
@@ -344,7 +345,8 @@ def verdict(report: dict[str, Any]) -> str:
     if tied:
         parts.append(f"clustered and {', '.join(tied)} are not told apart by these seeds")
     example = next((r for r in report["rows"] if r["vs_clustered"] is not None and r["plan"] != "vanilla"), None)
-    tail = f" (e.g. {example['plan']}: {describe_difference(example['vs_clustered'])})" if example else ""
+    unit = report["score"].removesuffix(" %")
+    tail = f" (e.g. {example['plan']}: {describe_difference(example['vs_clustered'], unit)})" if example else ""
     return ("Verdict: " + "; ".join(parts) + tail + ".") if parts else "Verdict: only the clustered plan was trained."
 
 
