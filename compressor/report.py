@@ -291,6 +291,15 @@ def recommendation_lines(run: RunFiles, budget_ms: float | None) -> list[str]:
     if winner is not None:
         lines.append(f"The {winner} student beat the distilled one beyond seed noise, so it is the student exported and profiled "
                      f"here (from compare/{winner}/student.pt), not distill/student.pt.")  # fmt: skip
+    backends = list(dict.fromkeys(c["backend"] for c in cands))
+    if len(backends) > 1:  # a user tied to one runtime: the same rule among what runs on it
+        per = []
+        for b in backends:
+            best = recommend([c for c in cands if c["backend"] == b], budget_ms)
+            name = BACKEND_NAMES.get(b, b)
+            per.append(f"{name}: {best['file']} ({best['model']}, {best['latency_ms']:.3f} ms, top-1 {best['top1']:.1f}%)" if best
+                       else f"{name}: nothing within the budget")  # fmt: skip
+        lines.append("Per backend, by the same rule: " + "; ".join(per) + ".")
     front = pareto(cands)
     lines.append("Pareto set (no other artifact is both faster and more accurate): " + "; ".join(_describe(c) for c in front) + ".")
     return lines

@@ -138,6 +138,11 @@ def test_report_says_whether_distillation_helped_and_what_to_deploy(run_dir):
     deploy = re.search(r"Recommendation: deploy (\S+) \(", summary)
     assert deploy and (run_dir / deploy.group(1)).is_file(), summary
     assert "Pareto set" in summary
+    per_backend = summary.split("Per backend, by the same rule: ")[1].split("\n")[0]
+    per = dict(re.findall(r"(PyTorch|ONNX Runtime CPU INT8|ONNX Runtime CPU): (\S+) \(", per_backend))
+    assert per.keys() == {"PyTorch", "ONNX Runtime CPU", "ONNX Runtime CPU INT8"}, summary
+    assert per["ONNX Runtime CPU INT8"].endswith(".int8.onnx") and per["PyTorch"].endswith(".pt")
+    assert all((run_dir / f).is_file() for f in per.values())
     assert summary.index("over the same student trained alone") < summary.index("Recommendation") < summary.index("fewer parameters")
 
 
