@@ -174,7 +174,7 @@ def speed_lines(profile: dict[str, Any]) -> list[str]:
         size = f"{100 * r['compression_ratio']:.0f}% fewer parameters"
         if any(sp > limit for sp in spreads):
             lines.append(f"{r['student']} vs {r['teacher']} on {where}: latency unreliable (round medians spread "
-                         f"{', '.join(f'{sp:.0%}' for sp in spreads)}, above {limit:.0%}: the machine was busy), so no speed-up is "
+                         f"{', '.join(f'{sp:.0%}' for sp in spreads)}, above {limit:.0%}: timing was unstable), so no speed-up is "
                          f"claimed; {size}{top1}")  # fmt: skip
             continue
         pace = f"{r['speedup']:.1f}x faster" if r["speedup"] >= 1 else f"{1 / r['speedup']:.1f}x slower"

@@ -128,7 +128,8 @@ def _interleave(models: list[dict[str, Any]], runtimes: dict, options: ProfileOp
             for lat in b["latency"]:
                 if lat["spread"] > options.spread_warning:
                     warnings.append(f"{m['name']} {b['backend']} batch {lat['batch']}: round medians spread {lat['spread']:.0%} (p10 "
-                                    f"{lat['round_p10_ms']:.3f} to p90 {lat['round_p90_ms']:.3f} ms): the machine was busy")  # fmt: skip
+                                    f"{lat['round_p10_ms']:.3f} to p90 {lat['round_p90_ms']:.3f} ms): unstable timing (other load, "
+                                    "frequency scaling, or too few calls per round: raise iters)")  # fmt: skip
     return warnings
 
 
