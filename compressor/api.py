@@ -100,7 +100,8 @@ def distill(
 
 def export(
     model: str | Path | nn.Module, out: str | Path, *, input_size: tuple[int, int] | None = None, mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None, stem: str = "model", overwrite: bool = False, **options: Any,
+    std: tuple[float, ...] | None = None, stem: str = "model", overwrite: bool = False, arch: str | None = None, trusted: bool = False,
+    **options: Any,
 ) -> dict[str, Path]:  # fmt: skip
     """Export to ONNX (checked against PyTorch) and, with ``int8=True, calib=SPEC``, INT8 Q/DQ.
 
@@ -109,6 +110,9 @@ def export(
             ``input_size`` is required; ``mean``/``std`` are recorded in the sidecar).
         out: output folder.
         options: ``ExportOptions`` fields: ``int8``, ``calib``, ``fp16``, ``trt``, ``opset``, ...
+        arch: the architecture of a checkpoint (a factory reference its sidecar records is code, and is
+            honoured only when named here or with ``trusted``).
+        trusted: trust the file: full unpickling, and the factory reference its sidecar names.
 
     Returns:
         ``{kind: path}`` of the written files (``onnx``, ``int8``, ...).
@@ -116,7 +120,8 @@ def export(
     from .deploy.artifact import load_artifact
     from .deploy.export import ExportOptions, export_artifact
 
-    art = _artifact(model, out, input_size, mean, std) if isinstance(model, nn.Module) else load_artifact(model, input_size=input_size)
+    art = (_artifact(model, out, input_size, mean, std) if isinstance(model, nn.Module)
+           else load_artifact(model, arch=arch, trusted=trusted, input_size=input_size))  # fmt: skip
     opts = validate(ExportOptions, options, "export settings")
     produces = [f"{stem}.onnx", f"{stem}.*.onnx", f"{stem}.json", f"{stem}.*.json", f"{stem}.*.md", f"{stem}.*.png", "*.plan"]
     with claim(out, produces, "export", overwrite=overwrite):
@@ -132,6 +137,8 @@ def profile(
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     overwrite: bool = False,
+    arch: str | None = None,
+    trusted: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Profile every backend that applies to ``model`` and write ``report.json/.md/.html`` under ``out``.
@@ -140,6 +147,9 @@ def profile(
         model: a student artifact, a checkpoint, any ``.onnx`` file, or a model object (then
             ``input_size`` is required; its weights are saved as ``out/model.pt`` + ``model.json``).
         options: ``ProfileOptions`` fields: ``backends``, ``batches``, ``data``, ``iters``, ...
+        arch: the architecture of a checkpoint (a factory reference its sidecar records is code, and is
+            honoured only when named here or with ``trusted``).
+        trusted: trust the file: full unpickling, and the factory reference its sidecar names.
 
     Returns:
         The report dict (also written as ``out/report.json``).
@@ -148,12 +158,12 @@ def profile(
     from .deploy.profile.run import ProfileOptions, profile_models
 
     source = {"input_size": input_size, "mean": mean, "std": std}
-    opts = validate(ProfileOptions, {"progress": False, **options}, "profile settings")
+    opts = validate(ProfileOptions, {"progress": False, "trusted": trusted, **options}, "profile settings")
     with claim(out, [*REPORT_FILES, "model.pt"], "profile", overwrite=overwrite):
         if isinstance(model, nn.Module):  # profiled as it is in memory; its weights are saved for the file size
             model = _artifact(model, out, input_size, mean, std)
             _save_object(model, Path(out))
-        report = profile_models(model, out, opts, compare=compare, source=source)
+        report = profile_models(model, out, opts, compare=compare, arch=arch, trusted=trusted, source=source)
         write_reports(report, Path(out))
     return report
 

@@ -101,8 +101,8 @@ def load_checkpoint(path: str | Path, arch: str | None = None, num_classes: int 
     side = _student_sidecar(path)
     check_sidecar(path, side, digest)
     if arch is None and side.get("schema") == STUDENT_SCHEMA and isinstance(side.get("arch"), str):
-        # a student artifact says what it is: a factory model is rebuilt without being named again
-        arch, kwargs, points = side["arch"], kwargs or side.get("arch_kwargs"), points or side.get("points")
+        # a student artifact says what it is: a factory model is rebuilt without being named again (when trusted)
+        arch, kwargs, points = recorded_arch(path, side, trusted), kwargs or side.get("arch_kwargs"), points or side.get("points")
         options = options or side.get("model_options")
         input_size = input_size or tuple(side.get("input_size", ())) or None
     if arch is None and layout == PROGRAM and not matching_archs(state):
@@ -189,6 +189,26 @@ def check_sidecar(path: Path, meta: dict[str, Any], digest: str | None = None) -
             raise UserError(f"{side}: {key} must be three numbers (one per channel), got {values!r}; fix or re-create the sidecar")
     if any(v <= 0 for v in meta["std"]):
         raise UserError(f"{side}: std must be positive, got {meta['std']}")
+
+
+def recorded_arch(path: Path, meta: dict[str, Any], trusted: bool) -> str | None:
+    """The architecture a sidecar records, honoured as it is only when it is a zoo name or the file is
+    trusted. A factory reference (``file.py:function``, ``package.module:function``) imports and calls
+    code, so one read from a file is treated like a pickle: a downloaded ``model.pt`` + ``model.json``
+    pair must not run whatever its JSON names. Checked before anything is imported.
+
+    Raises:
+        UserError: a factory reference in an untrusted sidecar, naming it and the two ways to accept it.
+    """
+    arch = meta.get("arch")
+    if not isinstance(arch, str):
+        return None
+    if is_factory(arch) and not trusted:
+        raise UserError(f"{path.with_suffix('.json')} names the model {arch!r}, code to import and run, and a sidecar is data: "
+                        f"nothing was imported. If you made this file, name the model yourself (--arch {arch}; --compare-arch for "
+                        f"profile's --compare model) or trust the file "
+                        f"({TRUST_FLAG}; trusted=True in Python)")  # fmt: skip
+    return arch
 
 
 def _student_sidecar(path: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from compressor.models import MODELS, family, short_name
 from compressor.models.resolve import DEFAULT_INPUT_SIZE
 from torch import nn
 
-from compressor.checkpoint import STUDENT_SCHEMA, check_sidecar, load_checkpoint, sidecar_of
+from compressor.checkpoint import STUDENT_SCHEMA, check_sidecar, load_checkpoint, recorded_arch, sidecar_of
 from compressor.data.base import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from compressor.errors import UserError
 
@@ -59,7 +59,7 @@ def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = Fal
     if path.suffix == ".onnx":
         check_sidecar(path, meta)
         return onnx_artifact(path, meta, input_size, mean, std)
-    loaded = load_checkpoint(path, arch=arch or meta.get("arch"), num_classes=meta.get("num_classes"), trusted=trusted,
+    loaded = load_checkpoint(path, arch=arch or recorded_arch(path, meta, trusted), num_classes=meta.get("num_classes"), trusted=trusted,
                              options=meta.get("model_options"), kwargs=kwargs or meta.get("arch_kwargs"),
                              points=meta.get("points"), input_size=input_size or meta.get("input_size"))  # fmt: skip
     size, default_mean, default_std = _defaults(loaded.arch)

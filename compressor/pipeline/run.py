@@ -221,7 +221,8 @@ def stage_export(ctx: Context) -> None:
     inputs = _digest(e.model_dump(), c.data.train, ctx.digests["student"])
 
     def work() -> None:
-        result = export_artifact(load_artifact(ctx.paths["student"]), out, options, stem="student")
+        # the config names the student: its own factory, never one read from a sidecar
+        result = export_artifact(load_artifact(ctx.paths["student"], arch=c.distill.student), out, options, stem="student")
         if "int8" in result.info:
             q = result.info["int8"]
             ctx.log(f"  INT8 top-1 {q['fp32_top1']:.2f}% -> {q['int8_top1']:.2f}% (agreement {q['top1_agreement']:.1f}%)")
@@ -243,7 +244,7 @@ def stage_profile(ctx: Context) -> None:
 
     def work() -> None:
         compare = ctx.paths["teacher"] if p.compare_teacher else None
-        report = profile_models(ctx.paths["student"], out, options, compare=compare, compare_arch=c.teacher.arch,
+        report = profile_models(ctx.paths["student"], out, options, arch=c.distill.student, compare=compare, compare_arch=c.teacher.arch,
                                 trusted=c.teacher.trusted, student_exports=reuse)  # fmt: skip
         write_reports(report, out)
 

@@ -37,12 +37,12 @@ def test_readme_snippet_runs(tmp_path):
 
 def test_model_objects_through_distill_export_profile(tmp_path):
     teacher = create_model("resnet8", num_classes=4)
-    student = build(num_classes=4, width=4)
+    student = build(num_classes=4)  # default width: its class rebuilds it from the sidecar's reference alone
     run = api.distill(teacher=teacher, student=student, data=DATA, method="at+kd", epochs=1, out=tmp_path / "run",
                       settings={"data.batch_size": 32})  # fmt: skip
     side = json.loads(Path(run["sidecar"]).read_text())
     assert side["arch"] == "tests.custom_cnn:TinyResNet" and side["made_by"]["teacher_arch"] == "resnet8"
-    trained = build(num_classes=4, width=4)
+    trained = build(num_classes=4)
     trained.load_state_dict(torch.load(run["weights"], weights_only=True))
     assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), student.state_dict().values(), strict=True))
 
@@ -52,6 +52,16 @@ def test_model_objects_through_distill_export_profile(tmp_path):
                          warmup=1)  # fmt: skip
     assert [b["status"] for b in report["models"][0]["backends"]] == ["ok", "ok"]
     assert (tmp_path / "profile" / "report.html").is_file()
+
+    # the saved student's sidecar names its class, which is code: the file alone is not enough to rebuild it
+    with pytest.raises(UserError, match="names the model 'tests.custom_cnn:TinyResNet'.*trusted=True in Python"):
+        api.export(run["weights"], tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    files = api.export(run["weights"], tmp_path / "named", arch="tests.custom_cnn:TinyResNet", input_size=(16, 16))
+    assert json.loads(files["onnx"].with_suffix(".json").read_text())["arch"] == "tests.custom_cnn:TinyResNet"
+    report = api.profile(run["weights"], tmp_path / "trusted", trusted=True, input_size=(16, 16), backends=["ort-cpu"], batches=[1],
+                         iters=3, warmup=1, memory_worker=False)  # fmt: skip
+    assert report["models"][0]["backends"][0]["status"] == "ok"
 
 
 def test_api_refuses_bad_arguments(tmp_path):

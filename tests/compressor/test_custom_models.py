@@ -41,9 +41,32 @@ def test_inspect_factory_reference(capsys):
 def test_sidecar_records_the_reference(custom_teacher, capsys):
     side = json.loads(custom_teacher.with_suffix(".json").read_text())
     assert side["arch"] == CUSTOM and side["arch_kwargs"] == {"width": 8}
-    assert main(["inspect", str(custom_teacher), "--json"]) == 0  # rebuilt from the sidecar, not told again
-    info = _json_out(capsys)
-    assert info["arch"] == CUSTOM and info["num_classes"] == 4 and info["params"] > 0
+    for trust in (["--trust-checkpoint"], ["--arch", CUSTOM]):  # rebuilt from the sidecar's reference once trusted or named
+        assert main(["inspect", str(custom_teacher), "--json", *trust]) == 0
+        info = _json_out(capsys)
+        assert info["arch"] == CUSTOM and info["num_classes"] == 4 and info["params"] > 0
+
+
+def test_a_sidecar_naming_code_runs_nothing_without_opt_in(custom_teacher, tmp_path, capsys):
+    """A downloaded model.pt + model.json pair whose JSON names a function: every command that loads
+    it exits 2 naming the reference and the opt-in, and nothing is imported."""
+    marker = tmp_path / "ran"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n\ndef build(**kwargs):\n    return None\n")
+    side = json.loads(custom_teacher.with_suffix(".json").read_text())
+    pair = tmp_path / "model.pt"
+    pair.write_bytes(custom_teacher.read_bytes())  # the same weights: the sidecar's digest still matches
+    for ref in (f"{tmp_path / 'evil.py'}:build", "os:system"):
+        pair.with_suffix(".json").write_text(json.dumps({**side, "arch": ref}))
+        for cmd in (["inspect", str(pair)], ["export", str(pair), "--out", str(tmp_path / "e")],
+                    ["profile", str(pair), "--out", str(tmp_path / "p"), "--quiet"],
+                    ["select-hints", "--teacher", str(pair), "--data", DATA, "--out", str(tmp_path / "h"), "--quiet"],
+                    ["distill", "--teacher", str(pair), "--student", "resnet8", "--method", "kd", "--data", DATA,
+                     "--out", str(tmp_path / "d"), *FAST]):  # fmt: skip
+            assert main(cmd) == 2, cmd
+            err = capsys.readouterr().err
+            assert f"names the model {ref!r}" in err and "--trust-checkpoint" in err and f"--arch {ref}" in err, (cmd, err)
+            assert not marker.exists(), cmd
+    assert not any((tmp_path / d).exists() for d in ("e", "p", "h"))
 
 
 def test_custom_chain_hints_distill_export_profile(custom_teacher, tmp_path, capsys):
@@ -54,6 +77,8 @@ def test_custom_chain_hints_distill_export_profile(custom_teacher, tmp_path, cap
                 "select-hints",
                 "--teacher",
                 str(custom_teacher),
+                "--arch",
+                CUSTOM,  # a sidecar's factory reference is code: the user names it (or trusts the file)
                 "--data",
                 DATA,
                 "--samples",
@@ -72,7 +97,7 @@ def test_custom_chain_hints_distill_export_profile(custom_teacher, tmp_path, cap
 
     # custom teacher -> zoo student, hints from the plan
     s1 = tmp_path / "s1"
-    assert main(["distill", "--teacher", str(custom_teacher), "--student", "resnet8", "--method", "at+kd", "--hints",
+    assert main(["distill", "--teacher", str(custom_teacher), "--arch", CUSTOM, "--student", "resnet8", "--method", "at+kd", "--hints",
                  str(hints / "plan.json"), "--data", DATA, "--out", str(s1), *FAST]) == 0  # fmt: skip
     assert json.loads((s1 / "student.json").read_text())["made_by"]["teacher_arch"] == CUSTOM
 
@@ -85,12 +110,13 @@ def test_custom_chain_hints_distill_export_profile(custom_teacher, tmp_path, cap
     capsys.readouterr()
 
     export = tmp_path / "export"
-    assert main(["export", str(s2 / "student.pt"), "--int8", "--calib", DATA, "--out", str(export)]) == 0
+    assert main(["export", str(s2 / "student.pt"), "--trust-checkpoint", "--int8", "--calib", DATA, "--out", str(export)]) == 0
     onnx_side = json.loads((export / "student.json").read_text())
     assert onnx_side["arch"] == CUSTOM and (export / "student.int8.onnx").is_file()
 
     profile = tmp_path / "profile"
-    assert main(["profile", str(s2 / "student.pt"), "--data", DATA, "--batch", "1", "--iters", "3", "--warmup", "1", "--out", str(profile),
+    assert main(["profile", str(s2 / "student.pt"), "--arch", CUSTOM, "--arch-kwargs", "width=4", "--data", DATA, "--batch", "1",
+                 "--iters", "3", "--warmup", "1", "--out", str(profile),
                  "--quiet"]) == 0  # fmt: skip
     report = json.loads((profile / "report.json").read_text())
     (model,) = report["models"]
