@@ -252,8 +252,12 @@ def read_state_dict(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
     if not path.is_file():
         raise UserError(f"checkpoint {path} is not a file")
     if _is_torchscript(path):
+        _refuse_program(path, trusted, "a TorchScript archive: torch.jit.load runs the program stored in it (its code and "
+                                           "__setstate__ methods)")  # fmt: skip
         return _read_torchscript(path), "torchscript", {}
     if _is_exported_program(path):
+        _refuse_program(path, trusted, "a torch.export archive: torch.export.load unpickles it with weights_only=False when the "
+                                           "safe load fails, which runs code from the file")  # fmt: skip
         return _read_exported_program(path), PROGRAM, {}
     obj = _torch_load(path, trusted)
     state, layout, meta = _unwrap(obj, path)
@@ -288,6 +292,13 @@ def _torch_load(path: Path, trusted: bool) -> Any:
             TypeError, struct.error, UnicodeDecodeError) as e:  # fmt: skip
         # the unpickler meets bytes that are no pickle: a text file (a first byte of 'h' or 'j' reads as a memo lookup), garbage
         raise _corrupt(path, e) from None
+
+
+def _refuse_program(path: Path, trusted: bool, what: str) -> None:
+    """Programs are code, as pickles are: loaded only from a file the caller trusts."""
+    if not trusted:
+        raise UserError(f"checkpoint {path} is {what}, so it was not loaded. If you trust where it came from, pass {TRUST_FLAG} "
+                        "(trusted=True in Python); or save just its weights (torch.save(model.state_dict(), PATH))")  # fmt: skip
 
 
 def _corrupt(path: Path, err: Exception) -> UserError:

@@ -72,9 +72,28 @@ def test_torchscript_archive(tmp_path):
     model = create_model("wrn_16_1", num_classes=5).eval()
     path = tmp_path / "scripted.pt"
     torch.jit.trace(model, torch.zeros(1, 3, 32, 32)).save(str(path))
-    loaded = load_checkpoint(path, arch="wrn_16_1")
+    with pytest.raises(UserError, match="is a TorchScript archive: torch.jit.load runs the program.*--trust-checkpoint"):
+        load_checkpoint(path, arch="wrn_16_1")  # a program is code, as a pickle is
+    loaded = load_checkpoint(path, arch="wrn_16_1", trusted=True)
     assert loaded.layout == "torchscript"
     torch.testing.assert_close(logits_of(loaded.model), logits_of(model), rtol=0, atol=0)
+
+
+def test_program_archives_are_not_opened_without_trust(tmp_path, monkeypatch):
+    """TorchScript and torch.export archives are refused before torch opens them: opening one runs its program."""
+    model = create_model("resnet8", num_classes=4).eval()
+    scripted, program = tmp_path / "m.ts", tmp_path / "m.pt2"
+    torch.jit.trace(model, torch.zeros(1, 3, 32, 32)).save(str(scripted))
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 32, 32),)), str(program))
+
+    def opened(*args, **kwargs):
+        raise AssertionError("the archive was opened")
+
+    monkeypatch.setattr(torch.jit, "load", opened)
+    monkeypatch.setattr(torch.export, "load", opened)
+    for path, kind in ((scripted, "TorchScript"), (program, "torch.export")):
+        with pytest.raises(UserError, match=f"is a {kind} archive.*not loaded.*--trust-checkpoint"):
+            load_checkpoint(path, arch="resnet8")
 
 
 def test_old_checkpoints_without_batch_counters(tmp_path):

@@ -202,7 +202,9 @@ def test_export_program_and_torchscript_archives(tmp_path, capsys):
     model = create_model("resnet8", num_classes=4).eval()
     program = tmp_path / "model.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 16, 16),)), str(program))
-    assert main(["inspect", str(program), "--json"]) == 0  # weights found under the zoo's keys
+    assert main(["inspect", str(program), "--json"]) == 2  # an archive is code: loaded only when trusted
+    assert "torch.export archive" in capsys.readouterr().err
+    assert main(["inspect", str(program), "--json", "--trust-checkpoint"]) == 0  # weights found under the zoo's keys
     info = _json_out(capsys)
     assert info["arch"] == "resnet8" and info["layout"] == "torch.export program"
 
@@ -212,6 +214,8 @@ def test_export_program_and_torchscript_archives(tmp_path, capsys):
     scripted = tmp_path / "custom.ts"
     custom.save(str(scripted))
     assert main(["inspect", str(scripted)]) == 2
+    assert "TorchScript archive" in capsys.readouterr().err
+    assert main(["inspect", str(scripted), "--trust-checkpoint"]) == 2
     assert "path/to/file.py:function" in capsys.readouterr().err
 
 
@@ -225,7 +229,7 @@ def test_export_program_as_a_frozen_teacher(tmp_path, capsys):
     batch = torch.export.Dim("batch", min=1, max=512)
     dynamic = tmp_path / "dynamic.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(2, 3, 16, 16),), dynamic_shapes={"x": {0: batch}}), str(dynamic))
-    loaded = load_checkpoint(dynamic)
+    loaded = load_checkpoint(dynamic, trusted=True)
     assert loaded.layout == "torch.export program" and loaded.input_size == (16, 16) and loaded.num_classes == 4
     assert hint_points(loaded.model) == hint_points(build_model(CUSTOM, num_classes=4, input_size=(16, 16)))  # taps included
     x = torch.randn(3, 3, 16, 16)
@@ -233,14 +237,30 @@ def test_export_program_as_a_frozen_teacher(tmp_path, capsys):
 
     out = tmp_path / "run"
     assert (
-        main(["distill", "--teacher", str(dynamic), "--student", "resnet8", "--method", "at+kd", "--data", DATA, "--out", str(out), *FAST])
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(dynamic),
+                "--trust-checkpoint",
+                "--student",
+                "resnet8",
+                "--method",
+                "at+kd",
+                "--data",
+                DATA,
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )  # fmt: skip
         == 0
     )
     assert json.loads((out / "student.json").read_text())["made_by"]["teacher_arch"] == "dynamic.pt2 (torch.export program)"
 
     static = tmp_path / "static.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(1, 3, 16, 16),)), str(static))
-    assert main(["inspect", str(static)]) == 2
+    assert main(["inspect", str(static), "--trust-checkpoint"]) == 2
     err = capsys.readouterr().err
     assert "dynamic batch" in err and "path/to/file.py:function" in err
 
