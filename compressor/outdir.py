@@ -62,6 +62,7 @@ def claim(
         _remove_if_empty(out, created)
         raise
     try:  # outputs are looked for under the lock: a run that just finished beside this one has written them
+        _check_no_link_out(out)
         earlier = sorted({p.relative_to(out).as_posix() for pattern in produces for p in out.glob(pattern)})
         if earlier and not (resume or overwrite or reuse):
             shown = ", ".join(earlier[:5]) + (f" and {len(earlier) - 5} more" if len(earlier) > 5 else "")
@@ -82,6 +83,18 @@ def claim(
         _remove_if_empty(out, created)
         raise
     (out / LOCK).unlink(missing_ok=True)
+
+
+def _check_no_link_out(out: Path) -> None:
+    """A command writes (and with --overwrite deletes) only inside ``out``: a symbolic link in it that
+    leads out of it (``checkpoints -> /elsewhere``) would carry those writes outside."""
+    root = out.resolve()
+    for folder, dirs, files in os.walk(out):  # links are listed, not followed
+        for name in (*dirs, *files):
+            path = Path(folder) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise UserError(f"{path} is a symbolic link to {path.resolve()}, outside {out}: a command writes only inside its "
+                                "--out, so nothing was changed. Replace the link by a copy, or choose another --out")  # fmt: skip
 
 
 def _create(out: Path) -> list[Path]:

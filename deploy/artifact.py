@@ -111,8 +111,34 @@ def onnx_artifact(path: Path, meta: dict[str, Any], input_size: tuple[int, int] 
                          tuple(std or meta.get("std", NO_STD)), meta.get("class_names", []), None, info)  # fmt: skip
 
 
+def check_external_data(path: Path) -> None:
+    """Every tensor an ONNX file keeps outside itself must be a file inside the model's folder (no
+    absolute location, no '..', no link out), checked before a loader follows the location.
+
+    Raises:
+        UserError: a location outside the folder, or one that does not exist.
+    """
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not readable as ONNX: read_onnx_io says so
+        return
+    folder = path.resolve().parent
+    tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
+    for t in tensors:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise UserError(f"{path}: tensor {t.name!r} keeps its data at {location!r}, outside the model's folder {folder}; "
+                            "external data must sit beside the model (re-save it with onnx.save(..., location='NAME.data'))")  # fmt: skip
+        if not target.is_file():
+            raise UserError(f"{path}: tensor {t.name!r} keeps its data in {target}, which does not exist; copy it beside the model")
+
+
 def read_onnx_io(path: Path) -> dict[str, Any]:
     """Name, shape (ints, or names for dynamic axes) and element type of the first image input."""
+    check_external_data(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError, ValueError, OSError ... for damaged files

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import re
     from pathlib import Path
 
     from ..config import read_yaml
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.table import is_table, load_table_config, run_table, table_markdown
 
     path = Path(args.config)
-    if not path.exists() and (RECIPES / f"{args.config}.yaml").exists():
+    # a recipe is named by a bare name: '../x' or '/abs/x' never reaches outside the recipe folder
+    if not path.exists() and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.config) and (RECIPES / f"{args.config}.yaml").is_file():
         path = RECIPES / f"{args.config}.yaml"
     if is_table(read_yaml(path)):
         config = load_table_config(path, args.set, args.seeds)
