@@ -92,8 +92,9 @@ def _check_no_link_out(out: Path) -> None:
     for folder, dirs, files in os.walk(out):  # links are listed, not followed
         for name in (*dirs, *files):
             path = Path(folder) / name
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                raise UserError(f"{path} is a symbolic link to {path.resolve()}, outside {out}: a command writes only inside its "
+            target = path.resolve() if path.is_symlink() else None
+            if target is not None and not target.is_relative_to(root):
+                raise UserError(f"{path} is a symbolic link to {target}, outside {out}: a command writes only inside its "
                                 "--out, so nothing was changed. Replace the link by a copy, or choose another --out")  # fmt: skip
 
 

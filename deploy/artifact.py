@@ -111,17 +111,14 @@ def onnx_artifact(path: Path, meta: dict[str, Any], input_size: tuple[int, int] 
                          tuple(std or meta.get("std", NO_STD)), meta.get("class_names", []), None, info)  # fmt: skip
 
 
-def check_external_data(path: Path) -> None:
-    """Every tensor an ONNX file keeps outside itself must be a file inside the model's folder (no
-    absolute location, no '..', no link out), checked before a loader follows the location.
+def check_external_data(path: Path, model: onnx.ModelProto) -> None:
+    """Every tensor ``model`` (read from ``path`` without its external data) keeps outside itself must
+    be a file inside the model's folder (no absolute location, no '..', no link out), checked before
+    a loader follows the location.
 
     Raises:
         UserError: a location outside the folder, or one that does not exist.
     """
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # not readable as ONNX: read_onnx_io says so
-        return
     folder = path.resolve().parent
     tensors = [*model.graph.initializer, *(a.t for n in model.graph.node for a in n.attribute if a.HasField("t"))]
     for t in tensors:
@@ -138,13 +135,13 @@ def check_external_data(path: Path) -> None:
 
 def read_onnx_io(path: Path) -> dict[str, Any]:
     """Name, shape (ints, or names for dynamic axes) and element type of the first image input."""
-    check_external_data(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError, ValueError, OSError ... for damaged files
         raise UserError(
             f"{path} is not a readable ONNX file ({type(e).__name__}: {e}); export it again or point at the right file"
         ) from None
+    check_external_data(path, model)
     if not model.graph.node:
         raise UserError(f"{path} is not a readable ONNX file (no graph: empty or not a model); export it again or point at the right file")
     initializers = {i.name for i in model.graph.initializer}

@@ -211,19 +211,8 @@ def tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
                              _fmt(lat["throughput"], 1), _fmt(b.get("weight_mib"), 2),
                              _fmt(mem.get("added_mib", mem.get("rss_peak_mib")), 1), _fmt(power, 2),
                              _fmt(acc.get("top1"))])  # fmt: skip
-    header = [
-        "model",
-        "backend",
-        "precision",
-        "batch",
-        "p50 ms",
-        "p99 ms",
-        "img/s",
-        "weights MiB",
-        "memory added MiB",
-        "mJ/inference",
-        "top-1 %",
-    ]
+    header = ["model", "backend", "precision", "batch", "p50 ms", "p99 ms", "img/s", "weights MiB", "memory added MiB", "mJ/inference",
+              "top-1 %"]  # fmt: skip
     out.append(("Latency, memory, power, accuracy", header, rows))
     rows = []
     for m in report["models"]:
