@@ -11,7 +11,6 @@ unless the caller opts in for a trusted file.
 from __future__ import annotations
 
 import copy
-import json
 import pickle
 import re
 import struct
@@ -39,7 +38,7 @@ from compressor.models import (
 )
 
 from .errors import UserError
-from .io import file_digest
+from .io import file_digest, read_json
 
 TRUST_FLAG = "--trust-checkpoint"
 STUDENT_SCHEMA = "edge-compressor/student"
@@ -222,12 +221,9 @@ def _student_sidecar(path: Path) -> dict[str, Any]:
 def sidecar_of(path: Path) -> dict[str, Any] | None:
     """``student.pt`` -> ``student.json`` (also ``x.onnx`` -> ``x.json``), if present and ours."""
     side = path.with_suffix(".json")
-    if not side.exists():
+    if not side.exists() and not side.is_symlink():
         return None
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{side} is not valid JSON ({e}); re-create it or remove it") from None
+    meta = read_json(side, "sidecar")
     return meta if isinstance(meta, dict) else None
 
 

@@ -19,33 +19,26 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from compressor.models import canonical_reference
 
 from .errors import UserError
-from .io import atomic_write_text
+from .io import atomic_write_text, read_text
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
-    """Base for config sections: unknown keys are refused, values are checked on assignment."""
+    """Base for config sections: unknown keys are refused, values are checked on assignment, and no
+    float is nan or inf (they pass every range check: ``lr: .inf`` would train straight to NaN)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"config file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    except IsADirectoryError:
-        raise UserError(f"config file {path} is a folder; give the YAML file") from None
-    except OSError as e:
-        raise UserError(f"config file {path} cannot be read: {e.strerror}") from None
+    text = read_text(path, "config file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise UserError(f"config file {path} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise UserError(f"config file {path} nests deeper than any config does; give the right file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,50 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+MAX_TEXT_BYTES = 64 << 20  # a config, sidecar, plan or metrics file larger than this is not one
+
+
+def read_text(path: str | os.PathLike, what: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """A text file the user named (``what``: "config file", "sidecar", ...), read only when it is a
+    regular file of at most ``limit`` bytes: a FIFO would block for ever and /dev/zero never ends.
+
+    Raises:
+        UserError: missing, a folder, not a regular file, too large, unreadable or not UTF-8 (a BOM is allowed).
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist; check the path (relative paths start at {Path.cwd()})") from None
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read: {e.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{what} {path} is a folder; give the file itself")
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{what} {path} is not a regular file (a FIFO, device or socket, which may never end); give a file")
+    if info.st_size > limit:
+        raise UserError(f"{what} {path} is {info.st_size >> 20} MiB; a {what} is at most {limit >> 20} MiB; give the right file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read: {e.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """A JSON file the user named, through ``read_text``; malformed or absurdly nested JSON -> UserError."""
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what} {path} is not valid JSON ({e}); re-create it or point at the right file") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} nests its JSON deeper than any {what} does; re-create it or point at the right file") from None
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 20) -> str:

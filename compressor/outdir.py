@@ -54,6 +54,8 @@ def claim(
         UserError: ``out`` is a file, cannot be created or written, holds an earlier run, or is
             locked by a running process.
     """
+    if not str(out).strip():
+        raise UserError(f"{command}: the output folder name is empty; name a folder (an empty name would write into the working directory)")
     out = Path(out)
     created = _create(out)
     try:

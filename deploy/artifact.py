@@ -14,6 +14,7 @@ from torch import nn
 
 from compressor.checkpoint import STUDENT_SCHEMA, check_sidecar, load_checkpoint, recorded_arch, sidecar_of
 from compressor.data.base import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
+from compressor.device import available_memory, check_input_fits
 from compressor.errors import UserError
 
 EXPORT_SCHEMA = "edge-compressor/exported-model"
@@ -63,6 +64,7 @@ def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = Fal
                              options=meta.get("model_options"), kwargs=kwargs or meta.get("arch_kwargs"),
                              points=meta.get("points"), input_size=input_size or meta.get("input_size"))  # fmt: skip
     size, default_mean, default_std = _defaults(loaded.arch)
+    check_input_fits(1, input_size or meta.get("input_size", size), str(path), "give a smaller --input-size or fix the sidecar")
     return ModelArtifact(
         path,
         loaded.arch,
@@ -101,6 +103,7 @@ def onnx_artifact(path: Path, meta: dict[str, Any], input_size: tuple[int, int] 
         raise UserError(f"{path}: input {graph['input_name']!r} has a dynamic spatial size {dims}; pass --input-size H W")
     if len(static_hw) == 2 and tuple(size) != static_hw:
         raise UserError(f"{path}: the graph fixes the input at {static_hw[0]}x{static_hw[1]} but {tuple(size)} was asked for")
+    check_input_fits(1, size, str(path), "give a smaller --input-size")
     info = {**meta, "input": graph}
     if not meta:
         info["normalisation"] = "from --mean/--std" if mean else "none (no sidecar and no --mean/--std: inputs are [0, 1] images)"
@@ -133,8 +136,17 @@ def check_external_data(path: Path, model: onnx.ModelProto) -> None:
             raise UserError(f"{path}: tensor {t.name!r} keeps its data in {target}, which does not exist; copy it beside the model")
 
 
-def read_onnx_io(path: Path) -> dict[str, Any]:
-    """Name, shape (ints, or names for dynamic axes) and element type of the first image input."""
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """The one way a user's ONNX file is opened (without its external data, which is confined to the
+    model's folder first): a regular file, parsed, of an IR and opset this ``onnx`` knows, passing
+    ``onnx.checker``'s full check (acyclic, topologically sorted, known operators, shape inference), and
+    with no tensor that shape inference (with data propagation) sizes beyond this machine's memory.
+
+    Raises:
+        UserError: any of those fails; the message names the file and what is wrong.
+    """
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path} is not a regular file (a folder, FIFO or device); give the .onnx file")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError, ValueError, OSError ... for damaged files
@@ -144,14 +156,56 @@ def read_onnx_io(path: Path) -> dict[str, Any]:
     check_external_data(path, model)
     if not model.graph.node:
         raise UserError(f"{path} is not a readable ONNX file (no graph: empty or not a model); export it again or point at the right file")
+    newest = onnx.defs.onnx_opset_version()
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if model.ir_version > onnx.IR_VERSION or opset is not None and opset > newest:
+        raise UserError(f"{path} was made for ONNX IR version {model.ir_version}, opset {opset}; the installed onnx {onnx.__version__} "
+                        f"reads IR up to {onnx.IR_VERSION} and opsets up to {newest}: export with an older opset")  # fmt: skip
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as e:  # ValidationError, InferenceError, RecursionError for hostile graphs
+        detail = " ".join(str(e).split())[:400]
+        raise UserError(f"{path} is not a valid ONNX model ({type(e).__name__}: {detail}); export it again") from None
+    _check_tensor_sizes(path, inferred)
+    return model
+
+
+def _check_tensor_sizes(path: Path, model: onnx.ModelProto) -> None:
+    """A tensor whose inferred static shape cannot fit in free memory (a ConstantOfShape of 10^10
+    elements, a huge declared initializer) is refused before ONNX Runtime tries to allocate it."""
+    free = available_memory()
+    if free is None:
+        return
+    infos = [*model.graph.value_info, *model.graph.output]
+    sized = [(v.name, [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim], v.type.tensor_type.elem_type)
+             for v in infos if v.type.HasField("tensor_type")]  # fmt: skip
+    sized += [(t.name, list(t.dims), t.data_type) for t in model.graph.initializer]
+    for name, dims, elem in sized:
+        try:
+            nbytes = int(np.prod(dims, dtype=np.float64)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).itemsize
+        except (KeyError, TypeError, ValueError):
+            continue
+        if nbytes > free:
+            raise UserError(f"{path}: tensor {name!r} of shape {dims} would take {nbytes / (1 << 30):.3g} GiB, more than the "
+                            f"{free / (1 << 30):.3g} GiB free here; this graph cannot run on this machine")  # fmt: skip
+
+
+def read_onnx_io(path: Path) -> dict[str, Any]:
+    """Name, shape (ints, or names for dynamic axes) and element type of the first image input, from
+    a file that ``load_onnx`` has checked."""
+    model = load_onnx(path)
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
         names = ", ".join(i.name for i in inputs) or "none"
         raise UserError(f"{path} has {len(inputs)} graph inputs ({names}); profiling takes models with one image input")
     shape = [_dim(d) for d in inputs[0].type.tensor_type.shape.dim]
-    if len(shape) != 4 or shape[1] not in (3, "?") and isinstance(shape[1], int):
-        raise UserError(f"{path}: input {inputs[0].name!r} has shape {shape}; profiling takes (N, 3, H, W) image batches")
+    if len(shape) != 4 or shape[1] not in (3, "?") and isinstance(shape[1], int) or 0 in shape:
+        raise UserError(f"{path}: input {inputs[0].name!r} has shape {shape}; profiling takes (N, 3, H, W) image batches (N, H, W >= 1)")
+    if inputs[0].type.tensor_type.elem_type not in _FLOAT_TYPES:
+        kind = onnx.TensorProto.DataType.Name(inputs[0].type.tensor_type.elem_type)
+        raise UserError(f"{path}: input {inputs[0].name!r} is a {kind} tensor; profiling feeds float images (float32, float16, float64)")
     outputs = [[_dim(d) for d in o.type.tensor_type.shape.dim] for o in model.graph.output]
     classes = outputs[0][-1] if outputs and len(outputs[0]) == 2 and isinstance(outputs[0][-1], int) else None
     dtype = onnx.helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type).name

@@ -108,7 +108,7 @@ def build_model(
     """
     kw = dict(kwargs or {})
     if ref in MODELS:
-        model = create_model(ref, num_classes=num_classes, **kw)
+        model = _create_zoo(ref, num_classes, kw)
         if points:
             _attach(model, ref, input_size or MODELS.get(ref).input_size, points, within)
     else:
@@ -128,6 +128,21 @@ def canonical_reference(ref: str, base: str | Path | None = None) -> str:
         return ref
     path = Path(target).expanduser()
     return f"{(path if path.is_absolute() else Path(base or Path.cwd()) / path).resolve()}:{name}"
+
+
+def _create_zoo(name: str, num_classes: int | None, kw: dict[str, Any]) -> nn.Module:
+    """A zoo model; keyword arguments it does not take, or values it cannot build, -> a message naming what it takes."""
+    try:
+        return create_model(name, num_classes=num_classes, **kw)
+    except Exception as e:
+        if not kw:
+            raise
+        try:
+            params = [p for p in inspect.signature(MODELS.get(name).build).parameters if p != "num_classes"]
+        except (TypeError, ValueError):
+            params = []
+        takes = f"; it takes {', '.join(params)}" if params else ""
+        raise ModelReferenceError(f"{name}({_args(kw)}) cannot be built ({type(e).__name__}: {e}){takes}") from None
 
 
 def _call_factory(ref: str, num_classes: int | None, kw: dict[str, Any]) -> nn.Module:
@@ -179,6 +194,8 @@ def _import_file(target: str):
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None:
+        raise ModelReferenceError(f"model file {target} is not a Python file (.py); name the file that defines the model")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look their module up here
     try:

@@ -43,8 +43,15 @@ for _module in _ALL:
     COMMANDS.register(_module.NAME, _module)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes end like every other bad input: one ``error:`` line and exit 2 (not argparse's usage dump)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="compressor",
         description="Compress a trained vision model for the edge: select hints, distill, export, profile.",
     )

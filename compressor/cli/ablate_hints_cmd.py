@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..checkpoint import TRUST_FLAG
-from .refs import REF_HELP, parse_seeds
+from .refs import REF_HELP, folder, parse_seeds
 
 NAME = "ablate-hints"
 HELP = "distil one pair with the clustered hints and with stage-end, uniform, forward, reverse and random ones, over seeds"
@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", help="clustering similarity: cka, cka-rbf or rcca")
     p.add_argument("--no-vanilla", action="store_true", help="leave out the student trained alone")
     p.add_argument("--device")
-    p.add_argument("--out", help="run folder (default runs/ablate-hints); finished cells in it are kept, never redone")
+    p.add_argument("--out", type=folder, help="run folder (default runs/ablate-hints); finished cells in it are kept, never redone")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. distill.recipe.lr=0.05")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a teacher checkpoint you trust")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

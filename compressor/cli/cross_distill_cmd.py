@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..crossdistill.config import EXAMPLES, PATH_KEYS, REF_KEYS
-from .refs import parse_seeds
+from .refs import folder, parse_seeds
 
 NAME = "cross-distill"
 HELP = "cross distillation: HEVC compressed-domain teacher -> pixel student (YOLOv3 detection or recognition)"
@@ -21,7 +21,7 @@ HELP = "cross distillation: HEVC compressed-domain teacher -> pixel student (YOL
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help=f"YAML config (examples: {EXAMPLES}/detection.example.yaml, recognition.example.yaml)")
     p.add_argument("--example", choices=("detection", "recognition"), help="start from a shipped example config instead")
-    p.add_argument("--out", help="output folder (overrides the config's out)")
+    p.add_argument("--out", type=folder, help="output folder (overrides the config's out)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. hints.method=cc")
     p.add_argument("--seeds", type=parse_seeds, metavar="S1,S2,...", help="run once per seed into OUT/seed-<s>/ (teacher trained once); "
                                                                          "OUT/seeds.md has every network's mean ± std")  # fmt: skip

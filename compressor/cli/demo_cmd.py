@@ -6,12 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
+from .refs import folder
+
 NAME = "demo"
 HELP = "train a teacher, select hints, distill, export (fp32 + INT8) and profile, all on built-in data"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    p.add_argument("--out", type=folder, default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--data", default=None, choices=["synthetic", "digits"], help="built-in data: generated (default) or sklearn's digits")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value of the demo config")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

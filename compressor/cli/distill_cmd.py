@@ -11,7 +11,7 @@ from ..config import read_yaml
 from ..errors import UserError
 from ..train import distill, load_distill_config
 from ..train.repeat import distill_seeds
-from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, parse_globs, parse_kwargs, parse_seeds
+from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, finite_float, folder, parse_globs, parse_kwargs, parse_seeds
 
 NAME = "distill"
 HELP = "distill a student from a teacher (KD, AT, FitNet, CRD, ... and combinations)"
@@ -60,13 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--init-epochs", type=int, help="initialisation-stage epochs (fitnet two-stage, ab, ft)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=finite_float)
     p.add_argument("--optimizer", choices=["sgd", "adamw"])
     p.add_argument("--amp", choices=["off", "bf16", "fp16"])
     p.add_argument("--device")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int)
-    p.add_argument("--out", help="output folder")
+    p.add_argument("--out", type=folder, help="output folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. optim.milestones=[30,60]")
     p.add_argument(
         "--seeds", type=parse_seeds, metavar="S1,S2,...", help="run once per seed into OUT/seed-<s>/; OUT/seeds.md has mean ± std"

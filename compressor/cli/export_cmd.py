@@ -8,7 +8,7 @@ from pathlib import Path
 from ..checkpoint import TRUST_FLAG
 from ..errors import UserError
 from ..outdir import claim
-from .refs import KWARGS_HELP, REF_HELP, parse_kwargs
+from .refs import KWARGS_HELP, REF_HELP, finite_float, folder, parse_kwargs
 
 NAME = "export"
 HELP = "export a student to ONNX (+ INT8 Q/DQ, FP16, TensorRT), checked against PyTorch"
@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-samples", type=int, default=512)
     p.add_argument("--sensitivity", action="store_true", help="with --int8 (or --trt-precision int8): each layer alone in INT8 and "
                    "alone kept float against fp32, and the CKA at the hint points (OUT/<stem>.int8.sensitivity.json/.md/.png)")  # fmt: skip
-    p.add_argument("--int8-budget", type=float, metavar="POINTS", help="with --int8 (or --trt-precision int8): keep the fewest, most "
-                   "sensitive layers float (FP16 for TensorRT) until top-1 (a detector: AP50) drops by at most POINTS "
+    p.add_argument("--int8-budget", type=finite_float, metavar="POINTS", help="with --int8 (or --trt-precision int8): keep the fewest, "
+                   "most sensitive layers float (FP16 for TensorRT) until top-1 (a detector: AP50) drops by at most POINTS "
                    "on the held-out split")  # fmt: skip
     p.add_argument("--int8-max-float", type=int, metavar="N", help="with --int8-budget: at most N float layers (else exit 2)")
     p.add_argument("--int8-float", metavar="LAYERS", default="", help="with --int8: keep these layers float always (comma-separated "
@@ -48,10 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=False,
         help="detectors: ONNX NonMaxSuppression in the graph (outputs boxes, scores, selected); default: boxes + scores",
     )
-    p.add_argument("--nms-iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
-    p.add_argument("--nms-score", type=float, default=0.25, help="NMS score threshold (default 0.25)")
+    p.add_argument("--nms-iou", type=finite_float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    p.add_argument("--nms-score", type=finite_float, default=0.25, help="NMS score threshold (default 0.25)")
     p.add_argument("--nms-max", type=int, default=100, help="NMS boxes kept per class and image (default 100)")
-    p.add_argument("--out", help="output folder (default: an 'export' folder beside the student)")
+    p.add_argument("--out", type=folder, help="output folder (default: an 'export' folder beside the student)")
     p.add_argument("--overwrite", action="store_true", help="replace an export already in OUT (default: refuse, nothing is changed)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a checkpoint you trust")
 

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     size = tuple(args.input_size) if args.input_size else None
     if Path(args.target).is_dir():
         raise UserError(f"{args.target} is a folder; give a checkpoint file inside it, or a model name")
+    if Path(args.target).suffix == ".onnx" and Path(args.target).exists():
+        return _inspect_onnx(Path(args.target), size, args.json)
     if Path(args.target).is_file():
         loaded = load_checkpoint(args.target, arch=args.arch, num_classes=args.num_classes, trusted=args.trust_checkpoint,
                                  kwargs=args.arch_kwargs, points=args.points, input_size=size)  # fmt: skip
@@ -59,6 +61,27 @@ def run(args: argparse.Namespace) -> int:
         if extra:
             print(f"checkpoint    {extra['checkpoint']} [{extra['layout']}] {extra['digest'][:19]}...")
         print(format_summary(info))
+    return 0
+
+
+def _inspect_onnx(path: Path, size: tuple[int, int] | None, as_json: bool) -> int:
+    """An exported graph has no hint points to find: say what it takes and gives, checked as profiling would."""
+    from compressor.deploy.artifact import check_sidecar, onnx_artifact, sidecar_of
+
+    meta = sidecar_of(path) or {}
+    check_sidecar(path, meta)
+    art = onnx_artifact(path, meta, size)
+    graph = art.meta["input"]
+    info = {"onnx": str(path), "input": graph["input_name"], "input_shape": graph["input_shape"], "input_dtype": graph["input_dtype"],
+            "outputs": graph["outputs"], "num_classes": art.num_classes or None, "params": graph["params"],
+            "input_size": list(art.input_size), "arch": art.arch}  # fmt: skip
+    if as_json:
+        print(json.dumps(info))
+        return 0
+    print(f"onnx          {path} (an exported graph: hint points are found in the PyTorch model, not here)")
+    print(f"input         {info['input']} {info['input_shape']} {info['input_dtype']}")
+    print(f"outputs       {', '.join(info['outputs'])}" + (f" ({info['num_classes']} classes)" if info["num_classes"] else ""))
+    print(f"parameters    {info['params']:,}" + (f"  (exported from {info['arch']})" if info["arch"] else ""))
     return 0
 
 

@@ -9,7 +9,7 @@ from ..api import REPORT_FILES
 from ..checkpoint import TRUST_FLAG
 from ..errors import UserError
 from ..outdir import claim
-from .refs import KWARGS_HELP, REF_HELP, parse_kwargs
+from .refs import KWARGS_HELP, REF_HELP, finite_float, folder, parse_kwargs
 
 NAME = "profile"
 HELP = "profile a model (and optionally its teacher) on every backend: latency, memory, power, accuracy"
@@ -54,9 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--e2e", nargs="?", const="", metavar="IMAGES",
                    help="also time end to end: image file -> decode -> resize -> normalise -> infer -> answer (NMS for detectors), "
                         "on an image or folder of images, or without IMAGES on PNGs of --data's test images")  # fmt: skip
-    p.add_argument("--out", help="report folder (default: a 'profile' folder beside MODEL)")
+    p.add_argument("--out", type=folder, help="report folder (default: a 'profile' folder beside MODEL)")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in OUT (default: refuse, nothing is changed)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of checkpoints you trust")
+    p.add_argument("--call-timeout", type=finite_float, default=60.0, metavar="S",
+                   help="stop an ONNX Runtime call running longer than S seconds: a graph that never ends (default 60)")  # fmt: skip
     p.add_argument("--quiet", action="store_true")
 
 
@@ -67,11 +69,11 @@ def run(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
     if not backends:
         raise UserError(f"--backend {args.backend!r} names no backend; give one or more of the --help list (default: all that apply)")
-    if args.iters < 1 or args.warmup < 0 or args.eval_samples < 1:
-        raise UserError("--iters and --eval-samples must be >= 1 and --warmup >= 0")
+    if args.iters < 1 or args.warmup < 0 or args.eval_samples < 1 or args.call_timeout <= 0:
+        raise UserError("--iters and --eval-samples must be >= 1, --warmup >= 0 and --call-timeout > 0")
     options = ProfileOptions(backends=backends, batches=args.batch, data=args.data,
                              eval_samples=args.eval_samples, warmup=args.warmup, iters=args.iters, progress=not args.quiet,
-                             e2e=args.e2e)  # fmt: skip
+                             e2e=args.e2e, call_timeout=args.call_timeout)  # fmt: skip
     out = Path(args.out) if args.out else Path(args.model).resolve().parent / "profile"
     if args.input_size is not None and min(args.input_size) < 1:
         raise UserError(f"--input-size must be two positive integers, got {args.input_size}")

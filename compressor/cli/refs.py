@@ -29,9 +29,30 @@ def parse_kwargs(text: str) -> dict[str, Any]:
 def parse_seeds(text: str) -> list[int]:
     """``--seeds 0,1,2`` -> ``[0, 1, 2]``; the command checks that they make a repetition (exit 2)."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        seeds = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+        seeds = []
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers such as 0,1,2, got {text!r}")
+    return seeds
+
+
+def finite_float(text: str) -> float:
+    """A float flag's value: a number, never nan or inf (they pass every comparison check and poison the run)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def folder(text: str) -> str:
+    """An output folder's name: never empty (an empty --out would mean the working directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the folder name is empty; name a folder, e.g. --out runs/mine")
+    return text
 
 
 def parse_globs(text: str) -> list[str]:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from .refs import finite_float
+
 NAME = "report"
 HELP = "write RUN_DIR/report.html and report.md: summary, teacher, hints, training curves, export, profile, provenance"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder of compressor run, demo or cross-distill (e.g. runs/demo)")
-    p.add_argument("--budget-ms", type=float, metavar="MS", help="recommend the most accurate artifact within this batch-1 latency "
+    p.add_argument("--budget-ms", type=finite_float, metavar="MS", help="recommend the most accurate artifact within this batch-1 latency "
                                                               "(default: the run's report.budget_ms, else the Pareto set)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace a report.html / report.md this tool did not write")
 

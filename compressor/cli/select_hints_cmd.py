@@ -8,7 +8,7 @@ from ..checkpoint import TRUST_FLAG
 from ..device import default_device
 from ..hints import METRICS, HintConfig, select_hints
 from ..hints.kmeans import POSITIONS
-from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, parse_globs, parse_kwargs
+from .refs import KWARGS_HELP, POINTS_HELP, REF_HELP, finite_float, folder, parse_globs, parse_kwargs
 
 NAME = "select-hints"
 HELP = "select hint layers of a teacher by clustering its sub-blocks (PURSUhInT)"
@@ -34,10 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--workers", type=int, default=d.workers, help="data loader worker processes")
     p.add_argument("--seed", type=int, default=d.seed, help="which samples are drawn")
-    p.add_argument("--rbf-bandwidth", type=float, default=1.0, help="cka-rbf: sigma as a fraction of the median distance")
+    p.add_argument("--rbf-bandwidth", type=finite_float, default=1.0, help="cka-rbf: sigma as a fraction of the median distance")
     p.add_argument("--rbf-max-samples", type=int, help="cka-rbf: cap on N (its kernels are N x N)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--out", required=True, help="output folder for plan.json and similarity.png")
+    p.add_argument("--out", type=folder, required=True, help="output folder for plan.json and similarity.png")
     p.add_argument("--overwrite", action="store_true", help="replace a plan already in OUT (default: refuse, nothing is changed)")
     p.add_argument(TRUST_FLAG, action="store_true", help="allow full unpickling of a checkpoint you trust")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

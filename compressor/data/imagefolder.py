@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import warnings
 from pathlib import Path
 
 import cv2
@@ -20,8 +21,8 @@ MAX_PIXELS = 1 << 26  # 64 MP (8192 x 8192): a larger image is refused before it
 def read_image(path: Path) -> np.ndarray:
     """An image file as a BGR array (H, W, 3).
 
-    The size in a PNG or JPEG header is checked before decoding: a 400 KB PNG can claim
-    20000 x 20000 pixels and decode to 1.2 GB.
+    The size in the file's header (PNG, JPEG, and through Pillow WebP, TIFF, BMP, GIF, ...) is
+    checked before decoding: a 400 KB PNG can claim 20000 x 20000 pixels and decode to 1.2 GB.
 
     Raises:
         UserError: over ``MAX_PIXELS``, or not decodable.
@@ -48,7 +49,8 @@ def read_rgb(path: Path, size: tuple[int, int]) -> torch.Tensor:
 
 
 def header_size(path: Path) -> tuple[int, int] | None:
-    """(H, W) from a PNG IHDR or a JPEG SOF marker, None for other formats or unreadable headers."""
+    """(H, W) from a PNG IHDR or a JPEG SOF marker, else from the header Pillow reads (nothing is
+    decoded); None for unreadable headers (the decoder then says what is wrong)."""
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 16)
@@ -65,7 +67,21 @@ def header_size(path: Path) -> tuple[int, int] | None:
                 height, width = struct.unpack(">HH", head[i + 5 : i + 9])
                 return height, width
             i += 2 + length
-    return None
+    return _pillow_size(path)
+
+
+def _pillow_size(path: Path) -> tuple[int, int] | None:
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                return image.height, image.width
+        except Image.DecompressionBombError as e:  # far over MAX_PIXELS: Pillow refuses to say the size
+            raise UserError(f"image {path}: {e}; downscale it first") from None
+        except Exception:  # Pillow cannot read this header; OpenCV may still decode the file
+            return None
 
 
 _SPLIT_DIRS = {"train": ("train",), "test": ("val", "test")}
@@ -111,6 +127,8 @@ class ImageFolderDataset(ImageDataset):
                  holdout: int = 5, squash: bool = False):  # fmt: skip
         if holdout < 0:
             raise ValueError(f"holdout={holdout}: hold out 1 image in N per class (N >= 2), or 0 for none")
+        if min(size) < 1 or size[0] * size[1] > MAX_PIXELS:
+            raise ValueError(f"size={size[0]}x{size[1]}: images are resized to between 1 and {MAX_PIXELS >> 20} MP (e.g. size=224)")
         root = Path(root)
         if not root.is_dir():
             raise UserError(f"image folder {root} does not exist or is not a folder")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, read_json
 
 SCHEMA = "edge-compressor/hint-plan"
 VERSION = 1
@@ -53,12 +52,9 @@ class HintPlan:
     @classmethod
     def load(cls, path: str | Path) -> HintPlan:
         path = Path(path)
-        try:
-            obj = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"hint plan {path} does not exist; make one with 'compressor select-hints'") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"hint plan {path} is not valid JSON ({e}); make it again with 'compressor select-hints'") from None
+        if not path.exists():
+            raise UserError(f"hint plan {path} does not exist; make one with 'compressor select-hints'")
+        obj = read_json(path, "hint plan")
         if not isinstance(obj, dict) or obj.get("schema") != SCHEMA:
             raise UserError(f"{path} is not a hint plan (schema {SCHEMA!r} expected)")
         if obj.get("version") != VERSION:

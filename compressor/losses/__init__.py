@@ -71,8 +71,11 @@ def needs_student_hints(method: str | list[str]) -> bool:
 
 
 def parse_method(method: str | list[str]) -> list[str]:
-    """``"crd+at+kd"`` or ``["crd", "at", "kd"]`` -> validated names; ``"ce"`` or ``""`` -> [] (CE only)."""
+    """``"crd+at+kd"`` or ``["crd", "at", "kd"]`` -> validated names; ``"ce"`` or ``""`` -> [] (CE only).
+    An empty term (``"+"``, ``"at++kd"``, ``"at+"``) is refused: it is a typo, not CE."""
     names = method if isinstance(method, list) else [m.strip() for m in method.split("+")]
+    if len(names) > 1 and not all(names):
+        raise ValueError(f"method {method!r} has an empty term between its '+' signs; write terms such as at+kd")
     names = [n for n in names if n and n != "ce"]
     for n in names:
         LOSSES.get(n)  # raises UnknownNameError listing the known methods

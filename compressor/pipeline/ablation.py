@@ -11,7 +11,6 @@ redone, and plans that pick the same teacher points share their cells. ``table.j
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from ..errors import UserError
 from ..evidence import describe_difference, mean_std, paired_difference
 from ..hints import HintConfig, HintPlan, select_hints
 from ..hints.rules import RULES, rule_points
-from ..io import atomic_write, atomic_write_json, atomic_write_text
+from ..io import atomic_write, atomic_write_json, atomic_write_text, read_json
 from ..losses import needs_hints
 from ..outdir import claim
 from ..train.artifacts import read_metrics
@@ -104,11 +103,7 @@ def load_ablation_config(path: str | Path | None, flags: dict[str, Any] | None =
 
 def read_plan_file(path: str | Path) -> list[int]:
     """Teacher points from a ``select-hints`` plan (its ``hints``), a JSON list, or ``{"teacher": [...]}``."""
-    text = Path(path).read_text()
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"plan file {path} is not JSON ({e}); give a plan.json or a list of 1-based teacher points") from None
+    obj = read_json(path, "plan file")
     if isinstance(obj, dict) and "hints" in obj and "schema" in obj:
         return list(HintPlan.load(path).hints)
     points = obj.get("teacher") if isinstance(obj, dict) else obj

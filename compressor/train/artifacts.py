@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..io import atomic_write, atomic_write_json, atomic_write_text, file_digest
+from ..io import atomic_write, atomic_write_json, atomic_write_text, file_digest, read_text
 
 STATE_VERSION = 1
 
@@ -58,9 +58,20 @@ def rewrite_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Epoch rows; a line that is not a JSON object (a file cut short or edited by hand) -> UserError naming it."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(read_text(path, "metrics file").splitlines(), start=1):
+        try:
+            row = json.loads(line) if line.strip() else {}
+        except (json.JSONDecodeError, RecursionError):
+            row = None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}, line {n}, is not a JSON object of epoch metrics; delete that line (or the file) and run again")
+        if row:
+            rows.append(row)
+    return rows
 
 
 def finished_run(out: Path, name: str) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ class ProfileOptions(Strict):
     warmup: int = 10
     iters: int = 50
     max_seconds: float = 10.0
+    call_timeout: float = Field(default=60.0, gt=0)  # one ONNX Runtime call longer than this is stopped (a graph that never ends)
     progress: bool = True
     memory_worker: bool = True  # memory measured per (model, backend) in a fresh process (``worker.py``)
     rounds: int = 5  # latency: every (model, backend, batch) timed in this many interleaved rounds
@@ -125,9 +126,10 @@ BACKENDS.register("torch", _torch)
 BACKENDS.register("torch-compile", _torch_compile)
 BACKENDS.register("torch-cuda", _torch_cuda("fp32"))
 BACKENDS.register("torch-cuda-fp16", _torch_cuda("fp16"))
-BACKENDS.register("ort-cpu", lambda art, ex: OrtRuntime(ex.get("onnx")))
-BACKENDS.register("ort-cpu-int8", lambda art, ex: OrtRuntime(ex.get("int8")))
-BACKENDS.register("ort-cuda", lambda art, ex: OrtRuntime(ex.get("onnx"), provider="cuda"))
-BACKENDS.register("ort-tensorrt", lambda art, ex: OrtRuntime(ex.get("onnx"), provider="tensorrt", precision="fp16", cache_dir=ex.folder))
+BACKENDS.register("ort-cpu", lambda art, ex: OrtRuntime(ex.get("onnx"), call_limit_s=ex.options.call_timeout))
+BACKENDS.register("ort-cpu-int8", lambda art, ex: OrtRuntime(ex.get("int8"), call_limit_s=ex.options.call_timeout))
+BACKENDS.register("ort-cuda", lambda art, ex: OrtRuntime(ex.get("onnx"), provider="cuda", call_limit_s=ex.options.call_timeout))
+BACKENDS.register("ort-tensorrt", lambda art, ex: OrtRuntime(ex.get("onnx"), provider="tensorrt", precision="fp16", cache_dir=ex.folder,
+                                                           call_limit_s=ex.options.call_timeout))  # fmt: skip
 BACKENDS.register("tensorrt-fp16", _trt("fp16"))
 BACKENDS.register("tensorrt-int8", _trt("int8"))

@@ -11,6 +11,7 @@ from compressor.models.stats import count_macs, count_params
 from tqdm import tqdm
 
 from compressor.data import open_dataset
+from compressor.device import check_input_fits
 from compressor.errors import UserError
 
 from ..artifact import ModelArtifact, is_detector, load_artifact
@@ -186,6 +187,8 @@ def profile_models(
     static = {a.meta["static_batch"] for a in (student, teacher) if a is not None and "static_batch" in a.meta}
     if static:  # a graph with a fixed batch dimension runs at that batch size only
         options = options.model_copy(update={"batches": sorted(static)})
+    for art in (a for a in (student, teacher) if a is not None):
+        check_input_fits(max(options.batches), art.input_size, f"profiling {art.path}", "use smaller --batch sizes or --input-size")
     eval_data = None
     detectors = [a.name for a in (student, teacher) if a is not None and is_detector(a)]
     if options.data and detectors:
