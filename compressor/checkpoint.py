@@ -155,8 +155,29 @@ def _load_strict(model: nn.Module, path: Path, arch: str, num_classes: int | Non
     problems = compare_keys(model.state_dict(), state)
     if problems:
         raise UserError(_mismatch_message(path, arch, num_classes, problems, state))
-    model.load_state_dict(_fill_batch_counters(state, model), strict=True)
+    model.load_state_dict(_fill_batch_counters(_usable_tensors(path, state), model), strict=True)
     model.eval()
+
+
+def _usable_tensors(path: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Sparse tensors made dense; meta tensors (shapes without data) and NaN/inf weights refused, since
+    every later stage (features, export parity, accuracy) would fail on them less clearly.
+
+    Raises:
+        UserError: a meta tensor, or a floating-point tensor holding NaN or inf (named, with how many).
+    """
+    empty = [k for k, t in state.items() if isinstance(t, torch.Tensor) and t.is_meta]
+    if empty:
+        raise UserError(f"checkpoint {path} holds meta tensors without data ({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): "
+                        "it was saved from a model on the 'meta' device; save the state_dict of the materialised model")  # fmt: skip
+    state = {k: t.to_dense() if isinstance(t, torch.Tensor) and t.layout != torch.strided else t for k, t in state.items()}
+    bad = {k: int((~torch.isfinite(t)).sum()) for k, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
+           and not bool(torch.isfinite(t).all())}  # fmt: skip
+    if bad:
+        first = ", ".join(f"{k} ({n} values)" for k, n in list(bad.items())[:3])
+        raise UserError(f"checkpoint {path} holds NaN or inf weights in {len(bad)} tensor(s): {first}; the training that saved it "
+                        "diverged; use an earlier checkpoint")  # fmt: skip
+    return state
 
 
 def check_sidecar(path: Path, meta: dict[str, Any], digest: str | None = None) -> None:

@@ -131,8 +131,12 @@ def _lock(out: Path, command: str) -> None:
             continue
         except OSError as e:
             raise UserError(f"cannot write to output folder {out}: {_reason(e)}; choose another --out") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f)
+        except OSError as e:  # a full disk (ENOSPC) or quota: no empty lock may stay behind to block the next run
+            path.unlink(missing_ok=True)
+            raise UserError(f"cannot write to output folder {out}: {_reason(e)}; free some space or choose another --out") from None
         return
     raise UserError(f"{out}: could not take the lock {path}; remove it if no compressor command is running")
 

@@ -599,9 +599,11 @@ def write_run_report(root: str | Path, overwrite: bool = False, budget_ms: float
     A ``report.html`` this tool did not write is left alone unless ``overwrite`` is set.
     """
     run = read_run(root)
-    for name in ("report.html", "report.md"):
+    for name in ("report.html", "report.md", "training.png"):
         target = run.root / name
-        if target.exists() and not overwrite and GENERATOR not in target.read_text(errors="replace")[:2000]:
+        if target.exists() and not target.is_file() or target.is_symlink():
+            raise UserError(f"{target} is a folder or a link, not a report this tool wrote; move it away and run again")
+        if name != "training.png" and target.exists() and not overwrite and GENERATOR not in target.read_text(errors="replace")[:2000]:
             raise UserError(f"{target} exists and was not written by compressor report; move it away or pass --overwrite")
     run.budget_ms = budget_ms
     sections = [build(run) for build in BUILDERS]

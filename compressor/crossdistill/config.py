@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -25,7 +25,7 @@ class DataSection(Strict):
     qp: int = Field(32, ge=0, le=51)  # HEVC conversion of a builtin set
     variant: str = "prediction"
     encoder: Literal["auto", "x265", "ffmpeg"] = "auto"
-    image_size: tuple[int, int] = (96, 128)  # (H, W)
+    image_size: tuple[Annotated[int, Field(ge=16, le=8192)], Annotated[int, Field(ge=16, le=8192)]] = (96, 128)  # (H, W)
     num_classes: int | None = Field(None, ge=1)  # detection: classes in the labels (read from them when None)
 
 

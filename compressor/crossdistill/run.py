@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from compressor.models.features import baseline_hints, hint_points
@@ -147,6 +149,8 @@ def run_cross_distill(config: CrossConfig, progress: bool = True, resume: bool =
                         "or --resume to continue it")  # fmt: skip
     if resume and not (out / "config.yaml").exists():
         raise UserError(f"--resume: {out} holds no cross-distillation run; start without --resume")
+    if resume and (out / "report.json").exists():
+        return _finished(config, out, progress)
     kind = TASKS.get(config.task)
     for net in (config.teacher, config.student):
         try:
@@ -160,6 +164,27 @@ def run_cross_distill(config: CrossConfig, progress: bool = True, resume: bool =
             return _train_and_report(config, out, kind, progress, resume, world)
     finally:
         shutdown(world)
+
+
+def _finished(config: CrossConfig, out: Path, progress: bool) -> dict:
+    """A finished run (``report.json`` is written last) resumed with its own settings is returned as it
+    is: nothing is rewritten, so its files stay byte-identical under any number of resumes.
+
+    Raises:
+        UserError: the run was made with other settings (named).
+    """
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        saved = {}
+    now = config.model_dump(mode="json")
+    changed = sorted(k for k in now.keys() | saved.keys() if k != "out" and now.get(k) != saved.get(k))
+    if changed:
+        raise UserError(f"--resume: {out} holds a finished run made with other settings ({', '.join(changed)} differ); "
+                        "choose another --out for the new settings")  # fmt: skip
+    if progress:
+        print(f"{out} holds a finished run: nothing to resume", file=sys.stderr, flush=True)
+    return json.loads((out / "report.json").read_text())
 
 
 def run_cross_distill_seeds(config: CrossConfig, seeds: list[int], progress: bool = True) -> dict:

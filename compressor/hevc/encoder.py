@@ -24,6 +24,7 @@ from ..errors import UserError
 
 VERIFIED_VERSIONS = ("3.5", "4.3")  # analysis layout checked against these x265 releases
 _VERSION = re.compile(r"HEVC encoder version (\d+)\.(\d+)")
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")  # x265's
 _PROBE_SIDE = 64  # ffmpeg refuses pictures smaller than this
 _PROBE = np.zeros(_PROBE_SIDE * _PROBE_SIDE * 3 // 2, np.uint8)  # one grey I420 frame
 
@@ -44,6 +45,8 @@ class EncoderSettings:
             raise UserError(f"QP {self.qp} is outside HEVC's 0..51")
         if self.ctu not in (16, 32, 64) or self.min_cu not in (8, 16, 32) or self.min_cu > self.ctu:
             raise UserError(f"CTU {self.ctu} / min CU {self.min_cu}: use a CTU of 16, 32 or 64 and a min CU of 8..CTU")
+        if self.preset not in PRESETS:
+            raise UserError(f"preset {self.preset!r} is not one of x265's: {', '.join(PRESETS)}")
 
 
 @dataclass(frozen=True)

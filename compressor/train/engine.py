@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from compressor.models import attach_points, ensure_points, is_factory
@@ -49,6 +50,7 @@ from .parts import (
     build_student,
     datasets,
     evaluate,
+    fingerprint_changes,
     learning_rate,
     make_optimizer,
     points_at,
@@ -439,6 +441,8 @@ def _claim_run(config: DistillConfig, resume: bool, overwrite: bool, produces: l
 def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     c, out = s.config, s.out
     total = c.train.init_epochs + c.train.epochs
+    if resume:
+        _check_same_run(out, c)
     if resume and int(artifacts.load_state(out / "checkpoints" / "last.pt").get("epoch", 0)) >= total:
         finished = artifacts.finished_run(out, c.name)
         if finished is not None:  # nothing left to do: the run stays as it is
@@ -464,6 +468,26 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
         weights, sidecar = artifacts.save_student(out, s.core.student, _sidecar(s, final, best, total), name=c.name)
         summary.update(weights=str(weights), sidecar=str(sidecar), metrics=str(metrics_path))
     return summary
+
+
+def _check_same_run(out: Path, c: DistillConfig) -> None:
+    """``--resume`` continues the run in ``out`` only: another student, method, hints, data or seed is
+    refused before anything is written, naming what differs (a finished run included: it stays as it is).
+
+    Raises:
+        UserError: the checkpoint's fingerprint is another run's.
+    """
+    state = artifacts.load_state(out / "checkpoints" / "last.pt")
+    if state.get("fingerprint") == state_fingerprint(c):
+        return
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        saved = {}
+    changes = fingerprint_changes(saved, c) if isinstance(saved, dict) else []
+    what = "; ".join(changes[:4]) if changes else "its student, method, hints, data or seed"
+    raise UserError(f"--resume: {out} holds a run made with other settings ({what}); resume it with the same settings, "
+                    "or start a new run in another --out (or --overwrite this one)")  # fmt: skip
 
 
 def _teacher_eval_outputs(s: Setup):

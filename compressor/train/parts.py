@@ -118,9 +118,33 @@ def evaluate(model: nn.Module, data: ImageDataset, batch_size: int, workers: int
 
 
 def state_fingerprint(config: DistillConfig) -> str:
-    """What must not change between a run and its resumption."""
+    """What must not change between a run and its resumption (``FINGERPRINTED``)."""
     key = [config.student.arch, config.loss.model_dump_json(), config.hints.model_dump_json(), config.data.train, str(config.train.seed)]
     return hashlib.sha256("|".join(key).encode()).hexdigest()[:16]
+
+
+FINGERPRINTED = ("student.arch", "loss", "hints", "data.train", "train.seed")
+
+
+def fingerprint_changes(saved: dict[str, Any], config: DistillConfig) -> list[str]:
+    """``["loss.method: ce -> at+kd", ...]``: the fingerprinted settings in which ``config`` differs from
+    the resolved config a run saved (its ``config.yaml``), for the message that refuses a resume."""
+    now = config.model_dump(mode="json")
+
+    def leaves(tree: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(tree, dict):
+            return {k: v for key, sub in tree.items() for k, v in leaves(sub, f"{prefix}.{key}").items()}
+        return {prefix: tree}
+
+    changes = []
+    for key in FINGERPRINTED:
+        was, is_ = saved, now
+        for part in key.split("."):
+            was = was.get(part) if isinstance(was, dict) else None
+            is_ = is_.get(part) if isinstance(is_, dict) else None
+        old, new = leaves(was, key), leaves(is_, key)
+        changes += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    return changes
 
 
 def student_sidecar(config: DistillConfig, info, made_by: dict[str, Any], metrics: dict[str, Any], arch: str | None = None) -> dict:
