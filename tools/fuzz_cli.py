@@ -10,6 +10,13 @@ swapped for an out-of-range, wrong-typed or empty one; a sidecar field changed. 
 when the process prints a Python traceback or exits with anything but 0 or 2. Failing cases are
 written to OUT/failures.jsonl (the command line and the mutated file) so they can be replayed.
 Every mutated file lives under OUT; nothing else is touched.
+
+Besides byte mutations it draws from structural generators (also used by the bad-input table test):
+ONNX graph mutations (``hostile_onnx``: cycles, unknown operators and domains, IR/opset versions,
+recursive functions, huge or data-less initializers, string inputs, zero batch, endless loops,
+external data outside the model's folder), sidecar and hint-plan JSON structure (``hostile_json``),
+YAML structure (``hostile_yaml``), special files where a file is expected (``special_file``: FIFO,
+/dev/zero, a folder, a link out) and image formats beyond PNG/JPEG (``big_image``: WebP, TIFF, BMP).
 """
 
 from __future__ import annotations
@@ -126,6 +133,141 @@ def cases(world: dict[str, Path], case_dir: Path, rng: random.Random) -> list[st
         ]
     )
     return [*base, flag, rng.choice(BAD_VALUES)]
+
+
+ONNX_KINDS = ("cyclic", "unknown-domain", "custom-op", "opset-99", "ir-99", "recursive-function", "dataless-initializer",
+              "constant-of-shape-huge", "string-input", "zero-batch", "huge-input", "endless-loop", "external-data-outside")  # fmt: skip
+
+
+def hostile_onnx(kind: str, path: Path) -> Path:
+    """A small ONNX file of the ``kind`` of ``ONNX_KINDS`` at ``path``: (1, 3, 16, 16) image in, (1, 3) out."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    def value(name, shape, elem=T.FLOAT):
+        return h.make_tensor_value_info(name, elem, shape)
+
+    pool = [h.make_node("GlobalAveragePool", ["z"], ["p"]), h.make_node("Flatten", ["p"], ["y"])]
+    image, nodes, inits, opsets, functions = value("x", [1, 3, 16, 16]), [h.make_node("Identity", ["x"], ["z"])], [], [("", 17)], []
+    ir, inputs, outputs = 8, None, [value("y", [1, 3])]
+    if kind == "cyclic":
+        nodes = [h.make_node("Add", ["x", "b"], ["a"]), h.make_node("Add", ["a", "x"], ["b"]), h.make_node("Identity", ["b"], ["z"])]
+    elif kind in ("unknown-domain", "custom-op"):  # custom-op imports its domain, so only ONNX Runtime finds the operator missing
+        nodes = [h.make_node("Foo", ["x"], ["z"], domain="my.domain")]
+        opsets += [("my.domain", 1)] if kind == "custom-op" else []
+    elif kind == "opset-99":
+        opsets = [("", 99)]
+    elif kind == "ir-99":
+        ir = 99
+    elif kind == "recursive-function":
+        f = h.make_function(
+            "my", "F", ["a"], ["b"], [h.make_node("F", ["a"], ["b"], domain="my")], [h.make_opsetid("", 17), h.make_opsetid("my", 1)]
+        )
+        nodes, opsets, functions = [h.make_node("F", ["x"], ["z"], domain="my")], [("", 17), ("my", 1)], [f]
+    elif kind == "dataless-initializer":
+        w = onnx.TensorProto(name="w", data_type=T.FLOAT, dims=[1, 3, 16, 16])  # dims claimed, no data
+        nodes, inits = [h.make_node("Add", ["x", "w"], ["z"])], [w]
+    elif kind == "constant-of-shape-huge":  # broadcasts with the image: 10^8 x 3 x 16 x 16 floats, 286 GiB
+        inits = [h.make_tensor("shape", T.INT64, [5], [100_000_000, 1, 3, 16, 16])]
+        nodes = [h.make_node("ConstantOfShape", ["shape"], ["c"]), h.make_node("Add", ["x", "c"], ["s"]),
+                 h.make_node("ReduceMean", ["s"], ["z"], axes=[0], keepdims=0)]  # fmt: skip
+    elif kind == "string-input":
+        image, pool, outputs = value("x", [1, 3, 16, 16], T.STRING), [], [value("z", [1, 3, 16, 16], T.STRING)]
+    elif kind == "zero-batch":
+        image, outputs = value("x", [0, 3, 16, 16]), [value("y", [0, 3])]
+    elif kind == "huge-input":
+        image = value("x", [1, 3, 100_000, 100_000])
+    elif kind == "endless-loop":  # trip count 2^62, condition always true
+        body = h.make_graph([h.make_node("Identity", ["cond"], ["cond_out"]), h.make_node("Identity", ["v"], ["v_out"])], "body",
+                            [value("i", [], T.INT64), value("cond", [], T.BOOL), value("v", None)],
+                            [value("cond_out", [], T.BOOL), value("v_out", None)])  # fmt: skip
+        inits = [h.make_tensor("trips", T.INT64, [], [2**62]), h.make_tensor("go", T.BOOL, [], [True])]
+        nodes = [h.make_node("Loop", ["trips", "go", "x"], ["z"], body=body)]
+    elif kind == "external-data-outside":
+        w = h.make_tensor("w", T.FLOAT, [1, 3, 16, 16], [0.0] * 768)
+        w.data_location, w.raw_data = T.EXTERNAL, b""
+        del w.float_data[:]
+        w.external_data.add(key="location", value="../outside.bin")
+        nodes, inits = [h.make_node("Add", ["x", "w"], ["z"])], [w]
+    elif kind != "valid":
+        raise ValueError(f"unknown ONNX kind {kind!r}; known: {', '.join(ONNX_KINDS)}")
+    graph = h.make_graph(nodes + pool, "g", inputs or [image], outputs, inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid(d, v) for d, v in opsets], functions=functions)
+    model.ir_version = ir
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+JSON_KINDS = ("nested", "utf-16", "folder", "fifo", "not-an-object", "input-size-huge", "points-int", "arch-not-python")
+
+
+def hostile_json(kind: str, path: Path, valid: dict) -> Path:
+    """A sidecar or hint plan at ``path``: ``valid`` (a good one) broken in the way ``kind`` names."""
+    import os
+
+    if kind == "nested":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    elif kind == "utf-16":
+        path.write_bytes(json.dumps(valid).encode("utf-16"))
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "not-an-object":
+        path.write_text(json.dumps([valid]))
+    else:
+        field, value = {"input-size-huge": ("input_size", [1_000_000, 1_000_000]), "points-int": ("points", 5),
+                        "arch-not-python": ("arch", "/etc/passwd:x")}[kind]  # fmt: skip
+        path.write_text(json.dumps({**valid, field: value}))
+    return path
+
+
+YAML_KINDS = ("nested", "flow-alias-bomb", "fifo", "dev-zero", "folder", "not-a-mapping")
+
+
+def hostile_yaml(kind: str, path: Path) -> Path:
+    """A config at ``path`` (a link to /dev/zero for ``dev-zero``) broken in the way ``kind`` names."""
+
+    if kind == "nested":
+        path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    elif kind == "flow-alias-bomb":  # 9^8 references, written in flow style
+        text = "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        for name, prev in zip("bcdefgh", "abcdefg", strict=True):
+            text += f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]\n"
+        path.write_text(text + "student: {arch: *h}\n")
+    elif kind in ("fifo", "dev-zero", "folder"):
+        special_file(kind, path)
+    elif kind == "not-a-mapping":
+        path.write_text("- student\n- resnet8\n")
+    else:
+        raise ValueError(f"unknown YAML kind {kind!r}; known: {', '.join(YAML_KINDS)}")
+    return path
+
+
+def special_file(kind: str, path: Path) -> Path:
+    """Something that is not a regular file where one is expected: fifo, dev-zero (a link), folder, link-out."""
+    import os
+
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "link-out":
+        path.symlink_to("/etc/hostname")
+    else:
+        raise ValueError(f"unknown special file {kind!r}")
+    return path
+
+
+def big_image(fmt: str, path: Path, width: int = 10_000, height: int = 9_000) -> Path:
+    """A cheaply compressed image of ``width`` x ``height`` (90 MP by default) in ``fmt`` (webp, tiff, bmp, ...)."""
+    from PIL import Image
+
+    Image.new("1" if fmt != "webp" else "L", (width, height)).save(path, format=fmt.upper())
+    return path
 
 
 def _cli(args: list[str], timeout: float) -> subprocess.CompletedProcess:

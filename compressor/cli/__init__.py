@@ -75,7 +75,10 @@ def _message(e: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version (0) and usage mistakes (2) end here; callers of main() get the code
+        return int(e.code or 0)
     try:
         return int(args.handler(args) or 0)
     except (UserError, UnknownNameError) as e:

@@ -80,6 +80,8 @@ def convert_folder(src: str | Path, dst: str | Path, encoder: Encoder, options: 
     VARIANTS.get(options.variant)
     options.settings.check()
     _check_levels(options)
+    if options.jobs < 0:
+        raise UserError(f"--jobs {options.jobs}: give the number of parallel encodes (>= 1), or 0 for one per CPU")
     images = list_images(src)
     if not images:
         raise UserError(f"{src} holds no images ({', '.join(sorted(EXTENSIONS))})")
@@ -105,8 +107,6 @@ def convert_folder(src: str | Path, dst: str | Path, encoder: Encoder, options: 
         return rel, {"source": path.relative_to(src).as_posix(), "source_digest": digest, "qp": options.settings.qp,
                      "preset": options.settings.preset, "encoder_version": encoder.version}  # fmt: skip
 
-    if options.jobs < 0:
-        raise UserError(f"--jobs {options.jobs}: give the number of parallel encodes (>= 1), or 0 for one per CPU")
     jobs = options.jobs or os.cpu_count() or 1
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:

@@ -1,6 +1,7 @@
 """Bad input battery: every command, hostile or malformed input -> exit 2, a one-paragraph message
 that says what is wrong, no traceback, and an output folder exactly as it was."""
 
+import importlib.util
 import json
 import os
 import pickle
@@ -13,6 +14,27 @@ from compressor.models import create_model
 from compressor.cli import main
 
 DATA = "synthetic:classes=4,train=32,test=16,size=16"
+
+
+def _fuzz():
+    """tools/fuzz_cli.py: its structural generators make the hostile files of this table too."""
+    spec = importlib.util.spec_from_file_location("fuzz_cli", Path(__file__).resolve().parents[2] / "tools" / "fuzz_cli.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FUZZ = _fuzz()
+ONNX_PHRASES = {"cyclic": "not a valid ONNX model", "unknown-domain": "not a valid ONNX model", "custom-op": "ONNX Runtime cannot load",
+                "opset-99": "opset 99", "ir-99": "IR version 99", "recursive-function": "must not be recursive",
+                "dataless-initializer": "not a valid ONNX model", "constant-of-shape-huge": "free here", "string-input": "STRING tensor",
+                "zero-batch": "N, H, W >= 1", "huge-input": "free here", "endless-loop": "ran past 1 s",
+                "external-data-outside": "outside the model's folder"}  # fmt: skip
+SIDECAR_PHRASES = {"nested": "nests", "utf-16": "not UTF-8", "folder": "is a folder", "fifo": "not a regular file",
+                   "input-size-huge": "free on this machine", "points-int": "points must be a list",
+                   "arch-not-python": "not a Python file"}  # fmt: skip
+YAML_PHRASES = {"nested": "nests", "flow-alias-bomb": "student.arch", "fifo": "not a regular file", "dev-zero": "not a regular file",
+                "folder": "is a folder", "not-a-mapping": "mapping"}  # fmt: skip
 
 
 class _Evil:
@@ -70,6 +92,34 @@ def files(tmp_path_factory):
     (d / "typed").mkdir()
     torch.save(create_model("resnet8", num_classes=4).state_dict(), d / "typed" / "student.pt")
     (d / "typed" / "student.json").write_text(json.dumps({**side, "input_size": [16, 16], "arch_kwargs": "x"}))
+    (d / "onnx").mkdir()
+    for kind in FUZZ.ONNX_KINDS:
+        FUZZ.hostile_onnx(kind, d / "onnx" / f"{kind}.onnx")
+    for kind in SIDECAR_PHRASES:
+        (d / f"side-{kind}").mkdir()
+        torch.save(create_model("resnet8", num_classes=4).state_dict(), d / f"side-{kind}" / "student.pt")
+        FUZZ.hostile_json(kind, d / f"side-{kind}" / "student.json", {**side, "input_size": [16, 16]})
+    for kind in ("nested", "folder", "fifo"):
+        FUZZ.hostile_json(kind, d / f"plan-{kind}.json", {})
+    for kind in YAML_PHRASES:
+        FUZZ.hostile_yaml(kind, d / f"config-{kind}.yaml")
+    for fmt in ("webp", "tiff", "bmp"):
+        for cls in ("a", "b"):
+            (d / f"bomb-{fmt}" / cls).mkdir(parents=True)
+            for i in range(2):
+                cv2.imwrite(str(d / f"bomb-{fmt}" / cls / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
+        FUZZ.big_image(fmt, d / f"bomb-{fmt}" / "b" / f"big.{fmt}", 8200, 8200)  # 67 MP: just over the limit
+    state = create_model("resnet8", num_classes=4).state_dict()
+    torch.save({k: v.to("meta") for k, v in state.items()}, d / "meta.pth")
+    torch.save({k: torch.full_like(v, float("nan")) if k == "fc.weight" else v for k, v in state.items()}, d / "nan.pth")
+    for name, corrupt in (("run-corrupt-metrics", True), ("run-report-folder", False)):  # a run folder as compressor run leaves it
+        (d / name / "distill").mkdir(parents=True)
+        (d / name / "distill" / "student.json").write_text(json.dumps({**side, "input_size": [16, 16], "metrics": {}}))
+        (d / name / "distill" / "metrics.jsonl").write_text(
+            '{"epoch": 1, "eval": {"top1": 5.0}}\n' + ('{"epoch": 2, "tra' if corrupt else "")
+        )
+        if not corrupt:
+            (d / name / "report.html").mkdir()
     return d
 
 
@@ -150,6 +200,138 @@ def _cases(d: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         ),
         "cifar meta without label_names": (["select-hints", "--teacher", str(d / "t.pth"), "--data", f"cifar10:{d}", *o], "label_names"),
         "sidecar field of the wrong type": (["export", str(d / "typed" / "student.pt"), *o], "arch_kwargs must be a dict"),
+        # values
+        "nan float flag": (["select-hints", "--teacher", str(d / "t.pth"), "--data", DATA, "--rbf-bandwidth", "nan", *o], "not a finite"),
+        "inf lr": (["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--lr", "inf", *o], "not a finite number"),
+        "inf lr in --set": (
+            ["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--set", "optim.lr=.inf", *o],
+            "optim.lr",
+        ),
+        "empty --out": (["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--out", ""], "folder name is empty"),
+        "empty --seeds": (["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--seeds", "", *o], "--seeds takes"),
+        "method of one +": (["distill", "--method", "+", "--student", "resnet8", "--data", DATA, *o], "empty term"),
+        "kwargs the model lacks": (
+            ["distill", "--method", "ce", "--student", "resnet8", "--student-kwargs", "foo=1", "--data", DATA, *o],
+            "cannot be built",
+        ),  # fmt: skip
+        "kwargs the zoo fixes": (["inspect", "wrn_16_2", "--arch-kwargs", "depth=abc"], "it takes drop_rate"),
+        "input size 10^6": (["export", str(d / "t.pth"), "--input-size", "1000000", "1000000", *o], "free on this machine"),
+        "batch 10^9": (["profile", str(d / "t.pth"), "--backend", "ort-cpu", "--batch", "1000000000", *o], "free on this machine"),
+        "image size 10^5": (
+            ["distill", "--method", "ce", "--student", "resnet8", "--data", f"imagefolder:{d / 'bomb-bmp'}:size=100000", *o],
+            "64 MP",
+        ),  # fmt: skip
+        # checkpoints
+        "meta tensors": (["export", str(d / "meta.pth"), *o], "meta tensors"),
+        "nan weights": (["export", str(d / "nan.pth"), *o], "NaN or inf weights in 1 tensor(s): fc.weight"),
+        # configs and commands
+        "hevc --jobs -1": (["hevc", "convert", str(d / "broken_images" / "a"), str(out / "hevc"), "--jobs", "-1"], "--jobs -1"),
+        "hevc unknown preset": (["hevc", "convert", str(d / "broken_images" / "a"), str(out / "hevc"), "--preset", "fastest"], "x265's"),
+        "cross-distill image_size 0": (["cross-distill", "--example", "recognition", "--set", "data.image_size=[0,0]", *o], "image_size"),
+        "report: corrupt metrics.jsonl": (["report", str(d / "run-corrupt-metrics")], "line 2"),
+        "report: report.html a folder": (["report", str(d / "run-report-folder")], "is a folder"),
+        "inspect a broken ONNX file": (["inspect", str(d / "onnx" / "cyclic.onnx")], "not a valid ONNX model"),
+        "hint plan nested": (
+            [
+                "distill",
+                "--method",
+                "at",
+                "--teacher",
+                str(d / "t.pth"),
+                "--student",
+                "resnet8",
+                "--data",
+                DATA,
+                "--hints",
+                str(d / "plan-nested.json"),
+                *o,
+            ],
+            "nests",
+        ),  # fmt: skip
+        "hint plan a folder": (
+            [
+                "distill",
+                "--method",
+                "at",
+                "--teacher",
+                str(d / "t.pth"),
+                "--student",
+                "resnet8",
+                "--data",
+                DATA,
+                "--hints",
+                str(d / "plan-folder.json"),
+                *o,
+            ],
+            "is a folder",
+        ),  # fmt: skip
+        "hint plan a FIFO": (
+            [
+                "distill",
+                "--method",
+                "at",
+                "--teacher",
+                str(d / "t.pth"),
+                "--student",
+                "resnet8",
+                "--data",
+                DATA,
+                "--hints",
+                str(d / "plan-fifo.json"),
+                *o,
+            ],
+            "not a regular file",
+        ),  # fmt: skip
+        **{
+            f"ONNX {kind}": (
+                [
+                    "profile",
+                    str(d / "onnx" / f"{kind}.onnx"),
+                    "--backend",
+                    "ort-cpu",
+                    "--batch",
+                    "1",
+                    "--iters",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--call-timeout",
+                    "1",
+                    *o,
+                ],
+                phrase,
+            )
+            for kind, phrase in ONNX_PHRASES.items()
+        },  # fmt: skip
+        **{
+            f"sidecar {kind}": (
+                ["export", str(d / f"side-{kind}" / "student.pt"), *o, *(["--trust-checkpoint"] if kind == "arch-not-python" else [])],
+                phrase,
+            )
+            for kind, phrase in SIDECAR_PHRASES.items()
+        },  # fmt: skip
+        **{
+            f"config {kind}": (["distill", "--config", str(d / f"config-{kind}.yaml"), "--data", DATA, *o], phrase)
+            for kind, phrase in YAML_PHRASES.items()
+        },  # fmt: skip
+        **{
+            f"image bomb {fmt}": (
+                [
+                    "distill",
+                    "--method",
+                    "ce",
+                    "--student",
+                    "resnet8",
+                    "--data",
+                    f"imagefolder:{d / f'bomb-{fmt}'}:size=8",
+                    "--epochs",
+                    "1",
+                    *o,
+                ],
+                "8200 x 8200",
+            )
+            for fmt in ("webp", "tiff", "bmp")
+        },  # fmt: skip
     }
 
 

@@ -227,6 +227,15 @@ def test_cross_distill_resumes_after_kill_9_to_identical_weights(tmp_path):
     assert sidecar["schema"] == "edge-compressor/student" and sidecar["made_by"]["student_hints"] and "final" in sidecar["metrics"]
     rows = [json.loads(r) for r in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r["model"] == "cross student"] == [1, 2] and all("hint" in r for r in rows[-2:])
+    # the run is finished: any number of further resumes leaves every file byte-identical (report.json's timings included)
+    files = {p: p.read_bytes() for p in sorted((tmp_path / "killed").rglob("*")) if p.is_file()}
+    for _ in range(2):
+        subprocess.run(_cross_cmd(tmp_path / "killed", "--resume"), check=True, env=env, capture_output=True)
+        assert {p: p.read_bytes() for p in sorted((tmp_path / "killed").rglob("*")) if p.is_file()} == files
+    changed = subprocess.run([*_cross_cmd(tmp_path / "killed", "--resume"), "--set", "student.epochs=3"], env=env, capture_output=True,
+                             text=True)  # fmt: skip
+    assert changed.returncode == 2 and "other settings (student differ)" in changed.stderr
+    assert {p: p.read_bytes() for p in sorted((tmp_path / "killed").rglob("*")) if p.is_file()} == files
 
 
 @needs_encoder

@@ -50,6 +50,18 @@ def test_resume_of_a_finished_run_changes_nothing(finished_run, capsys):
     assert _snapshot(finished_run) == before
 
 
+def test_resume_with_other_settings_names_them_and_changes_nothing(finished_run, capsys):
+    """A finished run resumed with another seed or loss setting: exit 2 naming the setting, not 'nothing to resume'."""
+    before = _snapshot(finished_run)
+    capsys.readouterr()
+    argv = ["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--out", str(finished_run), "--resume", *FAST]
+    assert main([*argv, "--seed", "5"]) == 2
+    assert "train.seed: 0 -> 5" in capsys.readouterr().err
+    assert main([*argv, "--set", "loss.gamma=0.5"]) == 2
+    assert "loss.gamma: 1.0 -> 0.5" in capsys.readouterr().err
+    assert _snapshot(finished_run) == before
+
+
 def test_resume_finishes_a_run_killed_before_its_student_was_saved(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["distill", "--method", "ce", "--student", "resnet8", "--data", DATA, "--out", str(out), *FAST]) == 0
@@ -209,3 +221,20 @@ def test_a_lock_being_written_is_respected_and_a_cut_one_taken_over(finished_run
     os.utime(out / LOCK, (old, old))
     assert main(["export", str(finished_run / "student.pt"), "--out", str(out)]) == 0
     assert (out / "student.onnx").exists() and not (out / LOCK).exists()
+
+
+def test_a_full_disk_while_taking_the_lock_leaves_no_lock_behind(tmp_path, monkeypatch):
+    """ENOSPC at the very first write (the lock's record): a message, and no empty lock that would block the next run."""
+    import errno
+
+    from compressor import outdir
+    from compressor.errors import UserError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(outdir.json, "dump", full)
+    with pytest.raises(UserError, match="no space left on the device"):
+        with outdir.claim(tmp_path / "out", ["x"], "distill"):
+            pass
+    assert not (tmp_path / "out").exists()  # created for this command, so removed again with the lock
