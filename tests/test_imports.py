@@ -12,7 +12,7 @@ FOLDERS = {"compressor": ROOT / "compressor", "compressor.models": ROOT / "model
 # layer-similarity machinery of compressor.hints measures INT8 drift at the hint points)
 DEPLOY_MAY_IMPORT = ("compressor.deploy", "compressor.models", "compressor.checkpoint", "compressor.data", "compressor.detection",
                      "compressor.config", "compressor.errors", "compressor.io", "compressor.metrics", "compressor.summary",
-                     "compressor.hints")  # fmt: skip
+                     "compressor.hints", "compressor.device")  # fmt: skip  (device: which devices exist, free memory; no training)
 
 
 def modules() -> dict[str, Path]:

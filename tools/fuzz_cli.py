@@ -88,7 +88,33 @@ def mutate_sidecar(meta: dict, rng: random.Random) -> dict:
 def cases(world: dict[str, Path], case_dir: Path, rng: random.Random) -> list[str]:
     """One command line, with its inputs mutated into ``case_dir``."""
     out = str(case_dir / "out")
-    kind = rng.choice(["ckpt", "onnx", "sidecar", "config", "flag", "image"])
+    kind = rng.choice(["ckpt", "onnx", "sidecar", "config", "flag", "image", "onnx-structure", "json-structure", "yaml-structure",
+                       "image-format"])  # fmt: skip
+    if kind == "onnx-structure":
+        bad = hostile_onnx(rng.choice(ONNX_KINDS), case_dir / "graph.onnx")
+        return rng.choice([["profile", str(bad), "--batch", "1", "--iters", "2", "--warmup", "0", "--call-timeout", "5", "--out", out],
+                           ["inspect", str(bad)], ["export", str(bad), "--int8", "--calib", DATA, "--out", out]])  # fmt: skip
+    if kind == "json-structure":
+        shutil.copy(world["student"], case_dir / "student.pt")
+        json_kind = rng.choice(JSON_KINDS)
+        hostile_json(json_kind, case_dir / "student.json", json.loads(world["sidecar"].read_text()))
+        if rng.random() < 0.5:
+            plan = hostile_json(json_kind, case_dir / "plan.json", {"schema": "edge-compressor/hint-plan", "version": 1})
+            return ["distill", "--method", "at", "--teacher", str(world["ckpt"]), "--student", "resnet8", "--data", DATA, "--hints",
+                    str(plan), "--epochs", "1", "--out", out, "--quiet"]  # fmt: skip
+        return rng.choice([["export", str(case_dir / "student.pt"), "--out", out], ["inspect", str(case_dir / "student.pt")],
+                           ["profile", str(case_dir / "student.pt"), "--backend", "ort-cpu", "--out", out]])  # fmt: skip
+    if kind == "yaml-structure":
+        config = hostile_yaml(rng.choice(YAML_KINDS), case_dir / "config.yaml")
+        return rng.choice([["distill", "--config", str(config), "--out", out, "--quiet"], ["run", str(config)],
+                           ["cross-distill", "--config", str(config), "--out", out, "--quiet"]])  # fmt: skip
+    if kind == "image-format":
+        folder = case_dir / "images"
+        shutil.copytree(world["images"], folder)
+        fmt = rng.choice(["webp", "tiff", "bmp"])
+        big_image(fmt, folder / "b" / f"big.{fmt}", rng.choice([8200, 4000]), rng.choice([8200, 4000]))
+        return ["distill", "--method", "ce", "--student", "resnet8", "--data", f"imagefolder:{folder}:size=16", "--epochs", "1",
+                "--out", out, "--quiet"]  # fmt: skip
     if kind == "ckpt":
         bad = case_dir / "bad.pth"
         bad.write_bytes(mutate_bytes(world["ckpt"].read_bytes(), rng))

@@ -179,8 +179,6 @@ def test_opt_in_loads_trusted_legacy_pickle(tmp_path):
 
 def test_sparse_tensors_load_as_dense_and_equal(tmp_path):
     """A state dict saved with sparse weights is valid input: it loads, densified, to the same model."""
-    from compressor.checkpoint import load_checkpoint
-
     state = create_model("resnet8", num_classes=4).state_dict()
     torch.save({k: v.to_sparse() if v.dim() >= 2 else v for k, v in state.items()}, tmp_path / "sparse.pth")
     loaded = load_checkpoint(tmp_path / "sparse.pth", arch="resnet8", num_classes=4).model.state_dict()
