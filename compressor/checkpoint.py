@@ -133,7 +133,7 @@ def _load_factory(path: Path, ref: str, num_classes: int | None, state: dict[str
                   points: list[str] | None, input_size: tuple[int, int] | None) -> nn.Module:  # fmt: skip
     """Build the user's model and load ``state`` into it; the class count comes from the checkpoint's classifier."""
     try:
-        model = build_model(ref, num_classes, kwargs, input_size, points)
+        model = build_model(ref, num_classes or _last_linear_rows(state), kwargs, input_size, points)
         found = _classes_of(model, state)
         if num_classes is None and found is not None and found != model_classes(model):
             model = build_model(ref, found, kwargs, input_size, points)
@@ -149,6 +149,13 @@ def _classes_of(model: nn.Module, state: Mapping[str, torch.Tensor]) -> int | No
     name = classifier_name(model)
     weight = state.get(f"{name}.weight") if name else None
     return int(weight.shape[0]) if weight is not None and weight.dim() in (2, 4) else None
+
+
+def _last_linear_rows(state: Mapping[str, torch.Tensor]) -> int | None:
+    """Rows of the last 2-D weight in a state dict: the class count of a classifier ending in a linear
+    layer, for a factory that needs ``num_classes`` to be built at all (checked against the built model)."""
+    rows = [t.shape[0] for k, t in state.items() if k.endswith("weight") and isinstance(t, torch.Tensor) and t.dim() == 2]
+    return int(rows[-1]) if rows else None
 
 
 def _load_strict(model: nn.Module, path: Path, arch: str, num_classes: int | None, state: dict[str, torch.Tensor]) -> None:

@@ -6,13 +6,19 @@ the zoo's declarations follow (PURSUhInT, Keser et al., §3.1: a candidate is a 
 - a *sub-block* is a module inside whose ``forward`` a skip connection joins (a residual add or
   a channel concat of 4-D maps), together with every other module of the same class (so the
   stride-2 inverted residuals of a MobileNetV2, which have no skip, are blocks as their
-  siblings are). When one sub-block holds another, the inner one is kept.
+  siblings are). When one sub-block holds another, the inner one is kept, unless its map has
+  another shape than the outer one's (an attention module's concat inside a residual branch).
 - a model with no skip connection at all is a plain chain (VGG): each conv followed by an
   optional normalisation and an activation module is a unit, named by its conv.
 - stages are runs of equal spatial resolution of the points' outputs, in forward order.
 - a point's tap (pre-/post-activation, PURSUhInT §4.2) is the activation module that produces
   the sub-block's output, when that module runs once per forward pass; otherwise pre and post
   are both the sub-block's output.
+- a sub-block that returns a tuple, list or dict (RepDistiller's ``(out, preact)`` on a stage's last
+  block, ``(features, aux)`` pairs, a neck's dict) counts by its *main* map: the 4-D element that the
+  rest of the network reads (found from which tensors are used outside the block, not by position).
+  An element from which an activation function made the main map is its pre-activation, read when
+  ``preact`` features are asked for.
 
 The forward pass runs on a zero image in eval mode with forward hooks on every module and a
 ``TorchFunctionMode`` that sees each join, so Python control flow in ``forward`` (e.g. a branch
@@ -37,6 +43,8 @@ ACTIVATIONS = (
 )  # fmt: skip
 NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.SyncBatchNorm)
 _JOINS = {"add", "add_", "__add__", "__iadd__", "__radd__", "cat", "concat", "concatenate"}
+_ACTIVATION_FUNCTIONS = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "hardswish", "hardtanh",
+                         "sigmoid", "tanh", "softplus", "prelu"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -48,12 +56,16 @@ class Discovery:
         classifier: module path of the last linear layer (the logits' rows), None when there is none.
         output_shape: shape of the model's output for one image, None when it is not one tensor.
         notes: what was left out and why (shared activations, modules called twice, ...).
+        logits: for a model whose ``forward`` returns a tuple, list or dict: the element holding the
+            logits (the one (1, K) tensor, or the last linear layer's output among several); None
+            when the output is one tensor or holds no such element.
     """
 
     points: list[PointSpec]
     classifier: str | None
     output_shape: tuple[int, ...] | None
     notes: list[str] = field(default_factory=list)
+    logits: int | str | None = None
 
 
 @dataclass
@@ -64,6 +76,9 @@ class _Call:
     output: int | None
     shape: tuple[int, ...] | None
     order: int
+    elements: tuple[tuple[int | str, int, tuple[int, ...]], ...] = ()  # (key, id, shape) of a tuple/list/dict output's tensors
+    key: int | str | None = None  # the main element, once resolved
+    preact: int | str | None = None
 
     def is_a(self, classes: tuple[type, ...]) -> bool:
         return self.kind in {qualified(c) for c in classes}
@@ -83,12 +98,22 @@ class _Tracer(TorchFunctionMode):
         self.calls: list[_Call] = []
         self.join_scopes: list[str] = []
         self.keep: list[torch.Tensor] = []  # holds every seen tensor so that id() stays unique
+        self.used_in: dict[int, list[str]] = {}  # tensor id -> scopes of the functions that read it
+        self.activated: dict[int, int] = {}  # id of an activation function's output -> id of its input
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         # ATen overloads (add.Tensor, cat.default) are what an exported program's interpreter calls
-        if getattr(func, "__name__", "").split(".")[0] in _JOINS and _is_join(args, out):
+        name = getattr(func, "__name__", "").split(".")[0]
+        if name in _JOINS and _is_join(args, out):
             self.join_scopes.append(self.stack[-1])
+        if name not in ("size", "dim", "__get__", "__len__"):
+            for t in _flat(args):
+                if isinstance(t, torch.Tensor):
+                    self.used_in.setdefault(id(t), []).append(self.stack[-1])
+        if name.rstrip("_") in _ACTIVATION_FUNCTIONS and args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+            self.activated[id(out)] = id(args[0])
+            self.keep += [args[0], out]
         return out
 
     def hooks(self, path: str):
@@ -103,8 +128,11 @@ class _Tracer(TorchFunctionMode):
             if isinstance(output, torch.Tensor):
                 self.keep.append(output)
             out_id = id(output) if isinstance(output, torch.Tensor) else None
+            items = list(output.items() if isinstance(output, dict) else enumerate(output) if isinstance(output, list | tuple) else ())
+            elements = tuple((k, id(v), tuple(v.shape)) for k, v in items if isinstance(v, torch.Tensor))
+            self.keep += [v for _, v in items if isinstance(v, torch.Tensor)]
             kind = self.kinds.get(path) or qualified(type(module))
-            self.calls.append(_Call(path, kind, tuple(id(t) for t in tensors), out_id, shape, len(self.calls)))
+            self.calls.append(_Call(path, kind, tuple(id(t) for t in tensors), out_id, shape, len(self.calls), elements))
 
         return pre, post
 
@@ -147,6 +175,7 @@ def discover_points(
             h.remove()
         model.train(was_training)
     calls, notes = tracer.calls, []
+    _resolve_elements(calls, tracer)
     scope = [c for c in calls if within is None or c.path == within or c.path.startswith(within + ".")]
     if patterns:
         units = _matching(scope, patterns)
@@ -160,8 +189,37 @@ def discover_points(
             "produces a 4-D map; name the candidates with module-name globs (--points 'stage*.block*')"
         )
     output_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
-    linears = [c.path for c in calls if c.is_a((nn.Linear,))]
-    return Discovery(points, linears[-1] if linears else None, output_shape, notes)
+    linears = [c for c in calls if c.is_a((nn.Linear,))]
+    logits = _logits_element(out, linears[-1].output if linears else None)
+    return Discovery(points, linears[-1].path if linears else None, output_shape, notes, logits)
+
+
+def _logits_element(out, last_linear: int | None) -> int | str | None:
+    """Which element of a tuple, list or dict output holds the logits: the only (1, K) tensor, else
+    the one the last linear layer made."""
+    if isinstance(out, torch.Tensor):
+        return None
+    items = list(out.items() if isinstance(out, dict) else enumerate(out) if isinstance(out, list | tuple) else ())
+    rows = [(k, v) for k, v in items if isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape[0] == 1]
+    if len(rows) == 1:
+        return rows[0][0]
+    return next((k for k, v in rows if id(v) == last_linear), None)
+
+
+def _resolve_elements(calls: list[_Call], tracer: _Tracer) -> None:
+    """Give each call that returned a tuple, list or dict the id and shape of its main 4-D element:
+    the one read outside the module (by a later module or function), else the only 4-D one. The
+    element the main one was activated from (``F.relu(preact)``) is its pre-activation."""
+    for c in calls:
+        maps = [e for e in c.elements if len(e[2]) == 4]
+        if not maps:
+            continue
+        outside = [e for e in maps if any(s != c.path and not s.startswith(c.path + ".") for s in tracer.used_in.get(e[1], []))]
+        main = outside[0] if outside else maps[0] if len(maps) == 1 else None
+        if main is None:
+            continue
+        c.key, c.output, c.shape = main[0], main[1], main[2]
+        c.preact = next((e[0] for e in maps if e is not main and tracer.activated.get(main[1]) == e[1]), None)
 
 
 def _sub_blocks(calls: list[_Call], join_scopes: list[str]) -> list[_Call]:
@@ -169,8 +227,17 @@ def _sub_blocks(calls: list[_Call], join_scopes: list[str]) -> list[_Call]:
     kind_of = {c.path: c.kind for c in calls}
     kinds = {kind_of[s] for s in scopes if s in kind_of}
     found = {c.path: c for c in calls if c.kind in kinds and _is_map(c)}
-    inner = [c for p, c in found.items() if not any(q != p and q.startswith(p + ".") for q in found)]
-    return sorted(inner, key=lambda c: c.order)
+
+    def same_map(a: _Call, b: _Call) -> bool:
+        return a.shape[1:] == b.shape[1:]
+
+    # of nested sub-blocks the inner ones are kept (a stage's outer skip around its blocks), unless the
+    # inner one makes a map of another shape (a spatial-attention module concatenating its mean and
+    # max maps inside a residual branch): then it is a part of the outer block, not a block
+    kept = [c for p, c in found.items()
+            if not any(q != p and q.startswith(p + ".") and same_map(found[q], c) for q in found)
+            and all(same_map(e, c) for q, e in found.items() if q != p and p.startswith(q + "."))]  # fmt: skip
+    return sorted(kept, key=lambda c: c.order)
 
 
 def _plain_chain(calls: list[_Call], notes: list[str]) -> list[_Call]:
@@ -214,7 +281,8 @@ def _specs(units: list[_Call], calls: list[_Call], notes: list[str]) -> list[Poi
             continue
         if unit.shape[-2:] != size:
             stage, size = stage + 1, unit.shape[-2:]
-        specs.append(PointSpec(unit.path, stage, _tap(unit, calls, counts, notes)))
+        tap = _tap(unit, calls, counts, notes)
+        specs.append(PointSpec(unit.path, stage, tap, unit.key if tap is None else None, unit.preact if tap is None else None))
     return specs
 
 
@@ -267,13 +335,30 @@ def attach_points(
 
     Afterwards ``hint_points(model)``, ``forward_features(model, ...)`` and every stage that reads
     the feature contract work on ``model``; attached points take precedence over a zoo model's
-    declared ones. The model's class, forward and weights are untouched.
+    declared ones. The model's class, forward and weights are untouched; a model whose ``forward``
+    returns a tuple, list or dict holding its logits (``(logits, features)``) gets a forward hook
+    that returns the logits element (``model.logits_element``), so that training, evaluation and
+    export see the logits, as they would from any classifier.
     """
     found = discover_points(model, input_size, within=within, patterns=patterns, kinds=kinds)
     setattr(model, POINTS_ATTR, found.points)
     if getattr(model, "classifier_name", None) is None:
         model.classifier_name = found.classifier
+    if found.logits is not None and getattr(model, "logits_element", None) is None:
+        model.logits_element = found.logits
+        model.register_forward_hook(LogitsOf(found.logits))
     return found
+
+
+class LogitsOf:
+    """A forward hook returning one element of a module's tuple, list or dict output (a class, not a
+    closure, so that a model carrying it can be pickled or deep-copied)."""
+
+    def __init__(self, element: int | str):
+        self.element = element
+
+    def __call__(self, module: nn.Module, inputs: tuple, output):
+        return output[self.element]
 
 
 def ensure_points(model: nn.Module, input_size: Sequence[int], patterns: Sequence[str] | None = None) -> None:

@@ -36,12 +36,18 @@ class HintPoint:
         name: module path of the sub-block (e.g. ``layer2.3``).
         stage: 1-based spatial stage the sub-block belongs to.
         tap: module path of its final activation, or None when it has none.
+        output: which element of the sub-block's output is its feature map, for a block that returns
+            a tuple, list or dict (RepDistiller's last block of a stage returns ``(out, preact)``);
+            None when it returns one tensor.
+        preact: the element that holds the pre-activation map, for a block that hands one out.
     """
 
     index: int
     name: str
     stage: int
     tap: str | None = None
+    output: int | str | None = None
+    preact: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class PointSpec:
     name: str
     stage: int
     tap: str | None = None
+    output: int | str | None = None  # element of a tuple/list/dict output that is the map (see HintPoint)
+    preact: int | str | None = None
 
 
 class FeatureContract(ABC):
@@ -112,7 +120,7 @@ def classifier_name(model: nn.Module) -> str | None:
 
 def hint_points(model: nn.Module) -> list[HintPoint]:
     """Candidate hint points in forward order (index 1..L)."""
-    return [HintPoint(i, s.name, s.stage, s.tap) for i, s in enumerate(point_specs(model), start=1)]
+    return [HintPoint(i, s.name, s.stage, s.tap, s.output, s.preact) for i, s in enumerate(point_specs(model), start=1)]
 
 
 def baseline_hints(model: nn.Module) -> list[int]:
@@ -162,9 +170,14 @@ def feature_hooks(
     handles = []
     for i in chosen:
         point = points[i - 1]
-        take_input = preact and point.tap is not None
-        module = modules[point.name if point.tap is None else point.tap]
-        handles.append(module.register_forward_hook(_hook(sink, i, take_input)))
+        if preact and point.preact is not None:  # the block hands its pre-activation out itself
+            hook = _hook(sink, i, False, point.preact)
+            module = modules[point.name]
+        else:
+            take_input = preact and point.tap is not None
+            module = modules[point.name if point.tap is None else point.tap]
+            hook = _hook(sink, i, take_input, None if point.tap is not None else point.output)
+        handles.append(module.register_forward_hook(hook))
     try:
         yield chosen
     finally:
@@ -185,8 +198,9 @@ def check_indices(indices: Sequence[int] | None, num_points: int) -> list[int]:
     return chosen
 
 
-def _hook(sink: Callable[[int, torch.Tensor], None], index: int, take_input: bool):
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        sink(index, inputs[0] if take_input else output)
+def _hook(sink: Callable[[int, torch.Tensor], None], index: int, take_input: bool, element: int | str | None = None):
+    def hook(module: nn.Module, inputs: tuple, output) -> None:
+        value = inputs[0] if take_input else output
+        sink(index, value if element is None else value[element])
 
     return hook

@@ -145,17 +145,37 @@ def _create_zoo(name: str, num_classes: int | None, kw: dict[str, Any]) -> nn.Mo
         raise ModelReferenceError(f"{name}({_args(kw)}) cannot be built ({type(e).__name__}: {e}){takes}") from None
 
 
+FALLBACK_CLASSES = 100  # a factory that needs a class count where nothing gives one (inspect ARCH alone): CIFAR-100's
+
+
 def _call_factory(ref: str, num_classes: int | None, kw: dict[str, Any]) -> nn.Module:
+    """Call the user's factory. ``num_classes`` goes to one that takes it (by name, or through
+    ``**kwargs``); one that needs it where no count is known (no data, checkpoint or sidecar) gets
+    ``FALLBACK_CLASSES``, which only sizes its classifier."""
     factory = load_factory(ref)
     if num_classes is not None and "num_classes" not in kw and _accepts(factory, "num_classes"):
         kw["num_classes"] = int(num_classes)
     try:
         model = factory(**kw)
+    except TypeError as e:
+        if "num_classes" in kw or "num_classes" not in str(e) or not _accepts(factory, "num_classes"):
+            raise ModelReferenceError(_call_failed(ref, factory, kw, e)) from None
+        return _call_factory(ref, FALLBACK_CLASSES, kw)
     except Exception as e:
-        raise ModelReferenceError(f"{ref}({_args(kw)}) raised {type(e).__name__}: {e}") from None
+        raise ModelReferenceError(_call_failed(ref, factory, kw, e)) from None
     if not isinstance(model, nn.Module):
         raise ModelReferenceError(f"{ref}({_args(kw)}) returned a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _call_failed(ref: str, factory: Callable[..., Any], kw: dict[str, Any], e: Exception) -> str:
+    """The message for a factory that raised: what it raised, what it takes, and how to pass it."""
+    try:
+        takes = f"; it takes {inspect.signature(factory)}"
+    except (TypeError, ValueError):
+        takes = ""
+    how = " (pass its arguments with --arch-kwargs / --student-kwargs K=V, or kwargs: in YAML)" if isinstance(e, TypeError) else ""
+    return f"{ref}({_args(kw)}) raised {type(e).__name__}: {e}{takes}{how}"
 
 
 def _attach(model: nn.Module, ref: str, input_size: Sequence[int], points: Sequence[str] | None, within: str | None) -> None:

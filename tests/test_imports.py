@@ -10,9 +10,20 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"compressor": ROOT / "compressor", "compressor.models": ROOT / "models", "compressor.deploy": ROOT / "deploy"}
 # what deployment may use from the rest of the project: the shared pieces, never the training side (the
 # layer-similarity machinery of compressor.hints measures INT8 drift at the hint points)
-DEPLOY_MAY_IMPORT = ("compressor.deploy", "compressor.models", "compressor.checkpoint", "compressor.data", "compressor.detection",
-                     "compressor.config", "compressor.errors", "compressor.io", "compressor.metrics", "compressor.summary",
-                     "compressor.hints", "compressor.device")  # fmt: skip  (device: which devices exist, free memory; no training)
+DEPLOY_MAY_IMPORT = (
+    "compressor.deploy",
+    "compressor.models",
+    "compressor.checkpoint",
+    "compressor.data",
+    "compressor.detection",
+    "compressor.config",
+    "compressor.errors",
+    "compressor.io",
+    "compressor.metrics",
+    "compressor.summary",
+    "compressor.hints",
+    "compressor.device",
+)  # fmt: skip  (device: which devices exist, free memory; no training)
 
 
 def modules() -> dict[str, Path]:

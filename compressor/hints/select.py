@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import nn
 
-from compressor.models import ensure_points
+from compressor.models import canonical_reference, ensure_points
 from compressor.models.features import baseline_hints, hint_points
 
 from .. import __version__
@@ -192,7 +192,7 @@ def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: H
         raise UserError(f"hint selection failed on {arch}: {e}") from None
 
     plan = HintPlan(
-        teacher_arch=arch,
+        teacher_arch=canonical_reference(arch),  # a file reference made absolute, as sidecars and distill store it
         teacher_checkpoint=checkpoint,
         teacher_digest=digest,
         num_classes=num_classes,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from compressor.models import check_indices
+from compressor.models import canonical_reference, check_indices
 from compressor.models.features import baseline_hints, hint_points
 
 from ..errors import UserError
@@ -39,7 +39,7 @@ def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teach
     notes = []
     plan = HintPlan.load(cfg.plan) if cfg.plan else None
     if plan is not None:
-        if plan.teacher_arch != teacher_arch:
+        if canonical_reference(plan.teacher_arch) != canonical_reference(teacher_arch):  # older plans kept relative file references
             raise UserError(
                 f"hint plan {cfg.plan} was made for {plan.teacher_arch!r} but the teacher is {teacher_arch!r}; "
                 "run select-hints on this teacher"
