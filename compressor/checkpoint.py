@@ -312,6 +312,12 @@ def _torch_load(path: Path, trusted: bool) -> Any:
                 f"{TRUST_FLAG} (trusted=True in Python), or re-save just its state_dict"
             ) from None
         raise _corrupt(path, e) from None
+    except ModuleNotFoundError as e:  # a trusted pickle of a whole model whose class lives in code not importable here
+        if not trusted:
+            raise _corrupt(path, e) from None
+        raise UserError(f"checkpoint {path} pickles a whole model whose code is in module {e.name!r}, which cannot be imported here; "
+                        f"run from the folder that holds it (or install it), or save the model's state_dict and name its class "
+                        f"with --arch path/to/file.py:factory") from None  # fmt: skip
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, AttributeError, ImportError, KeyError, IndexError,
             TypeError, struct.error, UnicodeDecodeError) as e:  # fmt: skip
         # the unpickler meets bytes that are no pickle: a text file (a first byte of 'h' or 'j' reads as a memo lookup), garbage

@@ -167,3 +167,9 @@ def pair_net(num_classes=10):
 
 def dict_out_net(num_classes=10):
     return PairNet(num_classes, as_dict=True)
+
+
+def fixed64_net(num_classes=10):
+    """Runs at 64 x 64 only: its classifier reads a flattened 8 x 8 map (a size rule no discovery can guess)."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), ConcatBlock(8), nn.MaxPool2d(2), ConcatBlock(8), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(8 * 8 * 8, num_classes))  # fmt: skip

@@ -6,10 +6,13 @@ bundled handwritten digits), ``cifar10:PATH``, ``cifar100:PATH``, ``imagefolder:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 
 from compressor.models import Registry
 
 from ..errors import UserError
+from .augment import resize
 from .base import DatasetInfo, ImageDataset, normalise
 from .cifar import CifarDataset
 from .digits import DigitsDataset
@@ -74,3 +77,15 @@ def _size(options: dict[str, int]) -> tuple[int, int]:
 
 
 __all__ = ["DATASETS", "DatasetInfo", "ImageDataset", "open_dataset", "parse_spec", "normalise"]
+
+
+def fit_to(data: ImageDataset, size: tuple[int, int]) -> str | None:
+    """Resize ``data``'s images to ``size`` (H, W) for a model whose input is fixed at another size (an
+    ONNX graph exported at 224 x 224 fed 32 x 32 data); returns the note to show, None when they agree.
+    Training augmentations are not combined with it: use it on evaluation and calibration data."""
+    have = tuple(data.info.input_size)
+    if have == tuple(size):
+        return None
+    data.transform = partial(resize, size=tuple(size))
+    data.info = replace(data.info, input_size=tuple(size))
+    return f"{data.info.name} images resized from {have[0]}x{have[1]} to the model's fixed input {size[0]}x{size[1]}"

@@ -104,10 +104,10 @@ class Setup:
     init_digest: str  # the student's weights before training: equal in every run of the same seed and architecture
 
 
-def _teacher(config: DistillConfig) -> LoadedCheckpoint | None:
+def _teacher(config: DistillConfig, input_size: tuple[int, int]) -> LoadedCheckpoint | None:
     if config.teacher is not None:
         t = config.teacher
-        return load_checkpoint(t.checkpoint, arch=t.arch, trusted=t.trusted, kwargs=t.kwargs, points=t.points)
+        return load_checkpoint(t.checkpoint, arch=t.arch, trusted=t.trusted, kwargs=t.kwargs, points=t.points, input_size=input_size)
     if parse_method(config.loss.method):
         raise UserError(f"loss.method {config.loss.method!r} distils from a teacher: give teacher.checkpoint (--teacher)")
     return None
@@ -170,9 +170,14 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
         uses_hints = needs_hints(config.loss.method)
     except ValueError as e:
         raise UserError(f"loss.method: {e}") from None
-    loaded = in_memory(teacher_model) if teacher_model is not None else _teacher(config)
-    train_set, eval_set = datasets(config, loaded.num_classes if loaded else None)
+    # the data first: a factory teacher's points are found at the data's input size (a model that
+    # only runs at 64 x 64 cannot be traced at the default 32 x 32)
+    train_set, eval_set = datasets(config)
     num_classes, size = train_set.info.num_classes, train_set.info.input_size
+    loaded = in_memory(teacher_model) if teacher_model is not None else _teacher(config, size)
+    if loaded is not None and loaded.num_classes != num_classes:
+        raise UserError(f"data.train ({train_set.info.name}) has {num_classes} classes but the teacher was trained for "
+                        f"{loaded.num_classes}; give the teacher's dataset, or a teacher trained on this one")  # fmt: skip
     patterns = config.teacher.points if config.teacher else None
     if teacher_model is not None:
         points_at(ensure_points, teacher_model, size, patterns)

@@ -91,7 +91,7 @@ def _train(config: DistillConfig, method: str, world, resume: bool, progress: bo
     notes = [f"{method} trains without a teacher: teacher.checkpoint is not used"] if c.teacher is not None else []
     if t.init_epochs:
         raise UserError(f"{method} has no initialisation stage: set train.init_epochs to 0")
-    train_set, eval_set = datasets(c, None)
+    train_set, eval_set = datasets(c)
     n = train_set.info.num_classes
     try:
         loss = LOSSES.get(method)(**c.loss.params.get(method, {}))

@@ -37,18 +37,13 @@ def resolve_device(name: str, world: World) -> torch.device:
     return device
 
 
-def datasets(config: DistillConfig, num_classes: int | None) -> tuple[ImageDataset, ImageDataset]:
-    """Train and eval sets; with a teacher (``num_classes`` given) both must match its classes."""
+def datasets(config: DistillConfig) -> tuple[ImageDataset, ImageDataset]:
+    """Train and eval sets, which must have the same classes (the teacher's are checked by the caller)."""
     train_set = open_dataset(config.data.train, "train")
     eval_set = open_dataset(config.data.eval or config.data.train, "test")
-    for name, ds in (("train", train_set), ("eval", eval_set)):
-        expected = num_classes if num_classes is not None else train_set.info.num_classes
-        if ds.info.num_classes != expected:
-            whom = "the teacher was trained for" if num_classes is not None else "the training data has"
-            raise UserError(
-                f"data.{name} ({ds.info.name}) has {ds.info.num_classes} classes but {whom} {expected}; "
-                "give the teacher's dataset, or a teacher trained on this one"
-            )
+    if eval_set.info.num_classes != train_set.info.num_classes:
+        raise UserError(f"data.eval ({eval_set.info.name}) has {eval_set.info.num_classes} classes but the training data has "
+                        f"{train_set.info.num_classes}; give an evaluation set of the same classes")  # fmt: skip
     if config.data.augment:
         train_set.transform = train_set.augmentation()  # CIFAR's pad-4 crop, or the ImageNet protocol for image folders
     return train_set, eval_set

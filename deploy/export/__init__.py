@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from compressor import __version__
 from compressor.config import Strict
-from compressor.data import open_dataset
+from compressor.data import fit_to, open_dataset
 from compressor.detection.data import DetectionFolder
 from compressor.detection.data import collate as detection_collate
 from compressor.errors import UserError
@@ -104,12 +104,10 @@ class ExportOptions(Strict):
                 open_calibration(self.calib, split, art)
         elif int8 and art is not None:
             data = open_dataset(self.calib, "train")
-            wrong_classes = bool(art.num_classes) and data.info.num_classes != art.num_classes  # 0: a foreign ONNX that does not say
-            if wrong_classes or tuple(data.info.input_size) != tuple(art.input_size):
-                raise UserError(
-                    f"calibration data {self.calib} has {data.info.num_classes} classes at {tuple(data.info.input_size)} but the model "
-                    f"expects {art.num_classes} at {tuple(art.input_size)}: calibrate on the model's own data"
-                )
+            # 0: a foreign ONNX that does not say; another image size is resized to the model's (export_int8, noted)
+            if art.num_classes and data.info.num_classes != art.num_classes:
+                raise UserError(f"calibration data {self.calib} has {data.info.num_classes} classes but the model {art.num_classes}: "
+                                "calibrate on the model's own data")  # fmt: skip
         if self.trt:
             from ..tensorrt.build import gpu_identity, import_tensorrt
 
@@ -269,22 +267,29 @@ def calibration_batches(data, samples: int, batch: int = 32, split: str = "train
         yield images.numpy()
 
 
+def _graph_batch(path: Path) -> int | None:
+    """The fixed batch size of an ONNX graph's image input, None when it is dynamic."""
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
 def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Path, target: str) -> tuple[Path, dict[str, Any]]:
     """Quantise ``fp32`` for ``target`` (``cpu`` or ``tensorrt``), calibrated on ``options.calib``'s
     train split; returns the file and its top-1 (a detector: AP50) change on the test split."""
     options.check(art)
     forced = _forced_float(fp32, options.int8_float)
-    train = open_calibration(options.calib, "train", art)
-    quantize_qdq(fp32, path, calibration_batches(train, options.calib_samples), target=target, keep_float=forced)
+    train, evaluation = open_calibration(options.calib, "train", art), open_calibration(options.calib, "test", art)
+    resized = [note for data in (train, evaluation) if not is_detector(art) and (note := fit_to(data, art.input_size))]
+    batch = _graph_batch(fp32) or 32  # a graph with a fixed batch is calibrated at that batch
+    quantize_qdq(fp32, path, calibration_batches(train, options.calib_samples, batch), target=target, keep_float=forced)
     if target == "tensorrt" and forced:
         fp16_islands(path, forced)
-    evaluation = open_calibration(options.calib, "test", art)
     probe = make_probe(fp32, *_held_out(evaluation, options.eval_samples)) if is_detector(art) else None
     analysis = None
     if options.sensitivity or options.int8_budget is not None:  # each target's own sweep: its Q/DQ scheme differs
         probe = probe or make_probe(fp32, *_held_out(evaluation, options.eval_samples))
         points = [("model." if is_detector(art) else "") + name for name in _hint_point_names(art.model)]  # DetectorExport's .model
-        analysis = analyse(fp32, path, lambda: calibration_batches(train, options.calib_samples), probe, options.int8_budget,
+        analysis = analyse(fp32, path, lambda: calibration_batches(train, options.calib_samples, batch), probe, options.int8_budget,
                            options.int8_max_float, target, points, forced)  # fmt: skip
     change = {
         **(_ap50_change(probe, path) if is_detector(art) else _top1_change(fp32, path, evaluation, options.eval_samples)),
@@ -298,6 +303,8 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
     }
     if forced:
         change["float_layers_forced"] = forced
+    if resized:
+        change["calibration"]["resized"] = resized[0]
     if analysis is not None:
         change["sensitivity"] = report_path(path, ".json").name
         change["fallback"] = analysis.get("fallback")

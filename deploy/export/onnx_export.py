@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import onnx
 import torch
 from torch import nn
 
+from compressor.errors import UserError
 from compressor.io import atomic_write
 
 from ..errors import ParityError
@@ -51,6 +53,9 @@ def export_onnx(
     """
     if dynamo and opset < 18:
         raise ValueError(f"the dynamo exporter writes opset >= 18; asked for {opset} (use the default exporter for 17)")
+    if dynamo and importlib.util.find_spec("onnxscript") is None:
+        raise UserError("--dynamo uses torch's torch.export-based exporter, which needs onnxscript: "
+                        "pip install 'edge-compressor[dynamo]' (or leave --dynamo out: the stable exporter writes opset 17)")  # fmt: skip
     model = model.eval()
     path = Path(path)
     dummy = torch.randn(1, 3, *input_size)

@@ -71,8 +71,8 @@ class Exports:
                     f"{art.name} is a detector: make its INT8 file with compressor export --int8 --calib yolo:PATH "
                     "(labelled images) and profile that .int8.onnx, or profile this one with --backend torch,ort-cpu"
                 )
-            if not self.options.data:
-                raise UserError("INT8 backends need --data to calibrate on (its train split)")
+            if not self.options.data:  # skipped with its reason; the other backends still run
+                raise BackendUnavailable("INT8 backends need --data to calibrate on (its train split)")
         opts = ExportOptions(int8=kind.startswith("int8"), calib=self.options.data, eval_samples=min(self.options.eval_samples, 500))
         fmt = FORMATS.get(kind)
         self.folder.mkdir(parents=True, exist_ok=True)

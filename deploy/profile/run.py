@@ -10,7 +10,7 @@ from compressor.models import MODELS, is_factory
 from compressor.models.stats import count_macs, count_params
 from tqdm import tqdm
 
-from compressor.data import open_dataset
+from compressor.data import fit_to, open_dataset
 from compressor.device import check_input_fits
 from compressor.errors import UserError
 
@@ -187,6 +187,9 @@ def profile_models(
     static = {a.meta["static_batch"] for a in (student, teacher) if a is not None and "static_batch" in a.meta}
     if static:  # a graph with a fixed batch dimension runs at that batch size only
         options = options.model_copy(update={"batches": sorted(static)})
+    if not options.data and student.model is not None and all("int8" in b for b in options.backends):
+        raise UserError(f"--backend {','.join(options.backends)}: INT8 backends need --data to calibrate on (its train split); "
+                        "give --data, or add a float backend (torch, ort-cpu)")  # fmt: skip
     for art in (a for a in (student, teacher) if a is not None):
         check_input_fits(max(options.batches), art.input_size, f"profiling {art.path}", "use smaller --batch sizes or --input-size")
     eval_data = None
@@ -194,8 +197,10 @@ def profile_models(
     if options.data and detectors:
         raise UserError(f"{', '.join(detectors)}: --data measures top-1 of classifiers; a detector's AP50 / mAP is in its "
                         "compressor cross-distill report. Profile detectors without --data")  # fmt: skip
+    notes = []
     if options.data:
         eval_data = open_dataset(options.data, "test")
+        notes += [n for n in [fit_to(eval_data, student.input_size)] if n]  # scored at the model's own input size
         if student.num_classes and eval_data.info.num_classes != student.num_classes:
             raise UserError(f"--data {options.data} has {eval_data.info.num_classes} classes but the model {student.num_classes}")
     e2e = None
@@ -210,7 +215,7 @@ def profile_models(
     models = [profile_model(student, "student", out, options, eval_data, student_exports, runtimes, e2e)]
     if teacher is not None:
         models.append(profile_model(teacher, "teacher", out, options, eval_data, keep=runtimes, e2e=e2e))
-    warnings = _interleave(models, runtimes, options)
+    warnings = notes + _interleave(models, runtimes, options)
     measured = [b for m in models for b in m["backends"] if b.get("status") == "ok"]
     if not measured:
         reasons = "; ".join(f"{b['backend']}: {b['reason']}" for m in models for b in m["backends"])

@@ -108,6 +108,8 @@ class OrtRuntime(Runtime):
                             "or export it again with standard operators") from None  # fmt: skip
         first = self.session.get_inputs()[0]
         self.input_name = first.name
+        # a graph exported with a fixed batch runs any batch in chunks of that size (the last one padded)
+        self.fixed_batch = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
         # a foreign graph may take float16 or float64 images; ours take float32
         self.input_dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(first.type, np.float32)
 
@@ -115,6 +117,13 @@ class OrtRuntime(Runtime):
         return self.run_all(batch)[0]
 
     def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        n = self.fixed_batch
+        if n is not None and len(batch) != n:
+            chunks = []
+            for i in range(0, len(batch), n):
+                part = batch[i : i + n]
+                chunks.append(self.run_all(np.concatenate([part, np.repeat(part[-1:], n - len(part), axis=0)]) if len(part) < n else part))
+            return [np.concatenate([c[k] for c in chunks])[: len(batch)] for k in range(len(chunks[0]))]
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
         with _Watchdog.shared().limit(self.call_limit_s) as options:
             try:

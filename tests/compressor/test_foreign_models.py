@@ -117,3 +117,70 @@ def test_foreign_models_through_select_hints_distill_and_export(tmp_path, capsys
     assert main(["export", str(tmp_path / "d1" / "student.pt"), "--arch", ref("pair_net"), "--out", str(tmp_path / "e1")]) == 0
     graph = onnx.load(str(tmp_path / "e1" / "student.onnx")).graph
     assert len(graph.output) == 1 and [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:] == [4]
+
+
+def test_a_model_that_runs_at_one_size_only_is_traced_at_the_datas(tmp_path):
+    """Teacher and student that only run at 64 x 64: every stage takes the size from the data, not 32 x 32."""
+    import sys
+
+    sys.path.insert(0, str(FOREIGN.parent))
+    import foreign_models
+
+    torch.save(foreign_models.fixed64_net(4).state_dict(), tmp_path / "t.pth")
+    data = "synthetic:classes=4,train=32,test=16,size=64"
+    assert main(["select-hints", "--teacher", str(tmp_path / "t.pth"), "--arch", ref("fixed64_net"), "--data", data, "--samples", "16",
+                 "--k", "2", "--out", str(tmp_path / "h"), "--quiet"]) == 0  # fmt: skip
+    assert main(["distill", "--teacher", str(tmp_path / "t.pth"), "--arch", ref("fixed64_net"), "--student", ref("fixed64_net"),
+                 "--method", "at+kd", "--hints", str(tmp_path / "h" / "plan.json"), "--data", data, "--out", str(tmp_path / "d"),
+                 *FAST]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "d" / "student.json").read_text())["input_size"] == [64, 64]
+    assert main(["export", str(tmp_path / "d" / "student.pt"), "--arch", ref("fixed64_net"), "--out", str(tmp_path / "e")]) == 0
+
+
+def test_onnx_files_with_a_fixed_batch_or_size_are_profiled_and_quantized(tmp_path, capsys):
+    """A graph fixed at batch 1, and one fixed at 64 x 64 fed 32 x 32 data: evaluation runs the fixed
+    batch in chunks, calibration uses it, and the data are resized to the graph's input (said so)."""
+    from compressor.models import create_model
+
+    torch.save(create_model("resnet8", num_classes=4).state_dict(), tmp_path / "r8.pth")
+    data = "synthetic:classes=4,train=48,test=24,size=32"
+    assert main(["export", str(tmp_path / "r8.pth"), "--no-dynamic-batch", "--out", str(tmp_path / "b1")]) == 0
+    assert main(["export", str(tmp_path / "r8.pth"), "--no-dynamic-batch", "--input-size", "64", "64", "--out", str(tmp_path / "s64")]) == 0
+    for folder in ("b1", "s64"):
+        onnx_file = tmp_path / folder / "model.onnx"
+        assert main(["profile", str(onnx_file), "--data", data, "--batch", "1", "--iters", "3", "--warmup", "1", "--eval-samples", "24",
+                     "--out", str(tmp_path / f"p-{folder}"), "--quiet"]) == 0  # fmt: skip
+        report = json.loads((tmp_path / f"p-{folder}" / "report.json").read_text())
+        measured = {b["backend"]: b for b in report["models"][0]["backends"]}
+        assert measured["ort-cpu"]["accuracy"]["samples"] == 24 and measured["ort-cpu-int8"]["status"] == "ok"
+        assert any("resized from 32x32" in w for w in report["warnings"]) == (folder == "s64")
+        assert main(["export", str(onnx_file), "--int8", "--calib", data, "--out", str(tmp_path / f"q-{folder}")]) == 0
+        sidecar = json.loads(next((tmp_path / f"q-{folder}").glob("*.int8.json")).read_text())
+        assert ("resized" in sidecar["int8"]["calibration"]) == (folder == "s64")
+
+
+def test_profile_with_default_backends_and_no_data_runs_the_float_ones(tmp_path, capsys):
+    from compressor.models import create_model
+
+    torch.save(create_model("resnet8", num_classes=4).state_dict(), tmp_path / "r8.pth")
+    argv = ["profile", str(tmp_path / "r8.pth"), "--batch", "1", "--iters", "3", "--warmup", "1", "--quiet"]
+    assert main([*argv, "--backend", "ort-cpu-int8", "--out", str(tmp_path / "only-int8")]) == 2
+    assert "INT8 backends need --data" in capsys.readouterr().err and not (tmp_path / "only-int8").exists()  # refused before any work
+    assert main([*argv, "--out", str(tmp_path / "p")]) == 0
+    status = {b["backend"]: b["status"] for b in json.loads((tmp_path / "p" / "report.json").read_text())["models"][0]["backends"]}
+    assert status["torch"] == "ok" and status["ort-cpu"] == "ok" and status["ort-cpu-int8"] != "ok"
+
+
+def test_a_pickled_model_whose_module_is_missing_says_which(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "mynet.py").write_text("import torch\nclass Net(torch.nn.Sequential):\n    def __init__(self):\n"
+                                   "        super().__init__(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())\n")  # fmt: skip
+    subprocess.run([sys.executable, "-c", f"import sys, torch; sys.path.insert(0, {str(code)!r}); import mynet; "
+                    f"torch.save(mynet.Net(), {str(tmp_path / 'whole.pt')!r})"], check=True)  # fmt: skip
+    assert main(["inspect", str(tmp_path / "whole.pt"), "--trust-checkpoint"]) == 2
+    err = capsys.readouterr().err
+    assert "module 'mynet'" in err and "--arch" in err

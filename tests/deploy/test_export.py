@@ -281,3 +281,14 @@ def test_export_int8_sensitivity_and_budget_from_the_cli(tmp_path, student, caps
     assert main(["export", str(student), "--int8-budget", "-1", "--int8", "--calib", DATA, "--out", str(tmp_path / "bad")]) == 2
     assert main(["export", str(student), "--sensitivity", "--out", str(tmp_path / "bad2")]) == 2
     assert "add --int8" in capsys.readouterr().err and not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()
+
+
+def test_dynamo_without_onnxscript_names_the_extra(tmp_path, monkeypatch):
+    import importlib.util
+
+    from compressor.errors import UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(UserError, match=r"edge-compressor\[dynamo\]"):
+        export_onnx(create_model("resnet8"), tmp_path / "m.onnx", (32, 32), opset=18, dynamo=True)
