@@ -185,6 +185,40 @@ def feature_hooks(
             h.remove()
 
 
+def match_student_points(teacher: nn.Module, student: nn.Module, teacher_points: list[int]) -> list[int]:
+    """For each teacher hint, the student point at the same relative depth of the same stage
+    (the student's last stage when it has fewer); a taken point moves to the nearest free one.
+    Cross distillation pairs its hints so, and distillation does when the student's stage ends
+    are not as many as the teacher's hints (a 3-stage CIFAR teacher, a 4-stage ImageNet student).
+
+    Raises:
+        ValueError: more teacher hints than student candidates.
+    """
+    t_points, s_points = hint_points(teacher), hint_points(student)
+    if len(teacher_points) > len(s_points):
+        raise ValueError(f"{len(teacher_points)} teacher hints but the student has only {len(s_points)} candidate points; lower hints.k")
+    by_stage: dict[int, list[int]] = {}
+    for p in s_points:
+        by_stage.setdefault(p.stage, []).append(p.index)
+    chosen: list[int] = []
+    for h in teacher_points:
+        stage = min(t_points[h - 1].stage, max(by_stage))
+        t_stage = [p.index for p in t_points if p.stage == t_points[h - 1].stage]
+        s_stage = by_stage.get(stage) or by_stage[max(by_stage)]
+        pos = (t_stage.index(h) / (len(t_stage) - 1)) if len(t_stage) > 1 else 1.0
+        want = s_stage[round(pos * (len(s_stage) - 1))]
+        free = [p.index for p in s_points if p.index not in chosen]
+        chosen.append(min(free, key=lambda i: (abs(i - want), -i)))
+    return chosen
+
+
+def without_preact(model: nn.Module, indices: Sequence[int]) -> list[int]:
+    """Those of ``indices`` whose point has no pre-activation of its own (no final activation module
+    that runs once, and no pre-activation handed out): there ``preact`` features are the block output."""
+    points = hint_points(model)
+    return [i for i in indices if points[i - 1].tap is None and points[i - 1].preact is None]
+
+
 def check_indices(indices: Sequence[int] | None, num_points: int) -> list[int]:
     """Validate 1-based hint indices against ``num_points`` candidates; None means all."""
     if indices is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 
 from compressor.models import MODELS, ModelReferenceError, is_factory
@@ -66,15 +67,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _inspect_onnx(path: Path, size: tuple[int, int] | None, as_json: bool) -> int:
     """An exported graph has no hint points to find: say what it takes and gives, checked as profiling would."""
+    import onnx
+
     from compressor.deploy.artifact import check_sidecar, onnx_artifact, sidecar_of
+    from compressor.deploy.profile.analytic import onnx_macs
 
     meta = sidecar_of(path) or {}
     check_sidecar(path, meta)
     art = onnx_artifact(path, meta, size)
     graph = art.meta["input"]
+    model = onnx.load(str(path), load_external_data=False)
+    ops = Counter(n.op_type for n in model.graph.node)
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
     info = {"onnx": str(path), "input": graph["input_name"], "input_shape": graph["input_shape"], "input_dtype": graph["input_dtype"],
             "outputs": graph["outputs"], "num_classes": art.num_classes or None, "params": graph["params"],
-            "input_size": list(art.input_size), "arch": art.arch}  # fmt: skip
+            "macs": onnx_macs(model, art.input_size), "input_size": list(art.input_size), "arch": art.arch, "opsets": opsets,
+            "ir_version": model.ir_version, "ops": dict(ops.most_common())}  # fmt: skip
     if as_json:
         print(json.dumps(info))
         return 0
@@ -82,6 +90,10 @@ def _inspect_onnx(path: Path, size: tuple[int, int] | None, as_json: bool) -> in
     print(f"input         {info['input']} {info['input_shape']} {info['input_dtype']}")
     print(f"outputs       {', '.join(info['outputs'])}" + (f" ({info['num_classes']} classes)" if info["num_classes"] else ""))
     print(f"parameters    {info['params']:,}" + (f"  (exported from {info['arch']})" if info["arch"] else ""))
+    macs = f"{info['macs'] / 1e6:.2f} M at {art.input_size[0]}x{art.input_size[1]}" if info["macs"] is not None else "unknown"
+    print(f"MACs          {macs}")
+    print(f"opsets        {', '.join(f'{d} {v}' for d, v in opsets.items())} (IR {model.ir_version})")
+    print(f"operators     {', '.join(f'{op} x{n}' for op, n in ops.most_common())}")
     return 0
 
 

@@ -29,7 +29,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from compressor.models.features import baseline_hints, hint_points
+from compressor.models.features import baseline_hints, match_student_points
 from compressor.models.stats import count_params
 
 from .. import __version__
@@ -103,27 +103,6 @@ class DomainView(Dataset):
     def truth(self, i: int) -> torch.Tensor:
         """Detection: the i-th image's boxes as (M, 5) class, x1, y1, x2, y2 in pixels (what AP50 reads)."""
         return truth(self.paired.targets[i], self.paired.size)
-
-
-def match_student_points(teacher: torch.nn.Module, student: torch.nn.Module, teacher_points: list[int]) -> list[int]:
-    """For each teacher hint, the student point at the same relative depth of the same stage
-    (the student's last stage when it has fewer); a taken point moves to the nearest free one."""
-    t_points, s_points = hint_points(teacher), hint_points(student)
-    if len(teacher_points) > len(s_points):
-        raise ValueError(f"{len(teacher_points)} teacher hints but the student has only {len(s_points)} candidate points; lower hints.k")
-    by_stage: dict[int, list[int]] = {}
-    for p in s_points:
-        by_stage.setdefault(p.stage, []).append(p.index)
-    chosen: list[int] = []
-    for h in teacher_points:
-        stage = min(t_points[h - 1].stage, max(by_stage))
-        t_stage = [p.index for p in t_points if p.stage == t_points[h - 1].stage]
-        s_stage = by_stage.get(stage) or by_stage[max(by_stage)]
-        pos = (t_stage.index(h) / (len(t_stage) - 1)) if len(t_stage) > 1 else 1.0
-        want = s_stage[round(pos * (len(s_stage) - 1))]
-        free = [p.index for p in s_points if p.index not in chosen]
-        chosen.append(min(free, key=lambda i: (abs(i - want), -i)))
-    return chosen
 
 
 def _check_hint_method(method: str) -> None:

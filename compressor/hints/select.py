@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import nn
 
 from compressor.models import canonical_reference, ensure_points
-from compressor.models.features import baseline_hints, hint_points
+from compressor.models.features import baseline_hints, hint_points, without_preact
 
 from .. import __version__
 from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
@@ -162,6 +162,9 @@ def build_plan(model, arch: str, num_classes: int, dataset, data: str, config: H
     """
     notes = list(notes or [])
     points = _check_k(model, arch, config.k)
+    if config.preact and (missing := without_preact(model, [p.index for p in hint_points(model)])):
+        notes.append(f"--preact: candidates {missing} have no pre-activation of their own (a final activation shared with other "
+                     "blocks, or none); their representation is the block output")  # fmt: skip
     chosen = subset(dataset, config.samples, config.seed)
     if len(chosen) < config.samples:
         notes.append(f"the data holds only {len(chosen)} samples; used them all instead of {config.samples}")

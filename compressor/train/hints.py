@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from compressor.models import canonical_reference, check_indices
-from compressor.models.features import baseline_hints, hint_points
+from compressor.models.features import baseline_hints, hint_points, match_student_points, without_preact
 
 from ..errors import UserError
 from ..hints import HintPlan
@@ -67,6 +67,10 @@ def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teach
         check_indices(s_idx, len(hint_points(student)))
     except ValueError as e:
         raise UserError(f"hints: {e}") from None
+    if len(t_idx) != len(s_idx) and not cfg.student and len(t_idx) <= len(hint_points(student)):
+        ends, s_idx = s_idx, match_student_points(teacher, student, t_idx)
+        notes.append(f"hints: the student's {len(ends)} stage ends {ends} do not pair with {len(t_idx)} teacher hints {t_idx}; "
+                     f"student points {s_idx} sit at the same relative depth of the same stage (hints.student chooses others)")  # fmt: skip
     if len(t_idx) != len(s_idx):
         raise UserError(
             f"hints: {len(t_idx)} teacher points {t_idx} ({source}) but {len(s_idx)} student points {s_idx}; "
@@ -74,4 +78,9 @@ def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teach
             f"{len(s_idx)} teacher hints (select-hints --k {len(s_idx)}; hints.k: {len(s_idx)} in a pipeline config)"
         )
     preact = cfg.preact if cfg.preact is not None else (plan.preact if plan is not None else False)
+    if preact:
+        for who, model, idx in (("teacher", teacher, t_idx), ("student", student, s_idx)):
+            if missing := without_preact(model, idx):
+                notes.append(f"hints.preact: {who} points {missing} have no pre-activation of their own (a final activation shared "
+                             "with other blocks, or none); their hint is the block output")  # fmt: skip
     return HintPairs(t_idx, s_idx, preact, source, tuple(notes))

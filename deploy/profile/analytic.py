@@ -1,4 +1,4 @@
-"""Analytic memory of an ONNX model: weight bytes and the peak bytes of live activations.
+"""Analytic figures of an ONNX model: weight bytes and the peak bytes of live activations; MACs.
 
 For a device this machine is not: with the batch dimension fixed, ONNX shape inference gives
 every intermediate tensor's shape; walking the nodes in graph order, a tensor is live from the
@@ -65,3 +65,38 @@ def _bytes(tensor_type) -> int | None:
 
 def _itemsize(elem_type: int) -> int:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
+
+
+def onnx_macs(model: onnx.ModelProto, input_size: tuple[int, int]) -> int | None:
+    """Multiply-accumulates of one (1, C, H, W) image: Conv (output elements x C_in/groups x kernel
+    area), MatMul and Gemm (M x N x K), as ``count_macs`` counts a PyTorch model; None where shape
+    inference cannot size a Conv or MatMul."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    initializers = {i.name: list(i.dims) for i in model.graph.initializer}
+    for inp in model.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if inp.name not in initializers and len(dims) == 4:
+            for d, value in zip(dims, (1, None, *input_size), strict=True):
+                if value is not None:
+                    d.ClearField("dim_param")
+                    d.dim_value = value
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return None
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]}  # fmt: skip
+    shapes.update(initializers)
+    total = 0
+    for node in inferred.graph.node:
+        if node.op_type not in ("Conv", "MatMul", "Gemm"):
+            continue
+        a, b, out = shapes.get(node.input[0]), shapes.get(node.input[1]), shapes.get(node.output[0])
+        if not a or not b or not out or None in a + b + out:
+            return None
+        if node.op_type == "Conv":  # weight (C_out, C_in/groups, kh, kw)
+            total += int(np.prod(out)) * int(np.prod(b[1:]))
+        else:
+            transposed = node.op_type == "Gemm" and any(x.name == "transB" and x.i for x in node.attribute)
+            total += int(np.prod(out)) * (b[-1] if transposed else b[-2])
+    return total

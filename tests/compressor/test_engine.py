@@ -244,8 +244,16 @@ def test_config_errors_exit_2(tmp_path, teacher, capsys):
     assert "unknown distillation method 'atx'" in capsys.readouterr().err
     assert cli("distill", *common, "--student", "resnet9") == 2
     assert "unknown model 'resnet9'" in capsys.readouterr().err
-    assert cli("distill", *common, "--student", "wrn_16_1", "--method", "at", "--set", "hints.teacher=[2,4]") == 2
-    assert "set hints.student to 2 student indices" in capsys.readouterr().err
+    pair_net = f"{Path(__file__).resolve().parents[1] / 'foreign_models.py'}:pair_net"  # 2 candidates for 3 teacher hints
+    assert cli("distill", *common, "--student", pair_net, "--method", "at") == 2
+    assert "set hints.student to 3 student indices (it has 2 candidates)" in capsys.readouterr().err
+    # fewer teacher hints than student stage ends: paired stage by stage at the same relative depth, said in a note
+    assert cli("distill", *common[:4], "--student", "wrn_16_1", "--method", "at", "--set", "hints.teacher=[2,3]", "--epochs", "1",
+               "--out", str(tmp_path / "paired")) == 0  # fmt: skip
+    made_by = json.loads((tmp_path / "paired" / "student.json").read_text())["made_by"]
+    # resnet14's 2 = stage 1's end, 3 = stage 2's start -> wrn_16_1's stage 1 end (2) and stage 2 start (3), not its stage ends
+    assert made_by["teacher_hints"] == [2, 3] and made_by["student_hints"] == [2, 3]
+    capsys.readouterr()
     assert cli("distill", *common[:2], "--data", "synthetic:classes=7", "--student", "resnet8", "--out", str(tmp_path / "o")) == 2
     assert "has 7 classes but the teacher was trained for 4" in capsys.readouterr().err
     # a method with an initialisation stage and no train.init_epochs: 1/8 of the epochs (a note says so), saved in the config

@@ -117,6 +117,13 @@ def test_foreign_models_through_select_hints_distill_and_export(tmp_path, capsys
     assert main(["export", str(tmp_path / "d1" / "student.pt"), "--arch", ref("pair_net"), "--out", str(tmp_path / "e1")]) == 0
     graph = onnx.load(str(tmp_path / "e1" / "student.onnx")).graph
     assert len(graph.output) == 1 and [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:] == [4]
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "e1" / "student.onnx"), "--json"]) == 0  # the exported graph, checked and counted
+    info = json.loads(capsys.readouterr().out)
+    from compressor.models.stats import count_macs
+
+    assert info["macs"] == count_macs(foreign_models.pair_net(4), (32, 32)) and info["outputs"] == ["logits"]
+    assert info["ops"]["Concat"] == 2 and info["opsets"] == {"ai.onnx": 17} and info["num_classes"] == 4
 
 
 def test_a_model_that_runs_at_one_size_only_is_traced_at_the_datas(tmp_path):
@@ -184,3 +191,20 @@ def test_a_pickled_model_whose_module_is_missing_says_which(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "whole.pt"), "--trust-checkpoint"]) == 2
     err = capsys.readouterr().err
     assert "module 'mynet'" in err and "--arch" in err
+
+
+def test_stage_counts_that_differ_pair_by_depth_and_missing_preacts_are_said(tmp_path, capsys):
+    """A 2-stage teacher and a 3-stage student: the student points are taken stage by stage at the same
+    relative depth (not an error); preact asked where the teacher's blocks have none is said, not silent."""
+    import sys
+
+    sys.path.insert(0, str(FOREIGN.parent))
+    import foreign_models
+
+    torch.save(foreign_models.mobile_like(4).state_dict(), tmp_path / "m.pth")
+    assert main(["distill", "--teacher", str(tmp_path / "m.pth"), "--arch", ref("mobile_like"), "--student", ref("tuple_resnet8x4"),
+                 "--method", "fitnet+kd", "--set", "hints.preact=true", "--data", DATA, "--out", str(tmp_path / "d"), "--epochs", "1",
+                 "--batch-size", "32"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "stage ends [1, 2, 3] do not pair with 2 teacher hints [2, 3]; student points [1, 2]" in err
+    assert "hints.preact: teacher points [2, 3] have no pre-activation" in err and "student points [1, 2] have no" not in err
