@@ -45,6 +45,7 @@ def describe_model(arch: str | nn.Module, num_classes: int | None = None, input_
         "input_size": list(size),
         "candidates": [{"index": p.index, "name": p.name, "stage": p.stage, "shape": list(feats[p.index].shape[1:])} for p in points],
         "baseline_hints": baseline_hints(model),
+        **({"no_points": model.hint_points_note} if not points and hasattr(model, "hint_points_note") else {}),
     }
 
 
@@ -59,6 +60,8 @@ def human_count(n: float) -> str:
 def format_summary(info: dict[str, Any]) -> str:
     """A plain-text report of ``describe_model``'s result."""
     base = set(info["baseline_hints"])
+    if "no_points" in info:
+        info = {**info, "baseline_hints": f"[] ({info['no_points']}; logit methods need none)"}
     lines = [
         f"arch          {info['arch']}",
         f"classes       {info['num_classes']}",

@@ -37,7 +37,7 @@ class ModelArtifact:
 
     @property
     def name(self) -> str:
-        return short_name(self.arch) if self.arch else self.path.stem
+        return short_name(self.arch, self.meta.get("arch_kwargs")) if self.arch else self.path.stem
 
 
 def load_artifact(path: str | Path, arch: str | None = None, trusted: bool = False, kwargs: dict[str, Any] | None = None,

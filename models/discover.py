@@ -10,6 +10,11 @@ the zoo's declarations follow (PURSUhInT, Keser et al., §3.1: a candidate is a 
   another shape than the outer one's (an attention module's concat inside a residual branch).
 - a model with no skip connection at all is a plain chain (VGG): each conv followed by an
   optional normalisation and an activation module is a unit, named by its conv.
+- a model with neither (a vision transformer) has its *token blocks* as candidates: modules in
+  whose ``forward`` a residual add of (B, N, D) token sequences joins; a block's tokens are read
+  as a map (B, D, s, s) after dropping the P leading class/register tokens, P the smallest count
+  (at most 8) that leaves a square number s^2 of patch tokens (``tokens_to_map``). Module-name
+  globs (``--points 'blocks.*'``) take such token blocks too, rather than 4-D tensors nested in them.
 - stages are runs of equal spatial resolution of the points' outputs, in forward order.
 - a point's tap (pre-/post-activation, PURSUhInT §4.2) is the activation module that produces
   the sub-block's output, when that module runs once per forward pass; otherwise pre and post
@@ -28,6 +33,7 @@ on the input size) is no obstacle, unlike symbolic tracing. Nothing is kept afte
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -97,6 +103,7 @@ class _Tracer(TorchFunctionMode):
         self.stack: list[str] = [""]
         self.calls: list[_Call] = []
         self.join_scopes: list[str] = []
+        self.token_scopes: list[str] = []  # residual adds of (B, N, D) token sequences
         self.keep: list[torch.Tensor] = []  # holds every seen tensor so that id() stays unique
         self.used_in: dict[int, list[str]] = {}  # tensor id -> scopes of the functions that read it
         self.activated: dict[int, int] = {}  # id of an activation function's output -> id of its input
@@ -107,6 +114,8 @@ class _Tracer(TorchFunctionMode):
         name = getattr(func, "__name__", "").split(".")[0]
         if name in _JOINS and _is_join(args, out):
             self.join_scopes.append(self.stack[-1])
+        elif name.startswith(("add", "__add__", "__iadd__", "__radd__")) and _is_token_join(args, out):
+            self.token_scopes.append(self.stack[-1])
         if name not in ("size", "dim", "__get__", "__len__"):
             for t in _flat(args):
                 if isinstance(t, torch.Tensor):
@@ -143,6 +152,7 @@ def discover_points(
     within: str | None = None,
     patterns: Sequence[str] | None = None,
     kinds: Mapping[str, str] | None = None,
+    required: bool = True,
 ) -> Discovery:
     """Find the candidate hint points of ``model`` from one forward pass.
 
@@ -153,9 +163,11 @@ def discover_points(
         patterns: module-name globs (``layer*.?``) that name the candidates instead of the rules above.
         kinds: module path -> qualified class name, where a module's Python class is not its
             original one (``torch.export.unflatten`` makes every module an ``InterpreterModule``).
+        required: raise when no candidate is found; else return none, the reason in ``notes``
+            (a model used with logit methods only needs none).
 
     Raises:
-        ValueError: the model cannot run on a (1, 3, H, W) image, or no candidate was found.
+        ValueError: the model cannot run on a (1, 3, H, W) image, or no candidate was found (``required``).
     """
     tracer = _Tracer(kinds or {})
     handles = []
@@ -180,14 +192,15 @@ def discover_points(
     if patterns:
         units = _matching(scope, patterns)
     else:
-        units = _sub_blocks(scope, tracer.join_scopes) or _plain_chain(scope, notes)
+        units = _sub_blocks(scope, tracer.join_scopes) or _plain_chain(scope, notes) or _sub_blocks(scope, tracer.token_scopes, tokens=True)
     points = _specs(units, calls, notes)
     if not points:
         where = f" inside '{within}'" if within else ""
-        raise ValueError(
-            f"no candidate hint points found{where}: no residual/concat sub-block and no conv-norm-activation unit "
-            "produces a 4-D map; name the candidates with module-name globs (--points 'stage*.block*')"
-        )
+        reason = (f"no candidate hint points found{where}: no residual/concat sub-block, no conv-norm-activation unit and no "
+                  "token block produces a map; name the candidates with module-name globs (--points 'stage*.block*')")  # fmt: skip
+        if required or patterns:
+            raise ValueError(reason)
+        notes.append(reason)
     output_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
     linears = [c for c in calls if c.is_a((nn.Linear,))]
     logits = _logits_element(out, linears[-1].output if linears else None)
@@ -222,11 +235,11 @@ def _resolve_elements(calls: list[_Call], tracer: _Tracer) -> None:
         c.preact = next((e[0] for e in maps if e is not main and tracer.activated.get(main[1]) == e[1]), None)
 
 
-def _sub_blocks(calls: list[_Call], join_scopes: list[str]) -> list[_Call]:
+def _sub_blocks(calls: list[_Call], join_scopes: list[str], tokens: bool = False) -> list[_Call]:
     scopes = {s for s in join_scopes if s}
     kind_of = {c.path: c.kind for c in calls}
     kinds = {kind_of[s] for s in scopes if s in kind_of}
-    found = {c.path: c for c in calls if c.kind in kinds and _is_map(c)}
+    found = {c.path: c for c in calls if c.kind in kinds and (_is_tokens(c) if tokens else _is_map(c))}
 
     def same_map(a: _Call, b: _Call) -> bool:
         return a.shape[1:] == b.shape[1:]
@@ -265,7 +278,7 @@ def _next(by_input: dict[int, list[_Call]], call: _Call, kinds: tuple[type, ...]
 
 
 def _matching(calls: list[_Call], patterns: Sequence[str]) -> list[_Call]:
-    hit = {c.path: c for c in calls if any(fnmatch.fnmatchcase(c.path, p) for p in patterns) and _is_map(c)}
+    hit = {c.path: c for c in calls if any(fnmatch.fnmatchcase(c.path, p) for p in patterns) and (_is_map(c) or _is_tokens(c))}
     outer = [c for p, c in hit.items() if not any(p.startswith(q + ".") for q in hit)]
     return sorted(outer, key=lambda c: c.order)
 
@@ -281,6 +294,9 @@ def _specs(units: list[_Call], calls: list[_Call], notes: list[str]) -> list[Poi
             continue
         if unit.shape[-2:] != size:
             stage, size = stage + 1, unit.shape[-2:]
+        if _is_tokens(unit):
+            specs.append(PointSpec(unit.path, stage, None, unit.key, None, token_prefix(unit.shape[1])))
+            continue
         tap = _tap(unit, calls, counts, notes)
         specs.append(PointSpec(unit.path, stage, tap, unit.key if tap is None else None, unit.preact if tap is None else None))
     return specs
@@ -303,6 +319,21 @@ def _tap(unit: _Call, calls: list[_Call], counts: dict[str, int], notes: list[st
 
 def _is_map(call: _Call) -> bool:
     return call.shape is not None and len(call.shape) == 4
+
+
+def _is_tokens(call: _Call) -> bool:
+    """A (1, N, D) token sequence whose patch tokens make a square map."""
+    return call.shape is not None and len(call.shape) == 3 and token_prefix(call.shape[1]) is not None
+
+
+def token_prefix(n: int) -> int | None:
+    """How many leading class/register tokens to drop so that a square number (>= 4) of patch tokens stays."""
+    return next((p for p in range(9) if n - p >= 4 and math.isqrt(n - p) ** 2 == n - p), None)
+
+
+def _is_token_join(args: tuple, out) -> bool:
+    tensors = [t for t in _flat(args) if isinstance(t, torch.Tensor)]
+    return len(tensors) >= 2 and isinstance(out, torch.Tensor) and out.dim() == 3 and all(t.shape == out.shape for t in tensors)
 
 
 def _is_join(args: tuple, out) -> bool:
@@ -330,6 +361,7 @@ def attach_points(
     patterns: Sequence[str] | None = None,
     within: str | None = None,
     kinds: Mapping[str, str] | None = None,
+    required: bool = True,
 ) -> Discovery:
     """Discover (or take from ``patterns``) the model's hint points and store them on the instance.
 
@@ -340,8 +372,10 @@ def attach_points(
     that returns the logits element (``model.logits_element``), so that training, evaluation and
     export see the logits, as they would from any classifier.
     """
-    found = discover_points(model, input_size, within=within, patterns=patterns, kinds=kinds)
+    found = discover_points(model, input_size, within=within, patterns=patterns, kinds=kinds, required=required)
     setattr(model, POINTS_ATTR, found.points)
+    if not found.points:  # what a hint method will be told
+        model.hint_points_note = found.notes[-1]
     if getattr(model, "classifier_name", None) is None:
         model.classifier_name = found.classifier
     if found.logits is not None and getattr(model, "logits_element", None) is None:

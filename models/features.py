@@ -40,6 +40,8 @@ class HintPoint:
             a tuple, list or dict (RepDistiller's last block of a stage returns ``(out, preact)``);
             None when it returns one tensor.
         preact: the element that holds the pre-activation map, for a block that hands one out.
+        tokens: for a transformer block, how many leading class/register tokens are dropped before
+            its (B, N, D) tokens are read as a (B, D, s, s) map; None for blocks that make maps.
     """
 
     index: int
@@ -48,6 +50,7 @@ class HintPoint:
     tap: str | None = None
     output: int | str | None = None
     preact: int | str | None = None
+    tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class PointSpec:
     tap: str | None = None
     output: int | str | None = None  # element of a tuple/list/dict output that is the map (see HintPoint)
     preact: int | str | None = None
+    tokens: int | None = None
 
 
 class FeatureContract(ABC):
@@ -120,7 +124,7 @@ def classifier_name(model: nn.Module) -> str | None:
 
 def hint_points(model: nn.Module) -> list[HintPoint]:
     """Candidate hint points in forward order (index 1..L)."""
-    return [HintPoint(i, s.name, s.stage, s.tap, s.output, s.preact) for i, s in enumerate(point_specs(model), start=1)]
+    return [HintPoint(i, s.name, s.stage, s.tap, s.output, s.preact, s.tokens) for i, s in enumerate(point_specs(model), start=1)]
 
 
 def baseline_hints(model: nn.Module) -> list[int]:
@@ -176,7 +180,7 @@ def feature_hooks(
         else:
             take_input = preact and point.tap is not None
             module = modules[point.name if point.tap is None else point.tap]
-            hook = _hook(sink, i, take_input, None if point.tap is not None else point.output)
+            hook = _hook(sink, i, take_input, None if point.tap is not None else point.output, point.tokens)
         handles.append(module.register_forward_hook(hook))
     try:
         yield chosen
@@ -212,6 +216,19 @@ def match_student_points(teacher: nn.Module, student: nn.Module, teacher_points:
     return chosen
 
 
+def require_points(model: nn.Module, who: str) -> list[HintPoint]:
+    """The model's hint points, for a use that needs some.
+
+    Raises:
+        ValueError: it has none (with the reason discovery gave).
+    """
+    points = hint_points(model)
+    if not points:
+        reason = getattr(model, "hint_points_note", "none were declared or found")
+        raise ValueError(f"{who} has no hint points ({reason}); logit methods (kd, dkd, ...) need none")
+    return points
+
+
 def without_preact(model: nn.Module, indices: Sequence[int]) -> list[int]:
     """Those of ``indices`` whose point has no pre-activation of its own (no final activation module
     that runs once, and no pre-activation handed out): there ``preact`` features are the block output."""
@@ -232,9 +249,19 @@ def check_indices(indices: Sequence[int] | None, num_points: int) -> list[int]:
     return chosen
 
 
-def _hook(sink: Callable[[int, torch.Tensor], None], index: int, take_input: bool, element: int | str | None = None):
+def tokens_to_map(tokens: torch.Tensor, prefix: int) -> torch.Tensor:
+    """(B, N, D) transformer tokens -> (B, D, s, s): the ``prefix`` leading class/register tokens dropped,
+    the N - prefix = s^2 patch tokens laid out in their row-major patch order."""
+    patches = tokens[:, prefix:]
+    side = int(round(patches.shape[1] ** 0.5))
+    return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
+def _hook(sink: Callable[[int, torch.Tensor], None], index: int, take_input: bool, element: int | str | None = None,
+          tokens: int | None = None):  # fmt: skip
     def hook(module: nn.Module, inputs: tuple, output) -> None:
         value = inputs[0] if take_input else output
-        sink(index, value if element is None else value[element])
+        value = value if element is None else value[element]
+        sink(index, value if tokens is None else tokens_to_map(value, tokens))
 
     return hook

@@ -9,6 +9,7 @@ arguments are what sidecars record, so later stages rebuild the same model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -37,11 +38,14 @@ def is_factory(ref: str) -> bool:
     return ref not in MODELS and ":" in ref
 
 
-def short_name(ref: str) -> str:
-    """A file-name-safe label: ``resnet8``; ``/home/u/nets.py:small_cnn`` -> ``nets.small_cnn``."""
+def short_name(ref: str, kwargs: Mapping[str, Any] | None = None) -> str:
+    """A file-name-safe label: ``resnet8``; ``/home/u/nets.py:small_cnn`` -> ``nets.small_cnn``;
+    ``timm:create_model`` with ``model_name=resnet18`` -> ``timm.resnet18`` (a hub's model keeps its name)."""
     if ref in MODELS or ":" not in ref:
         return re.sub(r"[^\w.-]", "_", ref)
     target, _, name = ref.rpartition(":")
+    if name == "create_model" and isinstance((kwargs or {}).get("model_name"), str):
+        name = kwargs["model_name"]
     module = Path(target).stem if target.endswith(".py") or "/" in target else target.rsplit(".", 1)[-1]
     return re.sub(r"[^\w.-]", "_", f"{module}.{name}")
 
@@ -72,6 +76,9 @@ def load_factory(ref: str) -> Callable[..., Any]:
     target, _, name = ref.rpartition(":")
     module = _import_file(target) if target.endswith(".py") or "/" in target else _import_module(target)
     obj: Any = module
+    if not hasattr(module, name.split(".")[0]) and callable(getattr(module, "create_model", None)):
+        # a model hub's shorthand: timm:resnet18 is timm.create_model("resnet18")
+        return functools.partial(module.create_model, name)
     for part in name.split("."):
         if not hasattr(obj, part):
             raise ModelReferenceError(f"{target} has no attribute {name!r}; check the name after ':' in {ref!r}")
@@ -179,8 +186,8 @@ def _call_failed(ref: str, factory: Callable[..., Any], kw: dict[str, Any], e: E
 
 
 def _attach(model: nn.Module, ref: str, input_size: Sequence[int], points: Sequence[str] | None, within: str | None) -> None:
-    try:
-        attach_points(model, input_size, patterns=points, within=within)
+    try:  # a model without candidates still serves logit methods; hint methods are told why it has none
+        attach_points(model, input_size, patterns=points, within=within, required=False)
     except ValueError as e:
         raise ModelReferenceError(f"{ref}: {e}") from None
 

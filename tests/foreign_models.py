@@ -173,3 +173,44 @@ def fixed64_net(num_classes=10):
     """Runs at 64 x 64 only: its classifier reads a flattened 8 x 8 map (a size rule no discovery can guess)."""
     return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), ConcatBlock(8), nn.MaxPool2d(2), ConcatBlock(8), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(8 * 8 * 8, num_classes))  # fmt: skip
+
+
+class TokenBlock(nn.Module):
+    """A pre-norm transformer block on (B, N, D) tokens."""
+
+    def __init__(self, dim: int, heads: int = 2):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """Patches of 8 x 8, a class token, learned positions, three blocks, the class token classified."""
+
+    def __init__(self, num_classes: int = 10, dim: int = 32, image: int = 32):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 8, 8)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.zeros(1, 1 + (image // 8) ** 2, dim))
+        self.blocks = nn.Sequential(*[TokenBlock(dim) for _ in range(3)])
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def tiny_vit(num_classes=10):
+    return TinyViT(num_classes)
+
+
+def mlp_net(num_classes=10):
+    """No map anywhere: a classifier of flattened pixels (logit methods only)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 64), nn.ReLU(), nn.Linear(64, num_classes))

@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import nn
 
 from compressor.models import canonical_reference, ensure_points
-from compressor.models.features import baseline_hints, hint_points, without_preact
+from compressor.models.features import baseline_hints, hint_points, require_points, without_preact
 
 from .. import __version__
 from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
@@ -145,7 +145,10 @@ def _in_memory(model: nn.Module, input_size: tuple[int, int], points: list[str] 
 
 
 def _check_k(model: nn.Module, arch: str, k: int) -> list:
-    points = hint_points(model)
+    try:
+        points = require_points(model, arch)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if k > len(points):
         raise UserError(f"k={k} hints asked for but {arch} has only {len(points)} candidate sub-blocks; use k <= {len(points)}")
     return points

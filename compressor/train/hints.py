@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from compressor.models import canonical_reference, check_indices
-from compressor.models.features import baseline_hints, hint_points, match_student_points, without_preact
+from compressor.models.features import baseline_hints, hint_points, match_student_points, require_points, without_preact
 
 from ..errors import UserError
 from ..hints import HintPlan
@@ -37,6 +37,12 @@ def resolve_hints(cfg: HintsConfig, teacher: nn.Module, teacher_arch: str, teach
     ends; both lists must have the same length. ``student_side=False``: the method reads only the
     teacher's features (EKD), so no student points are taken."""
     notes = []
+    try:
+        require_points(teacher, "the teacher")
+        if student_side:
+            require_points(student, "the student")
+    except ValueError as e:
+        raise UserError(f"hints: {e}; name its points (--teacher-points / --student-points GLOBS)") from None
     plan = HintPlan.load(cfg.plan) if cfg.plan else None
     if plan is not None:
         if canonical_reference(plan.teacher_arch) != canonical_reference(teacher_arch):  # older plans kept relative file references

@@ -109,7 +109,13 @@ def check_parity(model: nn.Module, onnx_bytes: bytes, input_size: tuple[int, int
         with torch.no_grad():
             out = model(x)
         outputs = [o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
-        got_all = session.run(None, {name: x.numpy()})
+        try:
+            got_all = session.run(None, {name: x.numpy()})
+        except Exception as e:  # ORT's InvalidArgument: the trace fixed a size the model computes from its input
+            detail = " ".join(str(e).split())[-300:]
+            raise UserError(f"the exported graph does not run on a batch of shape {list(x.shape)} ({detail}); the model's forward "
+                            "turns a size into a constant when traced (len(x), a Python int): write x.shape[0], or export with "
+                            "--no-dynamic-batch") from None  # fmt: skip
         for expected, got in zip(outputs, got_all, strict=True):
             if expected.dtype.kind in "iu":  # NMS indices: identical rows for the same boxes and scores
                 floats = [torch.from_numpy(g) for g in got_all if g.dtype.kind == "f"]

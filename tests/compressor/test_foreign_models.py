@@ -208,3 +208,56 @@ def test_stage_counts_that_differ_pair_by_depth_and_missing_preacts_are_said(tmp
     err = capsys.readouterr().err
     assert "stage ends [1, 2, 3] do not pair with 2 teacher hints [2, 3]; student points [1, 2]" in err
     assert "hints.preact: teacher points [2, 3] have no pre-activation" in err and "student points [1, 2] have no" not in err
+
+
+def test_a_model_hubs_shorthand_and_its_models_name(tmp_path, monkeypatch):
+    """``hub:name`` for a module with ``create_model`` (timm:resnet18), and the hub model's name kept in labels."""
+    from compressor.models import build_model
+    from compressor.models.resolve import short_name
+
+    (tmp_path / "fakehub.py").write_text(
+        "import torch\n"
+        "def create_model(model_name, num_classes=1000, **kw):\n"
+        "    assert model_name == 'tiny', model_name\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),"
+        " torch.nn.Linear(4, num_classes))\n"
+    )  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = build_model("fakehub:tiny", 6)
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 6) and model.arch == "fakehub:tiny"
+    assert short_name("fakehub:tiny") == "fakehub.tiny" and short_name("timm:create_model", {"model_name": "resnet18"}) == "timm.resnet18"
+
+
+def test_a_vision_transformer_has_its_token_blocks_as_points_read_as_maps(tmp_path):
+    """Residual adds of (B, N, D) tokens make the blocks the candidates (globs too: not the 4-D tensors
+    inside attention); a block's patch tokens are read as a (B, D, s, s) map, the class token dropped."""
+    from compressor.models import build_model, forward_features, hint_points
+
+    model = build_model(ref("tiny_vit"), 4).eval()
+    assert [(p.name, p.stage, p.tokens) for p in hint_points(model)] == [("blocks.0", 1, 1), ("blocks.1", 1, 1), ("blocks.2", 1, 1)]
+    assert [p.name for p in hint_points(build_model(ref("tiny_vit"), 4, points=["blocks.*"]))] == ["blocks.0", "blocks.1", "blocks.2"]
+    x = torch.randn(2, 3, 32, 32)
+    tokens = {}
+    handle = model.blocks[1].register_forward_hook(lambda m, i, o: tokens.setdefault("b1", o))
+    feats, _ = forward_features(model, x, [2])
+    handle.remove()
+    assert feats[2].shape == (2, 32, 4, 4)
+    # patch (row 1, column 2) is token 1 + 1 * 4 + 2 after the class token
+    assert torch.equal(feats[2][:, :, 1, 2], tokens["b1"][:, 1 + 4 + 2])
+
+
+def test_a_transformer_and_a_pointless_model_distill_and_export(tmp_path, capsys):
+    """A ViT teacher with hint methods, an MLP student with logit methods (a hint method on it is a message)."""
+    import sys
+
+    sys.path.insert(0, str(FOREIGN.parent))
+    import foreign_models
+
+    torch.save(foreign_models.tiny_vit(4).state_dict(), tmp_path / "vit.pth")
+    teacher = ["--teacher", str(tmp_path / "vit.pth"), "--arch", ref("tiny_vit"), "--data", DATA]
+    assert main(["distill", *teacher, "--student", "resnet8", "--method", "at+kd", "--set", "hints.student=[3]",
+                 "--out", str(tmp_path / "a"), *FAST]) == 0  # fmt: skip
+    assert main(["distill", *teacher, "--student", ref("mlp_net"), "--method", "kd", "--out", str(tmp_path / "b"), *FAST]) == 0
+    assert main(["distill", *teacher, "--student", ref("mlp_net"), "--method", "at+kd", "--out", str(tmp_path / "c"), *FAST]) == 2
+    assert "the student has no hint points" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main(["export", str(tmp_path / "vit.pth"), "--arch", ref("tiny_vit"), "--out", str(tmp_path / "e")]) == 0
