@@ -417,23 +417,36 @@ def test_objective_combines_terms_by_name():
 
 
 def test_every_method_builds_and_backpropagates():
+    """Every registered offline method runs on student tensors that need gradients and teacher tensors
+    that need them too: the loss is finite, reaches the student, and never reaches the teacher (a
+    method that forgets to detach its target would train the frozen teacher's features)."""
+    from compressor.losses.base import DistillLoss
+
     torch.manual_seed(0)
     shapes = [(4, 4, 4), (4, 2, 2)]
     c = ctx(shapes, shapes, s_embed=4, t_embed=4, num_data=32)
+    ran = []
     for name in LOSSES:
-        if LOSSES.get(name).kind == "online" or hasattr(LOSSES.get(name), "prepare"):
-            continue  # they build networks / layers of their own: tested in test_schemes.py
+        cls = LOSSES.get(name)
+        if cls.kind == "online" or cls.prepare.__func__ is not DistillLoss.prepare.__func__:
+            continue  # they build networks / layers of their own from a teacher: tested in test_schemes.py
         term = build_objective(name, c, params={"crd": {"nce_k": 4}} if name == "crd" else None).float()
         fs = [torch.randn(B, *sh, requires_grad=True) for sh in shapes]
         logits = torch.randn(B, K, requires_grad=True)
         emb = torch.randn(B, 4, requires_grad=True)
         labels = torch.arange(B) % K
         s = Outputs(logits, fs, emb, labels, torch.arange(B))
-        t = Outputs(torch.randn(B, K), [torch.randn(B, *sh) for sh in shapes], torch.randn(B, 4), labels, torch.arange(B))
+        t_logits, t_emb = torch.randn(B, K, requires_grad=True), torch.randn(B, 4, requires_grad=True)
+        t_fs = [torch.randn(B, *sh, requires_grad=True) for sh in shapes]
+        t = Outputs(t_logits, t_fs, t_emb, labels, torch.arange(B))
         out = term(s, t)
         out["loss"].backward()
         assert torch.isfinite(out["loss"]), name
-        assert logits.grad is not None, name
+        assert any(g is not None and bool(g.abs().sum() > 0) for g in (logits.grad, emb.grad, *(f.grad for f in fs))), name
+        assert all(g is None or not bool(g.abs().sum() > 0) for g in (t_logits.grad, t_emb.grad, *(f.grad for f in t_fs))), name
+        ran.append(name)
+    offline = [n for n in LOSSES if LOSSES.get(n).kind != "online"]
+    assert len(ran) >= len(offline) - 3, f"ran {ran} of {offline}: the filter skips methods it should run"
 
 
 def test_parse_method():
