@@ -258,10 +258,26 @@ def open_calibration(spec: str, split: str, art: ModelArtifact):
     return DetectionFolder(root, split, tuple(art.input_size), tuple(art.mean), tuple(art.std), art.num_classes or None)
 
 
+def calibration_indices(size: int, samples: int) -> list[int]:
+    """Which items calibrate: ``samples`` of ``size`` in a fixed random order (seed 0), not the first ones
+    (an image folder lists its classes one after another)."""
+    return np.random.default_rng(0).permutation(size)[:samples].tolist()
+
+
+def _calibration_items(data, samples: int) -> dict[str, list]:
+    """What calibrated, for a user to check its split and sampling: the image files (an image folder),
+    else the item indices of the dataset that was read."""
+    chosen = calibration_indices(len(data), samples)
+    files = getattr(data, "samples", None)
+    if isinstance(files, list) and files and isinstance(files[0], tuple):
+        return {"files": [str(files[i][0]) for i in chosen]}
+    return {"indices": chosen}
+
+
 def calibration_batches(data, samples: int, batch: int = 32, split: str = "train") -> Iterator[np.ndarray]:
     """Up to ``samples`` images of ``data`` (a dataset, or a spec whose ``split`` is opened) in a fixed random order."""
     data = open_dataset(data, split) if isinstance(data, str) else data
-    idx = np.random.default_rng(0).permutation(len(data))[:samples].tolist()
+    idx = calibration_indices(len(data), samples)
     collate = detection_collate if isinstance(data, DetectionFolder) else None
     for images, *_ in DataLoader(Subset(data, idx), batch_size=batch, shuffle=False, collate_fn=collate):
         yield images.numpy()
@@ -297,6 +313,7 @@ def export_int8(fp32: Path, art: ModelArtifact, options: ExportOptions, path: Pa
         "calibration": {
             "data": options.calib,
             "samples": options.calib_samples,
+            **_calibration_items(train, options.calib_samples),
             "method": "minmax; weights per-channel symmetric",
             "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
         },  # fmt: skip

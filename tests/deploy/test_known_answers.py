@@ -5,6 +5,7 @@ scales, a resumed or exported artifact that is not the run's own."""
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -134,3 +135,23 @@ def test_a_clusters_center_is_its_middle_member_the_lower_for_even_sizes(members
 
     assert POSITIONS["center"](members, np.eye(10)) == center
     assert POSITIONS["last"](members, np.eye(10)) == members[-1]
+
+
+def test_int8_calibration_reads_a_random_sample_of_the_train_split_and_records_it(tmp_path):
+    """The sidecar names the files that calibrated: all from train/, none from val/, not the first N."""
+    import cv2
+
+    root = tmp_path / "folder"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 3)):
+        for cls in ("a", "b", "c", "d"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(root / split / cls / f"{split}{i}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    torch.save(create_model("resnet8", num_classes=4).state_dict(), tmp_path / "m.pth")
+    spec = f"imagefolder:{root}:size=32"
+    assert main(["export", str(tmp_path / "m.pth"), "--int8", "--calib", spec, "--calib-samples", "10", "--out", str(tmp_path / "e")]) == 0
+    files = json.loads(next((tmp_path / "e").glob("*.int8.json")).read_text())["int8"]["calibration"]["files"]
+    train = sorted(str(p) for p in (root / "train").rglob("*.png"))
+    assert len(files) == len(set(files)) == 10 and set(files) <= set(train)
+    assert files != train[:10] and {Path(f).parent.name for f in files} != {"a", "b"}  # a random draw, not the first classes
