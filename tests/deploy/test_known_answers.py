@@ -155,3 +155,13 @@ def test_int8_calibration_reads_a_random_sample_of_the_train_split_and_records_i
     train = sorted(str(p) for p in (root / "train").rglob("*.png"))
     assert len(files) == len(set(files)) == 10 and set(files) <= set(train)
     assert files != train[:10] and {Path(f).parent.name for f in files} != {"a", "b"}  # a random draw, not the first classes
+
+
+def test_one_detection_per_image_keeps_the_best_one():
+    """max_det = 1 (the one-element boundary): only the highest score counts, here a miss, so AP50 is 0."""
+    from compressor.detection.metrics import evaluate_detections
+
+    gt = [torch.tensor([[0.0, 0.0, 0.0, 10.0, 10.0]])]
+    det = [torch.tensor([[20.0, 20.0, 30.0, 30.0, 0.9, 0.0], [0.0, 0.0, 10.0, 10.0, 0.8, 0.0]])]
+    assert evaluate_detections(det, gt, max_det=1).ap50 == 0.0
+    assert evaluate_detections(det, gt, max_det=2).ap50 == pytest.approx(0.5)
