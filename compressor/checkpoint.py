@@ -178,8 +178,8 @@ def _usable_tensors(path: Path, state: dict[str, torch.Tensor]) -> dict[str, tor
         raise UserError(f"checkpoint {path} holds meta tensors without data ({', '.join(empty[:3])}{', ...' if len(empty) > 3 else ''}): "
                         "it was saved from a model on the 'meta' device; save the state_dict of the materialised model")  # fmt: skip
     state = {k: t.to_dense() if isinstance(t, torch.Tensor) and t.layout != torch.strided else t for k, t in state.items()}
-    bad = {k: int((~torch.isfinite(t)).sum()) for k, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
-           and not bool(torch.isfinite(t).all())}  # fmt: skip
+    counts = {k: int((~torch.isfinite(t)).sum()) for k, t in state.items() if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    bad = {k: n for k, n in counts.items() if n}
     if bad:
         first = ", ".join(f"{k} ({n} values)" for k, n in list(bad.items())[:3])
         raise UserError(f"checkpoint {path} holds NaN or inf weights in {len(bad)} tensor(s): {first}; the training that saved it "

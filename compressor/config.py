@@ -46,6 +46,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def read_saved_config(path: str | Path) -> dict[str, Any]:
+    """The resolved config a run saved (``save_config``), for comparing a resume's settings; ``{}``
+    when it is missing or unreadable."""
+    try:
+        saved = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     """``set_dotted(d, "optim.lr", 0.1)`` -> ``d["optim"]["lr"] = 0.1``, creating sections."""
     parts = key.split(".")

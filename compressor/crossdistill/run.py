@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from compressor.models.features import baseline_hints, match_student_points
@@ -34,7 +33,7 @@ from compressor.models.stats import count_params
 
 from .. import __version__
 from ..checkpoint import STUDENT_SCHEMA, load_checkpoint
-from ..config import save_config
+from ..config import read_saved_config, save_config
 from ..data.scenes import generate_plates, generate_vehicles
 from ..detection.data import truth
 from ..distributed import World, all_gather, barrier, init_world, shutdown
@@ -152,11 +151,7 @@ def _finished(config: CrossConfig, out: Path, progress: bool) -> dict:
     Raises:
         UserError: the run was made with other settings (named).
     """
-    try:
-        saved = yaml.safe_load((out / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        saved = {}
-    now = config.model_dump(mode="json")
+    saved, now = read_saved_config(out / "config.yaml"), config.model_dump(mode="json")
     changed = sorted(k for k in now.keys() | saved.keys() if k != "out" and now.get(k) != saved.get(k))
     if changed:
         raise UserError(f"--resume: {out} holds a finished run made with other settings ({', '.join(changed)} differ); "

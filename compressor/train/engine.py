@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from compressor.models import attach_points, ensure_points, is_factory
 from compressor.models.stats import count_params
 
 from ..checkpoint import LoadedCheckpoint, in_memory, load_checkpoint
-from ..config import save_config
+from ..config import read_saved_config, save_config
 from ..data import ImageDataset, open_dataset
 from ..distributed import World, all_gather, init_world, shutdown
 from ..errors import UserError
@@ -446,9 +445,7 @@ def _claim_run(config: DistillConfig, resume: bool, overwrite: bool, produces: l
 def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     c, out = s.config, s.out
     total = c.train.init_epochs + c.train.epochs
-    if resume:
-        _check_same_run(out, c)
-    if resume and int(artifacts.load_state(out / "checkpoints" / "last.pt").get("epoch", 0)) >= total:
+    if resume and int(_same_run_state(out, c).get("epoch", 0)) >= total:
         finished = artifacts.finished_run(out, c.name)
         if finished is not None:  # nothing left to do: the run stays as it is
             if progress:
@@ -475,21 +472,18 @@ def _run(s: Setup, resume: bool, progress: bool) -> dict[str, Any]:
     return summary
 
 
-def _check_same_run(out: Path, c: DistillConfig) -> None:
-    """``--resume`` continues the run in ``out`` only: another student, method, hints, data or seed is
-    refused before anything is written, naming what differs (a finished run included: it stays as it is).
+def _same_run_state(out: Path, c: DistillConfig) -> dict[str, Any]:
+    """The training state ``--resume`` continues, when it is this run's: another student, method, hints,
+    data or seed is refused before anything is written, naming what differs (a finished run included:
+    it stays as it is).
 
     Raises:
         UserError: the checkpoint's fingerprint is another run's.
     """
     state = artifacts.load_state(out / "checkpoints" / "last.pt")
     if state.get("fingerprint") == state_fingerprint(c):
-        return
-    try:
-        saved = yaml.safe_load((out / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        saved = {}
-    changes = fingerprint_changes(saved, c) if isinstance(saved, dict) else []
+        return state
+    changes = fingerprint_changes(read_saved_config(out / "config.yaml"), c)
     what = "; ".join(changes[:4]) if changes else "its student, method, hints, data or seed"
     raise UserError(f"--resume: {out} holds a run made with other settings ({what}); resume it with the same settings, "
                     "or start a new run in another --out (or --overwrite this one)")  # fmt: skip

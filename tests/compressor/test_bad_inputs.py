@@ -33,6 +33,8 @@ ONNX_PHRASES = {"cyclic": "not a valid ONNX model", "unknown-domain": "not a val
 SIDECAR_PHRASES = {"nested": "nests", "utf-16": "not UTF-8", "folder": "is a folder", "fifo": "not a regular file",
                    "input-size-huge": "free on this machine", "points-int": "points must be a list",
                    "arch-not-python": "not a Python file"}  # fmt: skip
+BOMBS = ("webp", "tiff", "bmp")  # formats whose size Pillow reads from the header
+PLAN_PHRASES = {"nested": "nests", "folder": "is a folder", "fifo": "not a regular file"}
 YAML_PHRASES = {"nested": "nests", "flow-alias-bomb": "student.arch", "fifo": "not a regular file", "dev-zero": "not a regular file",
                 "folder": "is a folder", "not-a-mapping": "mapping"}  # fmt: skip
 
@@ -99,11 +101,11 @@ def files(tmp_path_factory):
         (d / f"side-{kind}").mkdir()
         torch.save(create_model("resnet8", num_classes=4).state_dict(), d / f"side-{kind}" / "student.pt")
         FUZZ.hostile_json(kind, d / f"side-{kind}" / "student.json", {**side, "input_size": [16, 16]})
-    for kind in ("nested", "folder", "fifo"):
+    for kind in PLAN_PHRASES:
         FUZZ.hostile_json(kind, d / f"plan-{kind}.json", {})
     for kind in YAML_PHRASES:
         FUZZ.hostile_yaml(kind, d / f"config-{kind}.yaml")
-    for fmt in ("webp", "tiff", "bmp"):
+    for fmt in BOMBS:
         for cls in ("a", "b"):
             (d / f"bomb-{fmt}" / cls).mkdir(parents=True)
             for i in range(2):
@@ -138,6 +140,17 @@ def _png_header(width: int, height: int) -> bytes:
 def _cases(d: Path, out: Path) -> dict[str, tuple[list[str], str]]:
     """case -> (argv, a phrase the message must contain)."""
     o = ["--out", str(out)]
+    hinted = ["distill", "--method", "at", "--teacher", str(d / "t.pth"), "--student", "resnet8", "--data", DATA, *o]
+    profiled = ["--backend", "ort-cpu", "--batch", "1", "--iters", "1", "--warmup", "0", "--call-timeout", "1", *o]
+    one_epoch = ["distill", "--method", "ce", "--student", "resnet8", "--epochs", "1", *o, "--data"]
+    configured = ["distill", "--data", DATA, *o, "--config"]
+
+    def exported(folder: Path) -> list[str]:
+        return ["export", str(folder / "student.pt"), *o]
+
+    def trust(kind: str) -> list[str]:
+        return ["--trust-checkpoint"] if kind == "arch-not-python" else []
+
     return {
         "text file h": (["inspect", str(d / "h.pth")], "not a PyTorch file"),
         "text file j": (["select-hints", "--teacher", str(d / "j.pth"), "--data", DATA, *o], "not a PyTorch file"),
@@ -231,107 +244,11 @@ def _cases(d: Path, out: Path) -> dict[str, tuple[list[str], str]]:
         "report: corrupt metrics.jsonl": (["report", str(d / "run-corrupt-metrics")], "line 2"),
         "report: report.html a folder": (["report", str(d / "run-report-folder")], "is a folder"),
         "inspect a broken ONNX file": (["inspect", str(d / "onnx" / "cyclic.onnx")], "not a valid ONNX model"),
-        "hint plan nested": (
-            [
-                "distill",
-                "--method",
-                "at",
-                "--teacher",
-                str(d / "t.pth"),
-                "--student",
-                "resnet8",
-                "--data",
-                DATA,
-                "--hints",
-                str(d / "plan-nested.json"),
-                *o,
-            ],
-            "nests",
-        ),  # fmt: skip
-        "hint plan a folder": (
-            [
-                "distill",
-                "--method",
-                "at",
-                "--teacher",
-                str(d / "t.pth"),
-                "--student",
-                "resnet8",
-                "--data",
-                DATA,
-                "--hints",
-                str(d / "plan-folder.json"),
-                *o,
-            ],
-            "is a folder",
-        ),  # fmt: skip
-        "hint plan a FIFO": (
-            [
-                "distill",
-                "--method",
-                "at",
-                "--teacher",
-                str(d / "t.pth"),
-                "--student",
-                "resnet8",
-                "--data",
-                DATA,
-                "--hints",
-                str(d / "plan-fifo.json"),
-                *o,
-            ],
-            "not a regular file",
-        ),  # fmt: skip
-        **{
-            f"ONNX {kind}": (
-                [
-                    "profile",
-                    str(d / "onnx" / f"{kind}.onnx"),
-                    "--backend",
-                    "ort-cpu",
-                    "--batch",
-                    "1",
-                    "--iters",
-                    "1",
-                    "--warmup",
-                    "0",
-                    "--call-timeout",
-                    "1",
-                    *o,
-                ],
-                phrase,
-            )
-            for kind, phrase in ONNX_PHRASES.items()
-        },  # fmt: skip
-        **{
-            f"sidecar {kind}": (
-                ["export", str(d / f"side-{kind}" / "student.pt"), *o, *(["--trust-checkpoint"] if kind == "arch-not-python" else [])],
-                phrase,
-            )
-            for kind, phrase in SIDECAR_PHRASES.items()
-        },  # fmt: skip
-        **{
-            f"config {kind}": (["distill", "--config", str(d / f"config-{kind}.yaml"), "--data", DATA, *o], phrase)
-            for kind, phrase in YAML_PHRASES.items()
-        },  # fmt: skip
-        **{
-            f"image bomb {fmt}": (
-                [
-                    "distill",
-                    "--method",
-                    "ce",
-                    "--student",
-                    "resnet8",
-                    "--data",
-                    f"imagefolder:{d / f'bomb-{fmt}'}:size=8",
-                    "--epochs",
-                    "1",
-                    *o,
-                ],
-                "8200 x 8200",
-            )
-            for fmt in ("webp", "tiff", "bmp")
-        },  # fmt: skip
+        **{f"hint plan {kind}": ([*hinted, "--hints", str(d / f"plan-{kind}.json")], phrase) for kind, phrase in PLAN_PHRASES.items()},
+        **{f"ONNX {kind}": (["profile", str(d / "onnx" / f"{kind}.onnx"), *profiled], phrase) for kind, phrase in ONNX_PHRASES.items()},
+        **{f"sidecar {kind}": ([*exported(d / f"side-{kind}"), *trust(kind)], phrase) for kind, phrase in SIDECAR_PHRASES.items()},
+        **{f"config {kind}": ([*configured, str(d / f"config-{kind}.yaml")], phrase) for kind, phrase in YAML_PHRASES.items()},
+        **{f"image bomb {fmt}": ([*one_epoch, f"imagefolder:{d / f'bomb-{fmt}'}:size=8"], "8200 x 8200") for fmt in BOMBS},
     }
 
 
