@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", help="loss terms joined by +, e.g. at+kd, crd+at+kd, wsl+at")
     p.add_argument("--hints", metavar="PLAN", help="plan.json from select-hints (default: baseline stage ends)")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--init-epochs", type=int, help="initialisation-stage epochs (fitnet two-stage, ab, ft)")
+    p.add_argument("--init-epochs", type=int, help="initialisation-stage epochs (fitnet two-stage, ab, fsp, ft, ekd)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=finite_float)
     p.add_argument("--optimizer", choices=["sgd", "adamw"])

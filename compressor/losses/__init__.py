@@ -100,10 +100,14 @@ class Objective(nn.Module):
         return any(t.kind == "feature" for t in self.terms.values())
 
     def forward(self, s: Outputs, t: Outputs | None) -> dict[str, torch.Tensor]:
-        ce = F.cross_entropy(s.logits, s.labels)
+        scaled = [z for term in self.terms.values() if term.in_distillation and (z := term.ce_logits(s, t)) is not None]
+        ce = F.cross_entropy(scaled[0] if scaled else s.logits, s.labels)  # SKD: its rescaled logits (one term at most: names are unique)
         parts = {"ce": ce}
         total = self.gamma * ce
         for name, term in self.terms.items():
+            if not term.in_distillation:  # AB, FSP (RepDistiller), FitNets' two stages: initialisation only
+                parts[name] = ce.new_zeros(())
+                continue
             value = term(s, t)
             parts[name] = value
             total = total + self.weights[name] * value
@@ -113,7 +117,7 @@ class Objective(nn.Module):
         """The initialisation stage's loss: the terms' ``init_loss`` only (no CE, no logit terms)."""
         parts = {name: v for name, term in self.terms.items() if (v := term.init_loss(s, t)) is not None}
         if not parts:
-            raise ValueError("init_epochs > 0 but no method has an initialisation stage (fitnet two_stage, ab, ft)")
+            raise ValueError("init_epochs > 0 but no method has an initialisation stage (fitnet two_stage, ab, fsp, ft, ekd)")
         return {"loss": sum(parts.values()), **parts}
 
     def set_epoch(self, epoch: int) -> None:

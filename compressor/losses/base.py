@@ -68,6 +68,7 @@ class DistillLoss(nn.Module):
     kind = "feature"
     default_weight = 1.0
     needs_init = False  # True: ``init_loss`` must run for ``init_epochs`` > 0 before distillation
+    in_distillation = True  # False: the term trains in the initialisation stage only (its weight is 0 after it)
     reads_student_feats = True  # False: a feature method that reads only the teacher's hint features (EKD)
     state_file: str | None = None  # where the engine saves ``export_state()`` (with ``report``'s figures) beside the student
 
@@ -106,6 +107,11 @@ class DistillLoss(nn.Module):
     def init_loss(self, s: Outputs, t: Outputs) -> torch.Tensor | None:
         """Loss of an initialisation stage run before distillation proper (FitNet stage 1,
         FT's paraphraser, AB), or None when the method has none."""
+        return None
+
+    def ce_logits(self, s: Outputs, t: Outputs | None) -> torch.Tensor | None:
+        """The logits the engine's cross-entropy should read instead of the student's raw ones (SKD's
+        rescaled logits, as its authors' code does), or None."""
         return None
 
     @property

@@ -23,12 +23,23 @@ class AuxHead(nn.Module):
 
 
 class EKD(DistillLoss):
-    """EKD (thesis 002 ch. 4): the frozen teacher gets an auxiliary head on the output of each of
+    """EKD (Asadian's thesis, ch. 4): the frozen teacher gets an auxiliary head on the output of each of
     its stages (its hint points; stage ends by default); the heads are trained alone with
     cross-entropy in the initialisation stage (``train.init_epochs``; teacher frozen; 1/8 of the
     epochs when not given), then the cohort of K+1 classifiers (K heads + the teacher's own)
-    supervises the student: L_EKD = 1/|cohort| sum_V KD_tau(S | V), L = alpha * L_EKD + (1 - alpha) * CE
-    (thesis: alpha = 0.1 via this term's weight and ``loss.gamma: 0.9``, tau = 5).
+    supervises the student: L_EKD = 1/|cohort| sum_V KD_tau(S | V) (Eq. 4.6),
+    L = alpha * L_EKD + (1 - alpha) * CE (Eq. 4.7; alpha = 0.1 via this term's weight and
+    ``loss.gamma: 0.9``, tau = 5).
+
+    ``reduction: mean`` (default) is the thesis' Eq. 4.6. The authors' code
+    (github.com/aryanasadianuoit/Distilling-Knowledge-via-Intermediate-Classifiers, ``train_dih.py``)
+    sums every member's alpha * KD + (1 - alpha) * CE instead, which is |cohort| times Eq. 4.7: the
+    same optimum, but |cohort| times the gradient (with SGD, |cohort| times the learning rate and a
+    weight decay |cohort| times weaker). ``reduction: sum`` sums the KD terms; with
+    ``loss.gamma: |cohort| * (1 - alpha)`` (3.6 for three heads + the teacher) the total equals the
+    code's loss exactly. The code also fine-tunes the heads for the full epoch count
+    (``train_regular_middle_logits(..., epochs=args.epochs)``), where the thesis calls it a cheap
+    fine-tuning: set ``train.init_epochs`` to ``train.epochs`` to follow it.
 
     Heads sit at every teacher hint point, the last stage's too (the thesis' experiments have three
     heads plus the main classifier on three-stage CIFAR teachers, Table 5.6); ``include_last: false``
@@ -44,10 +55,13 @@ class EKD(DistillLoss):
     default_weight = 0.1
 
     def __init__(self, heads: nn.ModuleList, head_points: list[int], T: float = 5.0, cohort: list[int] | None = None,
-                 trained: bool = False):  # fmt: skip
+                 trained: bool = False, reduction: str = "mean"):  # fmt: skip
         super().__init__()
         if T <= 0:
             raise ValueError(f"temperature T must be > 0, got {T}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction {reduction!r}: mean (the thesis' Eq. 4.6) or sum (the authors' train_dih.py)")
+        self.reduction = reduction
         self.heads = heads
         self.head_points = head_points  # positions in the hint list
         self.T = T
@@ -62,12 +76,12 @@ class EKD(DistillLoss):
 
     @classmethod
     def build(cls, ctx: LossContext, T: float = 5.0, cohort: list[int] | None = None, heads: str | None = None,
-              include_last: bool = True, head: str = "flatten") -> "EKD":  # fmt: skip
+              include_last: bool = True, head: str = "flatten", reduction: str = "mean") -> "EKD":  # fmt: skip
         points = list(range(len(ctx.teacher_feats) if include_last else max(len(ctx.teacher_feats) - 1, 0)))
         if not points:
             raise ValueError("EKD needs teacher hint points for its heads (with include_last: false, at least two)")
         modules = nn.ModuleList(AuxHead(tuple(ctx.teacher_feats[i]), ctx.num_classes, head) for i in points)
-        loss = cls(modules, points, T, cohort, trained=heads is not None)
+        loss = cls(modules, points, T, cohort, trained=heads is not None, reduction=reduction)
         if heads is not None:
             state = torch.load(heads, map_location="cpu", weights_only=True)
             try:
@@ -98,7 +112,8 @@ class EKD(DistillLoss):
     def forward(self, s: Outputs, t: Outputs) -> torch.Tensor:
         with torch.no_grad():
             members = [*self.head_logits(t), t.logits.detach()]
-        return sum(kl_soft(s.logits, members[c - 1], self.T) for c in self.cohort) / len(self.cohort)
+        total = sum(kl_soft(s.logits, members[c - 1], self.T) for c in self.cohort)
+        return total / len(self.cohort) if self.reduction == "mean" else total
 
     @torch.no_grad()
     def report(self, teacher_outputs) -> dict:

@@ -9,8 +9,10 @@ from .base import DistillLoss, LossContext, Outputs
 class FitNet(DistillLoss):
     """FitNets, Romero et al. 2015: MSE between a learned regressor of the student's hint
     features and the teacher's. The original trains in two stages (stage 1: the student up to
-    its hint layers + regressors on the hint loss alone; stage 2: KD); ``two_stage=True`` runs
-    stage 1 as the engine's initialisation stage (``init_epochs``)."""
+    its hint layers + regressors on the hint loss alone; stage 2: KD on the whole student, no hint
+    term); ``two_stage=True`` runs stage 1 as the engine's initialisation stage (``init_epochs``)
+    and drops the hint term after it (``fitnet+kd``: stage 2 is KD). ``two_stage=False`` (default)
+    keeps the hint term throughout, as RepDistiller's ``hint`` runs it."""
 
     default_weight = 100.0
 
@@ -19,6 +21,7 @@ class FitNet(DistillLoss):
         self.regressors = regressors
         self.two_stage = two_stage
         self.needs_init = two_stage
+        self.in_distillation = not two_stage
 
     @classmethod
     def build(cls, ctx: LossContext, two_stage: bool = False) -> "FitNet":

@@ -17,19 +17,27 @@ def fsp_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class FSP(DistillLoss):
     """FSP matrices, Yim et al. 2017: mean squared difference between student and teacher flow
     matrices of consecutive hint pairs. Comparable only when the channel counts agree at every
-    hint (same-architecture families), which ``build`` checks."""
+    hint (same-architecture families), which ``build`` checks. As in the paper (stage 1: the FSP
+    loss; stage 2: the task) and RepDistiller (its ``init`` trains the student's feature modules on
+    this term, then the main loop sets it to 0), the term trains in the initialisation stage
+    (``init_epochs``) only; ``keep: true`` keeps it in distillation too."""
 
     default_weight = 50.0
+    needs_init = True
+
+    def __init__(self, keep: bool = False):
+        super().__init__()
+        self.in_distillation = keep
 
     @classmethod
-    def build(cls, ctx: LossContext) -> "FSP":
+    def build(cls, ctx: LossContext, keep: bool = False) -> "FSP":
         if len(ctx.student_feats) < 2:
             raise ValueError("FSP needs at least 2 hints (it compares the flow between consecutive hints)")
         s_c = [s[0] for s in ctx.student_feats]
         t_c = [t[0] for t in ctx.teacher_feats]
         if s_c != t_c:
             raise ValueError(f"FSP needs equal channel counts at every hint; student {s_c}, teacher {t_c} (same-architecture pairs only)")
-        return cls()
+        return cls(keep)
 
     def forward(self, s: Outputs, t: Outputs) -> torch.Tensor:
         total = s.logits.new_zeros(())
@@ -38,3 +46,6 @@ class FSP(DistillLoss):
             g_t = fsp_matrix(t.feats[i].detach(), t.feats[i + 1].detach())
             total = total + (g_s - g_t).pow(2).mean()
         return total
+
+    def init_loss(self, s: Outputs, t: Outputs) -> torch.Tensor:
+        return self.forward(s, t)

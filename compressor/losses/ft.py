@@ -18,7 +18,7 @@ def _conv_stack(channels: list[int], transpose: bool = False, bn: bool = False) 
 class FTPair(nn.Module):
     def __init__(self, s_channels: int, t_channels: int, rate: float, bn: bool = False):
         super().__init__()
-        factor = max(1, int(t_channels * rate))
+        factor = max(1, int(round(t_channels * rate)))  # the authors' int(round(64 * RATE))
         self.paraphraser = _conv_stack([t_channels, t_channels, factor, factor], bn=bn)  # teacher-side encoder
         self.decoder = _conv_stack([factor, factor, t_channels, t_channels], transpose=True, bn=bn)
         self.translator = _conv_stack([s_channels, s_channels, factor, factor], bn=bn)  # student-side encoder
@@ -29,11 +29,12 @@ class FT(DistillLoss):
     (github.com/Jangho-Kim/Factor-Transfer-pytorch): a paraphraser (convolutional autoencoder: three
     3x3 convolutions, three transposed ones, LeakyReLU(0.1) after each, no BatchNorm) is first trained
     to reconstruct the teacher's hint features (initialisation stage, ``init_epochs`` > 0,
-    reconstruction MSE); then it is frozen and run in eval mode, and a translator (three 3x3
-    convolutions) on the student's features is trained so that its factors match the paraphraser's:
-    mean |F_s/||F_s|| - F_t/||F_t|| |^p (p = 1, the authors' L1Loss), factors flattened per sample.
-    Factor rate k = 0.5 and weight beta = 500 as in their code. ``bn=True`` adds BatchNorm after
-    each convolution (then the frozen paraphraser uses its running statistics)."""
+    reconstruction L1, the ``nn.L1Loss`` of their ``train_Paraphraser.py``); then it is frozen and
+    run in eval mode, and a translator (three 3x3 convolutions) on the student's features is trained
+    so that its factors match the paraphraser's: mean |F_s/||F_s|| - F_t/||F_t|| |^p (p = 1, the
+    authors' L1Loss), factors flattened per sample. Factor rate k = 0.5 (``int(round(C * k))``
+    factor channels) and weight beta = 500 as in their code. ``bn=True`` adds BatchNorm after each
+    convolution (then the frozen paraphraser uses its running statistics)."""
 
     default_weight = 500.0
     needs_init = True
@@ -63,5 +64,5 @@ class FT(DistillLoss):
         for pair in self.pairs:
             pair.paraphraser.train()
         return sum(
-            F.mse_loss(pair.decoder(pair.paraphraser(ft.detach())), ft.detach()) for pair, ft in zip(self.pairs, t.feats, strict=True)
+            F.l1_loss(pair.decoder(pair.paraphraser(ft.detach())), ft.detach()) for pair, ft in zip(self.pairs, t.feats, strict=True)
         )

@@ -224,7 +224,7 @@ def setup(config: DistillConfig, teacher_model: nn.Module | None = None, student
     needing = [n for n, term in objective.terms.items() if term.needs_init]
     if t.init_epochs > 0 and not any(term.has_init_stage for term in objective.terms.values()):
         raise UserError(f"train.init_epochs = {t.init_epochs} but {lc.method} has no initialisation stage (fitnet with two_stage: true, "
-                        "ab, ft, ekd have one): set train.init_epochs: 0")  # fmt: skip
+                        "ab, fsp, ft, ekd have one): set train.init_epochs: 0")  # fmt: skip
     if t.init_epochs == 0 and needing:  # FT's paraphraser, AB, EKD's heads: RepDistiller gives them 30 of 240 epochs
         t.init_epochs = max(1, round(t.epochs / 8))
         init_note = f"{'+'.join(needing)} needs an initialisation stage: train.init_epochs set to {t.init_epochs} (1/8 of train.epochs)"

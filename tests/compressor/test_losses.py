@@ -62,6 +62,30 @@ def test_skd():
     assert float(value) == pytest.approx(kl_np(softmax(nt / T), softmax(ns / T)) * T**2, rel=1e-8)
 
 
+def test_skd_script_variant_equals_the_authors_skd_main():
+    """Transcription of skd_main.py's SKD branch (forjiuzhou/Spherical-Knowledge-Distillation), its
+    (B,) x (B, 1) broadcast and / B / B included; the objective's CE reads the rescaled logits as
+    theirs does. The default variant gives another value on the same tensors."""
+    zs = torch.tensor(rng(0).normal(size=(B, K)), requires_grad=True)
+    zt, labels, T, alpha = torch.tensor(rng(1).normal(size=(B, K)) * 3), torch.arange(B) % K, 4.0, 0.9
+    tea_std, stu_std = torch.std(zt, dim=-1, keepdim=True), torch.std(zs, dim=-1, keepdim=True)
+    p_s, p_t = F.log_softmax(zs / stu_std * tea_std / T, dim=1), F.softmax(zt / T, dim=1)
+    ones = torch.ones(B, 1, dtype=zs.dtype)
+    loss_kd = torch.sum(torch.sum(F.kl_div(p_s, p_t, reduction="none"), dim=-1) * (T * T * ones)) / B / B * alpha
+    expected = loss_kd + nn.CrossEntropyLoss()(zs / stu_std * tea_std, labels) * (1 - alpha)
+    obj = build_objective("skd", ctx([], []), gamma=1 - alpha, weights={"skd": alpha}, params={"skd": {"T": T, "variant": "script"}})
+    s, t = Outputs(zs, [], None, labels, torch.arange(B)), Outputs(zt, [], None, labels, torch.arange(B))
+    got = obj(s, t)["loss"]
+    assert float(got) == pytest.approx(float(expected), rel=1e-10)
+    torch.testing.assert_close(torch.autograd.grad(got, zs)[0], torch.autograd.grad(expected, zs)[0])
+    raw = build_objective("skd", ctx([], []), params={"skd": {"variant": "script", "ce_scaled": False}})(s, t)
+    assert float(raw["ce"]) == pytest.approx(float(F.cross_entropy(zs, labels)), rel=1e-12)
+    norm = build_objective("skd", ctx([], []), params={"skd": {"T": T}})(s, t)
+    assert abs(float(norm["skd"]) - float(loss_kd) / alpha) > 1e-3  # two readings, two values
+    with pytest.raises(ValueError, match="variant"):
+        LOSSES.get("skd")(variant="paper")
+
+
 def test_wsl():
     zs, zt, T = rng(0).normal(size=(B, K)), rng(1).normal(size=(B, K)) * 2, 2.0
     y = np.array([0, 1, 2, 3, 4, 0])
@@ -345,12 +369,12 @@ def test_ft_vanishes_when_translator_equals_paraphraser():
     f = feats(0, [shape])
     assert float(loss(outputs(np.zeros((B, K)), f), outputs(np.zeros((B, K)), f))) == pytest.approx(0, abs=1e-12)
     rec = pair.decoder(pair.paraphraser(torch.tensor(f[0])))
-    expected = ((rec.detach().numpy() - f[0]) ** 2).mean()
+    expected = np.abs(rec.detach().numpy() - f[0]).mean()  # the authors' nn.L1Loss (MSE gives a different value)
     assert float(loss.init_loss(outputs(np.zeros((B, K)), f), outputs(np.zeros((B, K)), f))) == pytest.approx(expected, rel=1e-10)
 
 
 class _AuthorsParaphraser(nn.Module):
-    """Transcription of Paraphraser (Jangho-Kim/Factor-Transfer-pytorch, FT.py): BN commented out there."""
+    """Transcription of Paraphraser (Jangho-Kim/Factor-Transfer-pytorch, Models/FeatureProjection.py): BN commented out there."""
 
     def __init__(self, in_planes, planes):
         super().__init__()
@@ -358,9 +382,33 @@ class _AuthorsParaphraser(nn.Module):
         self.conv0 = nn.Conv2d(in_planes, in_planes, 3, 1, 1, bias=True)
         self.conv1 = nn.Conv2d(in_planes, planes, 3, 1, 1, bias=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=True)
+        self.deconv0 = nn.ConvTranspose2d(planes, planes, 3, 1, 1, bias=True)
+        self.deconv1 = nn.ConvTranspose2d(planes, in_planes, 3, 1, 1, bias=True)
+        self.deconv2 = nn.ConvTranspose2d(in_planes, in_planes, 3, 1, 1, bias=True)
 
-    def forward(self, x):  # mode 1: the encoder
-        return self.leakyrelu(self.conv2(self.leakyrelu(self.conv1(self.leakyrelu(self.conv0(x))))))
+    def forward(self, x, mode=1):  # mode 1: the encoder; mode 0: encoder then decoder (reconstruction)
+        out = self.leakyrelu(self.conv2(self.leakyrelu(self.conv1(self.leakyrelu(self.conv0(x))))))
+        if mode == 0:
+            out = self.leakyrelu(self.deconv2(self.leakyrelu(self.deconv1(self.leakyrelu(self.deconv0(out))))))
+        return out
+
+
+def test_ft_paraphraser_pretraining_equals_the_authors_train_paraphraser():
+    """train_Paraphraser.py: Paraphraser(64, int(round(64 * RATE))) trained with nn.L1Loss on
+    mode 0 (reconstruction) against the detached teacher features. 7 channels at k = 0.5 give
+    round(3.5) = 4 factors (int() gives 3)."""
+    torch.manual_seed(0)
+    shape = (7, 4, 4)
+    loss = LOSSES.get("ft").build(ctx([shape], [shape])).double()
+    pair = loss.pairs[0]
+    assert pair.paraphraser[2].out_channels == int(round(7 * 0.5)) == 4
+    authors = _AuthorsParaphraser(7, 4).double()
+    ours = [*pair.paraphraser.state_dict().values(), *pair.decoder.state_dict().values()]
+    authors.load_state_dict({k: v for k, v in zip(authors.state_dict(), ours, strict=True)})
+    ft = torch.tensor(feats(2, [shape])[0])
+    expected = nn.L1Loss()(authors(ft, 0), ft.detach())
+    value = loss.init_loss(outputs(np.zeros((B, K)), feats(1, [shape])), outputs(np.zeros((B, K)), [ft.numpy()]))
+    assert float(value) == pytest.approx(float(expected), rel=1e-10)
 
 
 def test_ft_equals_the_authors_modules_and_freezes_the_paraphraser():
@@ -371,8 +419,9 @@ def test_ft_equals_the_authors_modules_and_freezes_the_paraphraser():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in loss.modules())
     assert LOSSES.get("ft").default_weight == 500.0
     para, trans = _AuthorsParaphraser(6, 3).double(), _AuthorsParaphraser(3, 3).double()  # Translator: the same encoder shape
-    para.load_state_dict({k: v for k, v in zip(para.state_dict(), pair.paraphraser.state_dict().values(), strict=True)})
-    trans.load_state_dict({k: v for k, v in zip(trans.state_dict(), pair.translator.state_dict().values(), strict=True)})
+    encoder = [k for k in para.state_dict() if k.startswith("conv")]  # mode 1 uses the encoder alone
+    para.load_state_dict(dict(zip(encoder, pair.paraphraser.state_dict().values(), strict=True)), strict=False)
+    trans.load_state_dict(dict(zip(encoder, pair.translator.state_dict().values(), strict=True)), strict=False)
     fs, ft = feats(0, [s_shape]), feats(3, [t_shape])
 
     def factor(x):  # the authors' FT(): F.normalize(x.view(x.size(0), -1))
@@ -416,10 +465,34 @@ def test_objective_combines_terms_by_name():
     assert build_objective("at+kd", c, alpha=0.9, beta=7.0).weights == {"at": 7.0, "kd": 0.9}
 
 
+@pytest.mark.parametrize(("method", "params"), [("ab+kd", {}), ("fsp+kd", {}), ("fitnet+kd", {"fitnet": {"two_stage": True}})])
+def test_initialisation_only_terms_leave_distillation(method, params):
+    """RepDistiller's main loop sets AB's and FSP's term to 0 after their init stage; FitNets' stage
+    2 is KD alone. The distillation loss is gamma * CE + KD, the term trains only in init_forward;
+    ``keep: true`` (AB, FSP) puts it back."""
+    shapes = [(3, 4, 4), (3, 2, 2)]
+    name = method.split("+")[0]
+    s = outputs(rng(0).normal(size=(B, K)), feats(0, shapes))
+    t = outputs(rng(1).normal(size=(B, K)), feats(1, shapes))
+    obj = build_objective(method, ctx(shapes, shapes), gamma=0.7, params=params).double()
+    assert obj.terms[name].needs_init
+    parts = obj(s, t)
+    assert float(parts["loss"]) == pytest.approx(0.7 * float(parts["ce"]) + float(parts["kd"]), rel=1e-12)
+    init = obj.init_forward(s, t)
+    assert set(init) == {"loss", name} and float(init["loss"]) > 0
+    if name != "fitnet":
+        kept = build_objective(method, ctx(shapes, shapes), gamma=0.7, params={name: {"keep": True}}).double()
+        kept.terms[name].load_state_dict(obj.terms[name].state_dict())
+        both = kept(s, t)
+        expected = 0.7 * float(both["ce"]) + float(both["kd"]) + kept.weights[name] * float(init[name])
+        assert float(both["loss"]) == pytest.approx(expected, rel=1e-10)
+
+
 def test_every_method_builds_and_backpropagates():
     """Every registered offline method runs on student tensors that need gradients and teacher tensors
-    that need them too: the loss is finite, reaches the student, and never reaches the teacher (a
-    method that forgets to detach its target would train the frozen teacher's features)."""
+    that need them too: the loss is finite, the term's own gradient (in distillation, else in its
+    initialisation stage) reaches the student and never the teacher (a method that forgets to
+    detach its target would train the frozen teacher's features)."""
     from compressor.losses.base import DistillLoss
 
     torch.manual_seed(0)
@@ -440,8 +513,10 @@ def test_every_method_builds_and_backpropagates():
         t_fs = [torch.randn(B, *sh, requires_grad=True) for sh in shapes]
         t = Outputs(t_logits, t_fs, t_emb, labels, torch.arange(B))
         out = term(s, t)
-        out["loss"].backward()
         assert torch.isfinite(out["loss"]), name
+        distills = term.terms[name].in_distillation  # AB, FSP: initialisation stage only, then weight 0
+        assert float(out[name]) != 0 if distills else float(out[name]) == 0, name
+        (out[name] if distills else term.init_forward(s, t)["loss"]).backward()  # the term's own gradient, not CE's
         assert any(g is not None and bool(g.abs().sum() > 0) for g in (logits.grad, emb.grad, *(f.grad for f in fs))), name
         assert all(g is None or not bool(g.abs().sum() > 0) for g in (t_logits.grad, t_emb.grad, *(f.grad for f in t_fs))), name
         ran.append(name)
@@ -554,6 +629,38 @@ def test_ekd_heads_cohort_and_init_stage():
         LOSSES.get("ekd").build(ctx(shapes, shapes), cohort=[5])
     pooled = LOSSES.get("ekd").build(ctx(shapes, shapes), head="pool", include_last=False).double()
     assert len(pooled.heads) == 2 and pooled.heads[0].fc.in_features == 3
+
+
+def _authors_kd_loss(out_s, out_t, target, alpha, temperature):
+    """Transcription of kd_loss (aryanasadianuoit/Distilling-Knowledge-via-Intermediate-Classifiers, KD_Loss.py)."""
+    kd = nn.KLDivLoss(reduction="batchmean")(F.log_softmax(out_s / temperature, dim=1), F.softmax(out_t / temperature, dim=1))
+    return kd * (alpha * temperature * temperature) + F.cross_entropy(out_s, target) * (1.0 - alpha)
+
+
+def test_ekd_sum_reduction_equals_the_authors_train_dih_loop():
+    """train_dih.py adds kd_loss(student, member) for the teacher and every head: |cohort| times the
+    thesis' Eq. 4.7. reduction: sum with gamma = |cohort| (1 - alpha) gives that loss; the default
+    (mean) gives the thesis' value, 1/|cohort| of it."""
+    shapes = [(3, 4, 4), (4, 2, 2), (6, 1, 1)]
+    zs = torch.tensor(rng(5).normal(size=(B, K)), requires_grad=True)
+    zt, labels = torch.tensor(rng(6).normal(size=(B, K))), torch.arange(B) % K
+    f = [torch.tensor(x) for x in feats(0, shapes)]
+    summed = build_objective("ekd", ctx(shapes, shapes), gamma=4 * 0.9, weights={"ekd": 0.1}, params={"ekd": {"reduction": "sum"}})
+    thesis = build_objective("ekd", ctx(shapes, shapes), gamma=0.9, weights={"ekd": 0.1}).double()
+    summed = summed.double()
+    thesis.terms["ekd"].heads.load_state_dict(summed.terms["ekd"].heads.state_dict())
+    heads = summed.terms["ekd"].heads
+    members = [zt, *(head(x) for head, x in zip(heads, f, strict=True))]  # complete_teacher_outputs_dict: main + heads
+    expected = sum(_authors_kd_loss(zs, z.detach(), labels, 0.1, 5.0) for z in members)
+    s, t = Outputs(zs, [], None, labels, torch.arange(B)), Outputs(zt, f, None, labels, torch.arange(B))
+    got = summed(s, t)["loss"]
+    assert float(got) == pytest.approx(float(expected), rel=1e-10)
+    (g_got,) = torch.autograd.grad(got, zs)
+    (g_exp,) = torch.autograd.grad(expected, zs)
+    torch.testing.assert_close(g_got, g_exp)
+    assert float(thesis(s, t)["loss"]) == pytest.approx(float(expected) / 4, rel=1e-10)
+    with pytest.raises(ValueError, match="reduction"):
+        LOSSES.get("ekd").build(ctx(shapes, shapes), reduction="avg")
 
 
 def test_ekd_reuses_saved_heads(tmp_path):
